@@ -1,0 +1,43 @@
+"""Typed errors raised by the library.
+
+The library never prints or exits; it raises one of these. The CLI turns any
+`CompofaError` into a one-line message and exit code 2, so every message here is
+written to be read on its own: what is wrong, and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class CompofaError(Exception):
+    """Base class of every error the CLI reports as a one-line message."""
+
+
+class SpecError(CompofaError, ValueError):
+    """A subnet spec is malformed or lies outside its design space."""
+
+
+class UnknownSpaceError(CompofaError, KeyError):
+    """A design space name is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class SpaceTooLargeError(CompofaError):
+    """Enumeration was asked of a space too large to enumerate."""
+
+
+class RegistryError(CompofaError):
+    """A registry was given a duplicate or invalid entry."""
+
+
+class CheckpointError(CompofaError):
+    """A checkpoint cannot be read or does not fit the supernet."""
+
+
+class ExportError(CompofaError):
+    """A model could not be exported or written."""
+
+
+class OutputPathError(CompofaError):
+    """An output path cannot be written (missing folder, directory, read-only)."""

@@ -1,0 +1,193 @@
+"""Layer-by-layer plans of a network: every channel count, derived in one place.
+
+`plan_subnet(spec, width)` lays out the layers of one subnet and
+`plan_supernet(family, width)` those of the supernet (every block at its widest
+and largest kernel, which is the shape its weights are stored in). The PyTorch
+modules, the ONNX graph builder, layer lookup-table keys and FLOP counts all read
+these plans instead of recomputing channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from compofa.space.family import Family, make_divisible
+from compofa.space.registry import get_space
+from compofa.space.spec import SubnetSpec
+
+#: Resolution a supernet plan is laid out at (spatial sizes only matter for FLOPs).
+SUPERNET_RESOLUTION = 224
+
+
+def conv_output_size(input_size: int, stride: int) -> int:
+    """Spatial size after a 'same'-padded conv of any odd kernel."""
+    return (input_size - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class ConvPlan:
+    """A plain conv layer (stem, final expand, feature mix)."""
+
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    activation: str
+    batch_norm: bool
+    input_size: int
+
+    @property
+    def output_size(self) -> int:
+        return conv_output_size(self.input_size, self.stride)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """One inverted-residual (MBConv) block.
+
+    Attributes:
+        position: index of the block in the supernet (0 is the fixed first
+            block, which has no expand conv); weights are looked up by it.
+        stage: elastic stage of the block, or -1 for the first block.
+        mid_channels: channels after the expand conv
+            (``make_divisible(round(in_channels * expand_ratio))``).
+        se_channels: squeeze-excite bottleneck channels, 0 without SE.
+        residual: identity skip around the block.
+    """
+
+    position: int
+    stage: int
+    in_channels: int
+    mid_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    expand_ratio: int
+    activation: str
+    se_channels: int
+    residual: bool
+    input_size: int
+
+    @property
+    def has_expand_conv(self) -> bool:
+        return self.expand_ratio != 1
+
+    @property
+    def use_se(self) -> bool:
+        return self.se_channels > 0
+
+    @property
+    def output_size(self) -> int:
+        return conv_output_size(self.input_size, self.stride)
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """All layers of one network, in execution order."""
+
+    family: Family
+    width: float
+    resolution: int
+    stem: ConvPlan
+    blocks: tuple[BlockPlan, ...]
+    final_expand: ConvPlan | None
+    feature_mix: ConvPlan
+    num_classes: int
+
+    @property
+    def classifier_in(self) -> int:
+        return self.feature_mix.out_channels
+
+    @property
+    def stage_outputs(self) -> tuple[int, ...]:
+        return tuple(self.family.scaled(stage.base_width, self.width) for stage in self.family.stages)
+
+
+def _se_channels(family: Family, mid_channels: int) -> int:
+    return make_divisible(mid_channels // family.se_reduction)
+
+
+def _plan(
+    family: Family,
+    width: float,
+    resolution: int,
+    stage_blocks: tuple[tuple[tuple[int, int], ...], ...],
+) -> NetworkPlan:
+    """Lay out `family` at `width` with (kernel, expand) per active block."""
+    family.check_width(width)
+    stem_width = family.scaled(family.stem_base_width, width)
+    stem = ConvPlan(3, stem_width, 3, 2, family.stem_activation, True, resolution)
+    size = stem.output_size
+
+    first_width = family.scaled(family.first_block_base_width, width)
+    blocks = [
+        BlockPlan(
+            position=0,
+            stage=-1,
+            in_channels=stem_width,
+            mid_channels=stem_width,
+            out_channels=first_width,
+            kernel_size=3,
+            stride=1,
+            expand_ratio=1,
+            activation=family.first_block_activation,
+            se_channels=0,
+            residual=family.first_block_skip and stem_width == first_width,
+            input_size=size,
+        )
+    ]
+    channels, position = first_width, 1
+    for stage, (stage_def, settings) in enumerate(zip(family.stages, stage_blocks)):
+        out_channels = family.scaled(stage_def.base_width, width)
+        for index, (kernel, expand) in enumerate(settings):
+            stride = stage_def.stride if index == 0 else 1
+            mid = make_divisible(round(channels * expand))
+            blocks.append(
+                BlockPlan(
+                    position=position + index,
+                    stage=stage,
+                    in_channels=channels,
+                    mid_channels=mid,
+                    out_channels=out_channels,
+                    kernel_size=kernel,
+                    stride=stride,
+                    expand_ratio=expand,
+                    activation=stage_def.activation,
+                    se_channels=_se_channels(family, mid) if stage_def.use_se else 0,
+                    residual=stride == 1 and channels == out_channels,
+                    input_size=size,
+                )
+            )
+            size = conv_output_size(size, stride)
+            channels = out_channels
+        position += stage_def.max_depth
+
+    final_expand = None
+    if family.final_expand_base_width is not None:
+        final_width = family.scaled(family.final_expand_base_width, width)
+        final_expand = ConvPlan(channels, final_width, 1, 1, family.head_activation, True, size)
+        channels = final_width
+    mix_width = family.scaled(family.feature_mix_base_width, width)
+    mix_input = 1 if family.feature_mix_after_pool else size
+    feature_mix = ConvPlan(channels, mix_width, 1, 1, family.head_activation, family.feature_mix_bn, mix_input)
+    return NetworkPlan(family, width, resolution, stem, tuple(blocks), final_expand, feature_mix, family.num_classes)
+
+
+@lru_cache(maxsize=4096)
+def plan_subnet(spec: SubnetSpec, width: float) -> NetworkPlan:
+    """The layers of the subnet `spec` at width multiplier `width`."""
+    family = get_space(spec.space).family
+    stage_blocks = tuple(
+        tuple(zip(spec.stage_kernel_sizes(stage), spec.stage_expand_ratios(stage)))
+        for stage in range(spec.num_stages)
+    )
+    return _plan(family, width, spec.resolution, stage_blocks)
+
+
+@lru_cache(maxsize=16)
+def plan_supernet(family: Family, width: float) -> NetworkPlan:
+    """The layers of the supernet: every block at full depth, width and kernel."""
+    widest = (family.max_kernel_size, family.max_expand_ratio)
+    stage_blocks = tuple((widest,) * stage.max_depth for stage in family.stages)
+    return _plan(family, width, SUPERNET_RESOLUTION, stage_blocks)

@@ -1,0 +1,183 @@
+"""Export subnets to ONNX, each at most once.
+
+Two routes produce the same network: ``graph`` writes the ONNX graph straight
+from the subnet's plan and weights (milliseconds; the default), ``torch``
+traces the PyTorch subnet with `torch.onnx.export` (about half a second, kept
+as an independent cross-check). `OnnxExporter` adds a content-addressed cache:
+a file's name is a hash of everything that determines its bytes (weights,
+spec, batch, route and exporter version), so nothing is exported twice and a
+stale file can never be returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from compofa import __version__
+from compofa.errors import ExportError
+from compofa.fileio import atomic_output, check_output_path
+from compofa.space import SubnetSpec, format_spec
+from compofa.supernet.network import Supernet
+from compofa.supernet.onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, build_onnx_model
+
+#: Bump whenever either route's output for the same inputs changes.
+EXPORTER_VERSION = 1
+METHODS = ("graph", "torch")
+
+
+def weights_fingerprint(supernet: Supernet) -> str:
+    """A hash of the supernet's settings and every weight's bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(supernet).encode())
+    for name, tensor in supernet.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _metadata(supernet: Supernet, spec: SubnetSpec, fingerprint: str) -> dict[str, str]:
+    return {
+        "compofa.version": __version__,
+        "compofa.spec": format_spec(spec),
+        "compofa.width": f"{supernet.width:g}",
+        "compofa.kernel_transform": str(supernet.kernel_transform).lower(),
+        "compofa.weights": fingerprint,
+    }
+
+
+def write_onnx(
+    supernet: Supernet,
+    spec: SubnetSpec,
+    path: str | os.PathLike[str],
+    batch: int = 1,
+    method: str = "graph",
+    fingerprint: str | None = None,
+    durable: bool = True,
+) -> Path:
+    """Write subnet `spec` of `supernet` to `path` as ONNX (atomically).
+
+    Input ``input`` is ``[batch, 3, R, R]`` float32 NCHW with R the spec's
+    resolution; output ``logits``. The supernet should be in eval mode (its
+    BatchNorm statistics are folded into the convs either way).
+    """
+    if batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}")
+    if method not in METHODS:
+        raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
+    target = check_output_path(path)
+    fingerprint = fingerprint or weights_fingerprint(supernet)
+    metadata = _metadata(supernet, spec, fingerprint)
+    if method == "graph":
+        graph = build_onnx_model(supernet.plan(spec), supernet.subnet_state_dict(spec, copy=False), batch, metadata)
+        with atomic_output(target, durable=durable) as handle:
+            graph.write(handle)
+    else:
+        data = _trace_to_onnx(supernet, spec, batch, metadata)
+        with atomic_output(target, durable=durable) as handle:
+            handle.write(data)
+    return target
+
+
+def _trace_to_onnx(supernet: Supernet, spec: SubnetSpec, batch: int, metadata: dict[str, str]) -> bytes:
+    import onnx
+
+    subnet = supernet.subnet(spec).eval()
+    example = torch.zeros(batch, 3, spec.resolution, spec.resolution)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        torch.onnx.export(
+            subnet,
+            (example,),
+            buffer,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return model.SerializeToString()
+
+
+def default_cache_dir() -> Path:
+    """``$COMPOFA_CACHE_DIR``, else ``$XDG_CACHE_HOME/compofa``, else ``~/.cache/compofa``."""
+    if os.environ.get("COMPOFA_CACHE_DIR"):
+        return Path(os.environ["COMPOFA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "compofa"
+
+
+class OnnxExporter:
+    """Exports subnets of one supernet into a content-addressed cache.
+
+    The supernet's weights are hashed once, at construction: do not change
+    them while the exporter is in use (make a new exporter after training).
+
+    Attributes:
+        hits, misses: cache lookups answered from disk / exported.
+    """
+
+    def __init__(
+        self,
+        supernet: Supernet,
+        batch: int = 1,
+        cache_dir: str | os.PathLike[str] | None = None,
+        method: str = "graph",
+    ) -> None:
+        if method not in METHODS:
+            raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
+        self.supernet = supernet
+        self.batch = batch
+        self.method = method
+        self.folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
+        self.fingerprint = weights_fingerprint(supernet)
+        self.hits = 0
+        self.misses = 0
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ExportError(f"cannot create the export cache {str(self.folder)!r}: {error.strerror}") from None
+
+    def key(self, spec: SubnetSpec) -> str:
+        identity = {
+            "exporter": EXPORTER_VERSION,
+            "opset": OPSET,
+            "method": self.method,
+            "weights": self.fingerprint,
+            "spec": format_spec(spec),
+            "batch": self.batch,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
+
+    def path(self, spec: SubnetSpec) -> Path:
+        """The ONNX file of `spec`, exported now unless already cached."""
+        target = self.folder / f"{self.key(spec)}.onnx"
+        if target.exists():
+            self.hits += 1
+            return target
+        # A cache file can be rebuilt, so it skips the fsync; the rename stays atomic.
+        write_onnx(self.supernet, spec, target, self.batch, self.method, self.fingerprint, durable=False)
+        self.misses += 1
+        return target
+
+    def paths(
+        self, specs: Iterable[SubnetSpec], on_done: Callable[[SubnetSpec, Path], None] | None = None
+    ) -> list[Path]:
+        """`path` for each spec, calling `on_done` after each (for progress bars)."""
+        done = []
+        for spec in specs:
+            done.append(self.path(spec))
+            if on_done is not None:
+                on_done(spec, done[-1])
+        return done
