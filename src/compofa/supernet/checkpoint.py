@@ -47,9 +47,17 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
     except IsADirectoryError:
         raise CheckpointError(f"checkpoint {str(path)!r} is a directory, not a file") from None
     except Exception as error:  # torch raises many kinds for a bad file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {reason}") from None
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {_load_failure(error)}") from None
     return unwrap_checkpoint(content, str(path))
+
+
+def _load_failure(error: Exception) -> str:
+    text = str(error).strip()
+    if "Weights only load failed" in text:
+        # Loading arbitrary pickles could run code, so only tensors are read.
+        return "not a PyTorch checkpoint of tensors (is it the right file?)"
+    first_line = text.splitlines()[0] if text else type(error).__name__
+    return first_line if len(first_line) <= 160 else first_line[:157] + "..."
 
 
 def unwrap_checkpoint(content: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -36,7 +36,8 @@ class ElasticPointwise(nn.Module):
         return self.weight[:out_channels, :in_channels]
 
     def forward(self, x: torch.Tensor, out_channels: int) -> torch.Tensor:
-        return F.conv2d(x, self.active_weight(x.shape[1], out_channels))
+        # A sliced weight is strided; convolution kernels run faster on a dense copy.
+        return F.conv2d(x, self.active_weight(x.shape[1], out_channels).contiguous())
 
 
 class ElasticDepthwise(nn.Module):
@@ -77,7 +78,7 @@ class ElasticDepthwise(nn.Module):
 
     def forward(self, x: torch.Tensor, kernel_size: int) -> torch.Tensor:
         channels = x.shape[1]
-        weight = self.active_weight(channels, kernel_size)
+        weight = self.active_weight(channels, kernel_size).contiguous()
         return F.conv2d(x, weight, None, self.stride, same_padding(kernel_size), 1, channels)
 
 

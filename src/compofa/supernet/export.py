@@ -181,3 +181,50 @@ class OnnxExporter:
             if on_done is not None:
                 on_done(spec, done[-1])
         return done
+
+
+def load_or_build_supernet(
+    space: str,
+    width: float | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    kernel_transform: bool | None = None,
+) -> Supernet:
+    """The supernet behind `space`: loaded from `checkpoint`, or freshly initialised.
+
+    The kernel transform defaults to the space's family convention (on for
+    ``ofa-*``, off for ``compofa*``); our own checkpoints carry their setting.
+    Without a checkpoint the weights are random (seeded, with calibrated
+    BatchNorm; see `fresh_supernet`): fine for latency, not for accuracy.
+    """
+    from compofa.space import get_space
+    from compofa.supernet.checkpoint import load_supernet
+    from compofa.supernet.fresh import fresh_supernet
+
+    design = get_space(space)
+    transform = design.kernel_transform if kernel_transform is None else kernel_transform
+    if width is not None and width not in design.family.widths:
+        known = ", ".join(f"{w:g}" for w in design.family.widths)
+        raise ExportError(f"width {width:g} is not a {design.family.name} width; known: {known}")
+    if checkpoint is None:
+        supernet = fresh_supernet(design.family, width, transform)
+    else:
+        supernet = load_supernet(checkpoint, design.family, width, transform)
+    return supernet.eval()
+
+
+def export_subnet(
+    spec: SubnetSpec,
+    output: str | os.PathLike[str],
+    width: float | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    batch: int = 1,
+    kernel_transform: bool | None = None,
+    method: str = "graph",
+) -> Path:
+    """Export one subnet to an ONNX file: what ``compofa export`` does.
+
+    Checks the output path before any work, so a bad path fails at once.
+    """
+    check_output_path(output)
+    supernet = load_or_build_supernet(spec.space, width, checkpoint, kernel_transform)
+    return write_onnx(supernet, spec, output, batch, method)

@@ -15,6 +15,10 @@ from torch import nn
 from compofa.space.plan import BlockPlan, ConvPlan
 
 
+#: Where a layer's tensors are created; "meta" builds shells without memory or init.
+Device = torch.device | str | None
+
+
 def build_activation(name: str) -> nn.Module:
     if name == "relu":
         return nn.ReLU()
@@ -32,13 +36,13 @@ def same_padding(kernel_size: int) -> int:
 class SqueezeExcite(nn.Module):
     """Squeeze-excite: global pool, 1x1 reduce (ReLU), 1x1 expand, hard sigmoid gate."""
 
-    def __init__(self, channels: int, mid_channels: int) -> None:
+    def __init__(self, channels: int, mid_channels: int, device: Device = None) -> None:
         super().__init__()
         self.fc = nn.Sequential(
             OrderedDict(
-                reduce=nn.Conv2d(channels, mid_channels, 1, bias=True),
+                reduce=nn.Conv2d(channels, mid_channels, 1, bias=True, device=device),
                 relu=nn.ReLU(),
-                expand=nn.Conv2d(mid_channels, channels, 1, bias=True),
+                expand=nn.Conv2d(mid_channels, channels, 1, bias=True, device=device),
                 h_sigmoid=nn.Hardsigmoid(),
             )
         )
@@ -55,39 +59,44 @@ def conv_bn_act(
     activation: str | None = None,
     batch_norm: bool = True,
     groups: int = 1,
+    device: Device = None,
 ) -> nn.Sequential:
     """conv -> optional BatchNorm -> optional activation (OFA's ConvLayer)."""
+    padding = same_padding(kernel_size)
     layers: OrderedDict[str, nn.Module] = OrderedDict(
-        conv=nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, same_padding(kernel_size), groups=groups, bias=False
-        )
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False, device=device)
     )
     if batch_norm:
-        layers["bn"] = nn.BatchNorm2d(out_channels)
+        layers["bn"] = nn.BatchNorm2d(out_channels, device=device)
     if activation:
         layers["act"] = build_activation(activation)
     return nn.Sequential(layers)
 
 
-def conv_from_plan(plan: ConvPlan) -> nn.Sequential:
+def conv_from_plan(plan: ConvPlan, device: Device = None) -> nn.Sequential:
     return conv_bn_act(
-        plan.in_channels, plan.out_channels, plan.kernel_size, plan.stride, plan.activation, plan.batch_norm
+        plan.in_channels, plan.out_channels, plan.kernel_size, plan.stride, plan.activation, plan.batch_norm,
+        device=device,
     )
 
 
 class MBConv(nn.Module):
     """Inverted residual: 1x1 expand, depthwise kxk (+SE), 1x1 project."""
 
-    def __init__(self, plan: BlockPlan) -> None:
+    def __init__(self, plan: BlockPlan, device: Device = None) -> None:
         super().__init__()
         mid = plan.mid_channels
         self.inverted_bottleneck = (
-            conv_bn_act(plan.in_channels, mid, 1, activation=plan.activation) if plan.has_expand_conv else None
+            conv_bn_act(plan.in_channels, mid, 1, activation=plan.activation, device=device)
+            if plan.has_expand_conv
+            else None
         )
-        self.depth_conv = conv_bn_act(mid, mid, plan.kernel_size, plan.stride, plan.activation, groups=mid)
+        self.depth_conv = conv_bn_act(
+            mid, mid, plan.kernel_size, plan.stride, plan.activation, groups=mid, device=device
+        )
         if plan.use_se:
-            self.depth_conv.add_module("se", SqueezeExcite(mid, plan.se_channels))
-        self.point_linear = conv_bn_act(mid, plan.out_channels, 1)
+            self.depth_conv.add_module("se", SqueezeExcite(mid, plan.se_channels, device))
+        self.point_linear = conv_bn_act(mid, plan.out_channels, 1, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.inverted_bottleneck is not None:
@@ -111,10 +120,10 @@ class Block(nn.Module):
 class Classifier(nn.Module):
     """Dropout then a linear layer (OFA's LinearLayer)."""
 
-    def __init__(self, in_features: int, num_classes: int, dropout: float) -> None:
+    def __init__(self, in_features: int, num_classes: int, dropout: float, device: Device = None) -> None:
         super().__init__()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
-        self.linear = nn.Linear(in_features, num_classes)
+        self.linear = nn.Linear(in_features, num_classes, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dropout is not None:

@@ -18,18 +18,18 @@ from compofa.supernet.elastic import (
     ElasticPointwise,
     sort_middle_channels,
 )
-from compofa.supernet.layers import MBConv, Block, Classifier, conv_from_plan
+from compofa.supernet.layers import Block, Classifier, Device, MBConv, conv_from_plan
 
 
 class _Network(nn.Module):
     """Stem and head shared by the supernet and its subnets."""
 
-    def _build_ends(self, plan: NetworkPlan) -> None:
+    def _build_ends(self, plan: NetworkPlan, device: Device = None) -> None:
         family = plan.family
-        self.first_conv = conv_from_plan(plan.stem)
-        self.final_expand_layer = conv_from_plan(plan.final_expand) if plan.final_expand else None
-        self.feature_mix_layer = conv_from_plan(plan.feature_mix)
-        self.classifier = Classifier(plan.classifier_in, plan.num_classes, family.dropout)
+        self.first_conv = conv_from_plan(plan.stem, device)
+        self.final_expand_layer = conv_from_plan(plan.final_expand, device) if plan.final_expand else None
+        self.feature_mix_layer = conv_from_plan(plan.feature_mix, device)
+        self.classifier = Classifier(plan.classifier_in, plan.num_classes, family.dropout, device)
         self._mix_after_pool = family.feature_mix_after_pool
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -53,13 +53,13 @@ class Subnet(_Network):
         plan: its layer-by-layer plan (channels, kernels, strides).
     """
 
-    def __init__(self, spec: SubnetSpec, width: float) -> None:
+    def __init__(self, spec: SubnetSpec, width: float, device: Device = None) -> None:
         super().__init__()
         self.spec = spec
         self.width = width
         self.plan = plan_subnet(spec, width)
-        self.blocks = nn.ModuleList(Block(MBConv(block), block.residual) for block in self.plan.blocks)
-        self._build_ends(self.plan)
+        self.blocks = nn.ModuleList(Block(MBConv(block, device), block.residual) for block in self.plan.blocks)
+        self._build_ends(self.plan, device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.first_conv(x)
@@ -194,8 +194,8 @@ class Supernet(_Network):
     def subnet(self, spec: SubnetSpec) -> Subnet:
         """Subnet `spec` as a standalone module (same mode and device as this one)."""
         state = self.subnet_state_dict(spec)
-        # Built on the meta device, then given the copied tensors: no throwaway init.
-        with torch.device("meta"):
-            module = Subnet(spec, self.width)
+        # Built as shells on the meta device, then given the copied tensors:
+        # no memory or initialisation is spent on weights about to be replaced.
+        module = Subnet(spec, self.width, device="meta")
         module.load_state_dict(state, assign=True)
         return module.train(self.training)

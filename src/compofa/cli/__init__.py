@@ -1,0 +1,31 @@
+"""The `compofa` command: a thin layer over the Python API.
+
+Every command parses its arguments, calls one library function and prints the
+result; errors from the library become one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import click
+
+from compofa import __version__
+from compofa.cli.common import CompofaGroup
+from compofa.cli.export import export_command
+from compofa.cli.spaces import space_group, spaces_command
+from compofa.cli.subnet import subnet_group
+
+
+@click.group(cls=CompofaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="compofa")
+def main() -> None:
+    """Profile every subnet of a CompOFA supernet on a device, keep the
+    measurements as latency tables, and search them for the best subnet per
+    latency target."""
+
+
+main.add_command(spaces_command)
+main.add_command(space_group)
+main.add_command(subnet_group)
+main.add_command(export_command)
+
+__all__ = ["main"]

@@ -1,0 +1,77 @@
+"""What every command shares: error reporting, spec arguments, output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import click
+
+from compofa.errors import CompofaError, SpecError
+from compofa.space import SubnetSpec, get_space, read_spec
+
+#: Exit codes: bad input or a refused operation; interrupted by the user.
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CompofaGroup(click.Group):
+    """A click group that reports library errors in one line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CompofaError as error:
+            fail(str(error))
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:  # a bug: still one line, with a way to see more
+            if os.environ.get("COMPOFA_DEBUG"):
+                raise
+            click.echo(
+                f"error: internal error ({type(error).__name__}: {error}); "
+                "rerun with COMPOFA_DEBUG=1 for the traceback and report it",
+                err=True,
+            )
+            sys.exit(1)
+
+
+def fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
+    """``"160,192,224"`` -> (160, 192, 224)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise SpecError(f"{what} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise SpecError(f"{what} is empty")
+    return values
+
+
+def spec_argument(text: str, space: str | None, resolution: int | None) -> SubnetSpec:
+    """A SPEC argument: canonical text, OFA dict JSON, or @file.json."""
+    if space is not None:
+        get_space(space)  # an unknown --space is reported as such, not as a spec error
+    return read_spec(text, space=space, resolution=resolution)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+def echo_rows(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
+    """A plain aligned table (stays readable when piped)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for row in (header, *rows):
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())

@@ -1,0 +1,49 @@
+"""`compofa export`: one subnet to an ONNX file."""
+
+from __future__ import annotations
+
+import click
+
+from compofa.cli.common import spec_argument
+from compofa.supernet.export import METHODS, export_subnet
+
+
+@click.command("export")
+@click.argument("spec")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--space", help="Space of an OFA-dict SPEC (default compofa); must match a canonical SPEC.")
+@click.option("--width", type=float, help="Width multiplier (default: the checkpoint's, else the family's).")
+@click.option("--checkpoint", type=click.Path(), help="Supernet weights (OFA, CompOFA or compofa format).")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Batch size of the graph.")
+@click.option("--resolution", type=int, help="Replace the spec's input resolution.")
+@click.option(
+    "--kernel-transform/--no-kernel-transform",
+    default=None,
+    help="OFA's 7->5->3 kernel transform (default: on for ofa-* spaces, off for compofa*).",
+)
+@click.option("--method", type=click.Choice(METHODS), default="graph", show_default=True,
+              help="graph: write the ONNX graph from the plan; torch: trace with torch.onnx.")
+def export_command(
+    spec: str,
+    output: str,
+    space: str | None,
+    width: float | None,
+    checkpoint: str | None,
+    batch: int,
+    resolution: int | None,
+    kernel_transform: bool | None,
+    method: str,
+) -> None:
+    """Export subnet SPEC as an ONNX model (input "input" NCHW float32, output "logits").
+
+    SPEC is the canonical text (compofa-r224-k33e33_...), an OFA dict as JSON
+    text, or @file.json. Without --checkpoint the weights are freshly
+    initialised: right for latency, meaningless for accuracy.
+    """
+    subnet = spec_argument(spec, space, resolution)
+    path = export_subnet(subnet, output, width, checkpoint, batch, kernel_transform, method)
+    size_mb = path.stat().st_size / 1e6
+    shape = f"[{batch}, 3, {subnet.resolution}, {subnet.resolution}]"
+    click.echo(f"wrote {path}: {subnet}, input {shape}, {size_mb:.1f} MB")
+    if checkpoint is None:
+        click.echo("note: no --checkpoint, so the weights are freshly initialised (fine for latency)", err=True)

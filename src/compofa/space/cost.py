@@ -1,0 +1,59 @@
+"""Parameter and multiply-accumulate counts of a network plan.
+
+Counted the way papers count them: convs and the classifier, with BatchNorm
+folded away (its parameters are counted, its arithmetic is not), activations,
+pooling and residual additions free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compofa.space.plan import BlockPlan, ConvPlan, NetworkPlan
+
+
+@dataclass(frozen=True)
+class Cost:
+    parameters: int
+    macs: int
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.parameters + other.parameters, self.macs + other.macs)
+
+
+_ZERO = Cost(0, 0)
+
+
+def _conv(in_channels: int, out_channels: int, kernel: int, groups: int, output_size: int, bn: bool, bias: bool) -> Cost:
+    weights = out_channels * (in_channels // groups) * kernel * kernel
+    extra = (2 * out_channels if bn else 0) + (out_channels if bias else 0)
+    return Cost(weights + extra, weights * output_size * output_size)
+
+
+def _plain(plan: ConvPlan, output_size: int | None = None) -> Cost:
+    size = plan.output_size if output_size is None else output_size
+    return _conv(plan.in_channels, plan.out_channels, plan.kernel_size, 1, size, plan.batch_norm, False)
+
+
+def _block(plan: BlockPlan) -> Cost:
+    mid, out_size = plan.mid_channels, plan.output_size
+    cost = _ZERO
+    if plan.has_expand_conv:
+        cost += _conv(plan.in_channels, mid, 1, 1, plan.input_size, True, False)
+    cost += _conv(mid, mid, plan.kernel_size, mid, out_size, True, False)
+    if plan.use_se:
+        cost += _conv(mid, plan.se_channels, 1, 1, 1, False, True)
+        cost += _conv(plan.se_channels, mid, 1, 1, 1, False, True)
+    return cost + _conv(mid, plan.out_channels, 1, 1, out_size, True, False)
+
+
+def network_cost(plan: NetworkPlan) -> Cost:
+    """Parameters and MACs of one inference of a single image."""
+    cost = _plain(plan.stem)
+    for block in plan.blocks:
+        cost += _block(block)
+    if plan.final_expand is not None:
+        cost += _plain(plan.final_expand)
+    cost += _plain(plan.feature_mix, output_size=plan.feature_mix.input_size)
+    classifier = plan.classifier_in * plan.num_classes
+    return cost + Cost(classifier + plan.num_classes, classifier)
