@@ -47,6 +47,7 @@ def export_then_load(supernet: Supernet, specs: list[SubnetSpec], cache: str) ->
         session(path)
     loaded = time.perf_counter()
     return {
+        "megabytes": sum(path.stat().st_size for path in paths) / 1e6,
         "hash weights": hashed - start,
         "export": exported - hashed,
         "load in ORT": loaded - exported,
@@ -181,7 +182,8 @@ def main() -> None:
     print(f"| legacy torch.onnx.export (TorchScript), {len(legacy)} subnets | {sum(legacy):.2f} | "
           f"{legacy_mean * 1000:.1f} |")
     print(f"| legacy, extrapolated to {n} subnets (export only) | {legacy_mean * n:.1f} | |")
-    print(f"\ncache: {first['misses']} misses then {warm['hits']} hits; worst ORT vs PyTorch "
+    print(f"\ncache: {first['misses']} misses then {warm['hits']} hits, {first['megabytes']:.0f} MB; "
+          "worst ORT vs PyTorch "
           f"max|diff|/max|logit| = {worst:.2e} ({worst_spec})\n")
 
     comparison = reference_comparison(specs[:: max(1, n // 30)], repeats=3)

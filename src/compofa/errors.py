@@ -23,6 +23,10 @@ class UnknownSpaceError(CompofaError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class WidthError(CompofaError, ValueError):
+    """A width multiplier the family cannot be built at."""
+
+
 class SpaceTooLargeError(CompofaError):
     """Enumeration was asked of a space too large to enumerate."""
 

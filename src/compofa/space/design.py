@@ -150,7 +150,7 @@ class DesignSpace:
     def check(self, spec: SubnetSpec) -> None:
         """Raise `SpecError` naming the first field of `spec` outside this space."""
         if spec.space != self.name:
-            raise SpecError(f"spec belongs to space {spec.space!r}, not {self.name!r}")
+            raise SpecError(f"SubnetSpec.space is {spec.space!r}, not {self.name!r}")
         if spec.resolution not in self.resolutions:
             raise SpecError(
                 f"SubnetSpec.resolution {spec.resolution} is not allowed in space {self.name!r} "
@@ -216,14 +216,21 @@ class DesignSpace:
         return [self.sample(rng, resolutions) for _ in range(count)]
 
     def enumerate(self, resolutions: Iterable[int] | None = None) -> Iterator[SubnetSpec]:
-        """Every subnet at each of `resolutions` (default: the search resolutions)."""
+        """Every subnet at each of `resolutions` (default: the search resolutions).
+
+        Raises at the call (not at the first item) if the space is too large
+        or a resolution is not allowed.
+        """
         if not self.enumerable:
             raise SpaceTooLargeError(
                 f"space {self.name!r} has {self.cardinality:.3g} subnets per resolution; only spaces of at most "
                 f"{ENUMERATION_LIMIT} can be enumerated: sample it instead"
             )
+        return self._enumerate(self._resolutions(resolutions))
+
+    def _enumerate(self, resolutions: tuple[int, ...]) -> Iterator[SubnetSpec]:
         stage_options = [list(choices.configurations()) for choices in self.stages]
-        for resolution in self._resolutions(resolutions):
+        for resolution in resolutions:
             for combination in itertools.product(*stage_options):
                 yield SubnetSpec(
                     self.name,
@@ -240,14 +247,14 @@ class DesignSpace:
         return self._extreme(min, resolution)
 
     def _extreme(self, pick, resolution: int | None) -> SubnetSpec:  # type: ignore[no-untyped-def]
-        resolution = pick(self.search_resolutions) if resolution is None else resolution
+        resolution = pick(self.search_resolutions) if resolution is None else int(resolution)
         depths = [pick(choices.depths) for choices in self.stages]
         kernels = [pick(c.kernel_sizes) for c, d in zip(self.stages, depths) for _ in range(d)]
         expands = [pick(c.expand_options(d)) for c, d in zip(self.stages, depths) for _ in range(d)]
         return SubnetSpec(self.name, resolution, tuple(depths), tuple(kernels), tuple(expands))
 
     def _resolutions(self, resolutions: Iterable[int] | None) -> tuple[int, ...]:
-        chosen = tuple(self.search_resolutions if resolutions is None else resolutions)
+        chosen = tuple(int(r) for r in (self.search_resolutions if resolutions is None else resolutions))
         if not chosen:
             raise SpecError("no resolutions given")
         for resolution in chosen:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compofa.errors import RegistryError
+from compofa.errors import RegistryError, WidthError
 
 #: Every channel count is rounded to a multiple of this (OFA's CHANNEL_DIVISIBLE).
 CHANNEL_DIVISOR = 8
@@ -111,7 +111,7 @@ class Family:
 
     def check_width(self, width: float) -> None:
         if not width > 0:
-            raise ValueError(f"width multiplier must be positive, got {width!r}")
+            raise WidthError(f"width multiplier must be positive, got {width!r}")
 
 
 # Figures from DESIGN.md / the public OFA code: MobileNetV3-Large skeleton with

@@ -19,14 +19,15 @@ leaves out repeat that stage's last active block, as OFA's own samplers do.
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, Mapping
 
-from compofa.errors import SpecError
+from compofa.errors import SpecError, UnknownSpaceError
 
 _SPEC_PATTERN = re.compile(
-    r"^(?P<space>[a-z][a-z0-9]*(?:-[a-z0-9]+)*?)-r(?P<resolution>[0-9]+)-(?P<stages>[a-z0-9_]+)$"
+    r"^(?P<space>[a-z][a-z0-9]*(?:-[a-z0-9]+)*?)-r(?P<resolution>[1-9][0-9]*)-(?P<stages>[a-z0-9_]+)$"
 )
 _STAGE_PATTERN = re.compile(r"^k(?P<kernels>[0-9]+)e(?P<expands>[0-9]+)$")
 _OFA_KEYS = {"ks", "e", "d", "r", "wid"}
@@ -68,17 +69,19 @@ class SubnetSpec:
     def __post_init__(self) -> None:
         for name in ("depths", "kernel_sizes", "expand_ratios"):
             value = getattr(self, name)
-            if isinstance(value, (list, tuple)):
-                object.__setattr__(self, name, tuple(value))
-            else:
+            if not isinstance(value, (list, tuple)):
                 raise SpecError(f"SubnetSpec.{name} must be a sequence of ints, got {value!r}")
-            for position, item in enumerate(getattr(self, name)):
-                if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            items = []
+            for position, item in enumerate(value):
+                if not _is_int(item) or item < 1:
                     raise SpecError(f"SubnetSpec.{name}[{position}] must be a positive int, got {item!r}")
+                items.append(int(item))
+            object.__setattr__(self, name, tuple(items))
         if not isinstance(self.space, str) or not self.space:
             raise SpecError(f"SubnetSpec.space must be a space name, got {self.space!r}")
-        if isinstance(self.resolution, bool) or not isinstance(self.resolution, int):
+        if not _is_int(self.resolution):
             raise SpecError(f"SubnetSpec.resolution must be an int, got {self.resolution!r}")
+        object.__setattr__(self, "resolution", int(self.resolution))
         active = sum(self.depths)
         for name in ("kernel_sizes", "expand_ratios"):
             if len(getattr(self, name)) != active:
@@ -95,7 +98,11 @@ class SubnetSpec:
         # import would be circular.
         from compofa.space.registry import get_space
 
-        get_space(self.space).check(self)
+        try:
+            space = get_space(self.space)
+        except UnknownSpaceError as error:
+            raise SpecError(f"SubnetSpec.space: {error}") from None
+        space.check(self)
 
     @property
     def num_stages(self) -> int:
@@ -145,9 +152,9 @@ class SubnetSpec:
         return cls(
             space=data["space"],
             resolution=data["resolution"],
-            depths=tuple(data["depths"]),
-            kernel_sizes=tuple(data["kernel_sizes"]),
-            expand_ratios=tuple(data["expand_ratios"]),
+            depths=data["depths"],
+            kernel_sizes=data["kernel_sizes"],
+            expand_ratios=data["expand_ratios"],
         )
 
     # -- OFA dict form ----------------------------------------------------------
@@ -175,8 +182,8 @@ class SubnetSpec:
 
         `resolution` is used when the dict has no ``r``. A ``wid`` key (OFA's
         unused width slot) is accepted when it is null. As in the reference
-        code, a stage's depth is capped at the number of blocks it has (the
-        single-block last stage of ProxylessNAS).
+        code, the depth given for a single-block stage (the last stage of
+        ProxylessNAS) is read as 1; it may also be left out.
         """
         from compofa.space.registry import get_space
 
@@ -207,14 +214,22 @@ class SubnetSpec:
         spec_depths, spec_kernels, spec_expands = [], [], []
         start = 0
         for stage_def, depth in zip(family.stages, depths):
-            if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            if not _is_int(depth) or depth < 1:
                 raise SpecError(f"OFA dict 'd' entries must be positive ints, got {depth!r}")
-            depth = min(depth, stage_def.max_depth)
+            if stage_def.max_depth == 1:
+                depth = 1  # OFA caps it too: a single-block stage has no depth choice
+            elif depth > stage_def.max_depth:
+                raise SpecError(f"OFA dict 'd' = {depth} exceeds the {stage_def.max_depth} blocks of its stage")
             spec_depths.append(depth)
             spec_kernels += kernels[start : start + depth]
             spec_expands += expands[start : start + depth]
             start += stage_def.max_depth
         return cls(space, resolution, tuple(spec_depths), tuple(spec_kernels), tuple(spec_expands))
+
+
+def _is_int(value: Any) -> bool:
+    """True for ints and numpy integers, False for bools and everything else."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _ofa_resolution(value: Any, default: int | None) -> int:
@@ -226,9 +241,9 @@ def _ofa_resolution(value: Any, default: int | None) -> int:
         if len(value) != 1:
             raise SpecError(f"OFA dict 'r' must hold one resolution, got {list(value)}")
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not _is_int(value):
         raise SpecError(f"OFA dict 'r' must be an int resolution, got {value!r}")
-    return value
+    return int(value)
 
 
 def format_spec(spec: SubnetSpec) -> str:
@@ -311,6 +326,8 @@ def _read_spec_file(path: str) -> str:
             content = handle.read().strip()
     except OSError as error:
         raise SpecError(f"cannot read spec file {path!r}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"spec file {path!r} is not text: it should hold a spec or an OFA dict as JSON") from None
     if content.startswith('"'):
         try:
             content = json.loads(content)
