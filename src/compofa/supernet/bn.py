@@ -25,8 +25,11 @@ def recalibrate_batchnorm(
     restored afterwards. Returns the number of batches used.
 
     Raises:
-        ValueError: if `batches` yields nothing (the statistics are then kept).
+        ValueError: if `batches` yields nothing or `max_batches` < 1 (the
+            statistics are then kept).
     """
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1, got {max_batches}")
     iterator = iter(batches)
     first = next(iterator, None)
     if first is None:  # checked before the old statistics are thrown away

@@ -52,12 +52,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 
 
 def _load_failure(error: Exception) -> str:
-    text = str(error).strip()
-    if "Weights only load failed" in text:
+    if "Weights only load failed" in str(error):
         # Loading arbitrary pickles could run code, so only tensors are read.
-        return "not a PyTorch checkpoint of tensors (is it the right file?)"
-    first_line = text.splitlines()[0] if text else type(error).__name__
-    return first_line if len(first_line) <= 160 else first_line[:157] + "..."
+        return "it holds objects other than tensors, or is not a PyTorch checkpoint (is it the right file?)"
+    return f"not a PyTorch checkpoint, or a corrupt or truncated one ({type(error).__name__})"
 
 
 def unwrap_checkpoint(content: Any, source: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -130,7 +130,7 @@ class Supernet(_Network):
     def plan(self, spec: SubnetSpec) -> NetworkPlan:
         """The plan of `spec` on this supernet; a spec of another family is an error."""
         family = get_space(spec.space).family
-        if family is not self.family:
+        if family != self.family:  # by value: copies and pickles hold equal copies
             raise SpecError(
                 f"spec of space {spec.space!r} ({family.name}) cannot run on a {self.family.name} supernet"
             )
