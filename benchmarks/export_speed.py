@@ -47,7 +47,7 @@ def export_then_load(supernet: Supernet, specs: list[SubnetSpec], cache: str) ->
         session(path)
     loaded = time.perf_counter()
     return {
-        "megabytes": sum(path.stat().st_size for path in paths) / 1e6,
+        "megabytes": sum(path.stat().st_size for path in Path(cache).rglob("*") if path.is_file()) / 1e6,
         "hash weights": hashed - start,
         "export": exported - hashed,
         "load in ORT": loaded - exported,
@@ -182,7 +182,7 @@ def main() -> None:
     print(f"| legacy torch.onnx.export (TorchScript), {len(legacy)} subnets | {sum(legacy):.2f} | "
           f"{legacy_mean * 1000:.1f} |")
     print(f"| legacy, extrapolated to {n} subnets (export only) | {legacy_mean * n:.1f} | |")
-    print(f"\ncache: {first['misses']} misses then {warm['hits']} hits, {first['megabytes']:.0f} MB; "
+    print(f"\ncache: {first['misses']} misses then {warm['hits']} hits, {first['megabytes']:.0f} MB on disk (graphs + shared weights); "
           "worst ORT vs PyTorch "
           f"max|diff|/max|logit| = {worst:.2e} ({worst_spec})\n")
 

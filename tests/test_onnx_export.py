@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -79,6 +80,11 @@ def _check_interface(model: onnx.ModelProto, batch: int, resolution: int) -> Non
     assert [o.name for o in model.graph.output] == ["logits"]
     assert _dims(model.graph.input[0]) == [batch, 3, resolution, resolution]
     assert _dims(model.graph.output[0]) == [batch, 1000]
+
+
+def _ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
 
 
 def _only_files(folder: Path) -> list[str]:
@@ -161,13 +167,41 @@ def test_cache_hits_and_keys(onnx_supernet: Callable[[str, bool], Supernet], tmp
     second = exporter.path(spec)
     assert second == first and (exporter.misses, exporter.hits) == (1, 1)
     assert first.read_bytes() == written
-    assert _only_files(tmp_path) == [first.name]
+    assert _only_files(tmp_path) == sorted([first.name, "weights"])
 
     assert exporter.key(other) != exporter.key(spec)
     assert OnnxExporter(supernet, batch=2, cache_dir=tmp_path).key(spec) != exporter.key(spec)
     assert OnnxExporter(supernet, cache_dir=tmp_path).key(spec) == exporter.key(spec)  # deterministic
     assert exporter.paths([spec, other]) == [first, exporter.path(other)]
     assert (exporter.misses, exporter.hits) == (2, 3)
+
+
+def test_cached_graphs_share_weight_files(
+    onnx_supernet: Callable[[str, bool], Supernet], tmp_path: Path
+) -> None:
+    """Cached graphs keep large weights in shared files: same outputs as a self-contained export,
+    layers common to two subnets or two resolutions stored once, a damaged weight file rewritten."""
+    supernet = onnx_supernet("compofa", False)
+    exporter = OnnxExporter(supernet, cache_dir=tmp_path)
+    spec = _spec("compofa", seed=11)
+    cached = exporter.path(spec)
+    standalone = write_onnx(supernet, spec, tmp_path / "standalone.onnx")
+    assert cached.stat().st_size < 200_000 < standalone.stat().st_size
+    x = images(1, spec.resolution).numpy()
+    np.testing.assert_array_equal(_ort_logits(cached, x), _ort_logits(standalone, x))
+
+    first_count = exporter.shared.written
+    assert first_count > 0
+    exporter.path(dataclasses.replace(spec, resolution=spec.resolution + 4))
+    assert exporter.shared.written == first_count  # a new resolution needs no new weights
+
+    weight_files = sorted((tmp_path / "weights").rglob("*.bin"))
+    victim = weight_files[len(weight_files) // 2]
+    victim.write_bytes(b"")
+    cached.unlink()
+    fresh = OnnxExporter(supernet, cache_dir=tmp_path)
+    np.testing.assert_array_equal(_ort_logits(fresh.path(spec), x), _ort_logits(standalone, x))
+    assert fresh.shared.written == 1
 
 
 def test_cache_key_follows_the_weights(onnx_supernet: Callable[[str, bool], Supernet], tmp_path: Path) -> None:
@@ -240,7 +274,7 @@ def test_failed_write_leaves_no_partial_file(
     previous = tmp_path / "previous.onnx"
     previous.write_bytes(b"an older export")
 
-    def failing_write(self: OnnxGraph, handle: Any) -> int:
+    def failing_write(self: OnnxGraph, handle: Any, locate: Any = None) -> int:
         handle.write(b"\x08\x08" * 1000)
         raise OSError("No space left on device")
 
@@ -252,7 +286,7 @@ def test_failed_write_leaves_no_partial_file(
     with pytest.raises(OSError, match="No space"):
         OnnxExporter(supernet, cache_dir=tmp_path / "cache").path(spec)
     assert _only_files(tmp_path) == ["cache", "previous.onnx"]
-    assert _only_files(tmp_path / "cache") == []
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
     assert previous.read_bytes() == b"an older export"
 
 

@@ -10,6 +10,8 @@ that). Each layer's `forward` takes the sizes to use explicitly, from a
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,7 +19,13 @@ from torch import nn
 from compofa.space.plan import BlockPlan
 from compofa.supernet.layers import same_padding
 
-_ACTIVATIONS = {"relu": F.relu, "relu6": F.relu6, "h_swish": F.hardswish}
+# In place: each follows a BatchNorm whose output nothing else reads, and
+# skipping the allocation of a large activation matters on CPUs.
+_ACTIVATIONS = {
+    "relu": functools.partial(F.relu, inplace=True),
+    "relu6": functools.partial(F.relu6, inplace=True),
+    "h_swish": functools.partial(F.hardswish, inplace=True),
+}
 
 
 def centre_crop(kernel: torch.Tensor, size: int) -> torch.Tensor:

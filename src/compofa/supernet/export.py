@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import torch
 
 from compofa import __version__
@@ -29,7 +30,8 @@ from compofa.supernet.network import Supernet
 from compofa.supernet.onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, build_onnx_model
 
 #: Bump whenever either route's output for the same inputs changes.
-EXPORTER_VERSION = 1
+#: 2: cached models keep their weights in shared external files.
+EXPORTER_VERSION = 2
 METHODS = ("graph", "torch")
 
 
@@ -61,12 +63,15 @@ def write_onnx(
     method: str = "graph",
     fingerprint: str | None = None,
     durable: bool = True,
+    locate: Callable[[str, np.ndarray], str] | None = None,
 ) -> Path:
     """Write subnet `spec` of `supernet` to `path` as ONNX (atomically).
 
     Input ``input`` is ``[batch, 3, R, R]`` float32 NCHW with R the spec's
     resolution; output ``logits``. The supernet should be in eval mode (its
-    BatchNorm statistics are folded into the convs either way).
+    BatchNorm statistics are folded into the convs either way). With `locate`
+    (graph route only) large weights go to external files (see `OnnxGraph.write`);
+    without, the file is self-contained.
     """
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
@@ -78,7 +83,7 @@ def write_onnx(
     if method == "graph":
         graph = build_onnx_model(supernet.plan(spec), supernet.subnet_state_dict(spec, copy=False), batch, metadata)
         with atomic_output(target, durable=durable) as handle:
-            graph.write(handle)
+            graph.write(handle, locate)
     else:
         data = _trace_to_onnx(supernet, spec, batch, metadata)
         with atomic_output(target, durable=durable) as handle:
@@ -118,11 +123,43 @@ def default_cache_dir() -> Path:
     return Path(base) / "compofa"
 
 
+class SharedWeights:
+    """The weight files shared by the cached graphs of one supernet.
+
+    Graph initializers are named by what determines their values (see
+    `onnx_graph`), so one file per name serves every subnet, resolution and
+    batch that uses that layer: the 243 CompOFA graphs share a few hundred
+    files instead of holding 7 GB of copies.
+    """
+
+    def __init__(self, models_folder: Path, fingerprint: str) -> None:
+        self.relative = Path("weights") / fingerprint
+        self.folder = models_folder / self.relative
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._known: set[str] = set()
+        self.written = 0
+
+    def __call__(self, name: str, array: np.ndarray) -> str:
+        """Save `array` as `name` unless already there; its path relative to the models."""
+        file_name = f"{name}.bin"
+        if name not in self._known:
+            path = self.folder / file_name
+            # A size check catches a file emptied by a power loss (cache writes skip fsync).
+            if not path.exists() or path.stat().st_size != array.nbytes:
+                with atomic_output(path, durable=False) as handle:
+                    handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
+                self.written += 1
+            self._known.add(name)
+        return (self.relative / file_name).as_posix()
+
+
 class OnnxExporter:
     """Exports subnets of one supernet into a content-addressed cache.
 
     The supernet's weights are hashed once, at construction: do not change
     them while the exporter is in use (make a new exporter after training).
+    Graph-route files keep their large weights in `SharedWeights` beside them,
+    so a cached file is not self-contained: copy it with `write_onnx` instead.
 
     Attributes:
         hits, misses: cache lookups answered from disk / exported.
@@ -146,6 +183,7 @@ class OnnxExporter:
         self.misses = 0
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
+            self.shared = SharedWeights(self.folder, self.fingerprint) if method == "graph" else None
         except OSError as error:
             raise ExportError(f"cannot create the export cache {str(self.folder)!r}: {error.strerror}") from None
 
@@ -167,7 +205,7 @@ class OnnxExporter:
             self.hits += 1
             return target
         # A cache file can be rebuilt, so it skips the fsync; the rename stays atomic.
-        write_onnx(self.supernet, spec, target, self.batch, self.method, self.fingerprint, durable=False)
+        write_onnx(self.supernet, spec, target, self.batch, self.method, self.fingerprint, False, self.shared)
         self.misses += 1
         return target
 

@@ -20,12 +20,13 @@ Device = torch.device | str | None
 
 
 def build_activation(name: str) -> nn.Module:
+    """An in-place activation: it always follows a BatchNorm or conv whose output nothing else reads."""
     if name == "relu":
-        return nn.ReLU()
+        return nn.ReLU(inplace=True)
     if name == "relu6":
-        return nn.ReLU6()
+        return nn.ReLU6(inplace=True)
     if name == "h_swish":
-        return nn.Hardswish()
+        return nn.Hardswish(inplace=True)
     raise ValueError(f"unknown activation {name!r}")
 
 
@@ -41,7 +42,7 @@ class SqueezeExcite(nn.Module):
         self.fc = nn.Sequential(
             OrderedDict(
                 reduce=nn.Conv2d(channels, mid_channels, 1, bias=True, device=device),
-                relu=nn.ReLU(),
+                relu=nn.ReLU(inplace=True),
                 expand=nn.Conv2d(mid_channels, channels, 1, bias=True, device=device),
                 h_sigmoid=nn.Hardsigmoid(),
             )

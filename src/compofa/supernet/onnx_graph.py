@@ -11,7 +11,7 @@ PyTorch subnet on every design space.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Mapping
+from typing import BinaryIO, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -69,8 +69,12 @@ class _GraphWriter:
         groups: int = 1,
         bn_prefix: str | None = None,
         bias_key: str | None = None,
+        weights: str | None = None,
     ) -> str:
-        """A 'same'-padded conv; the BatchNorm at `bn_prefix`, if any, is folded in."""
+        """A 'same'-padded conv; the BatchNorm at `bn_prefix`, if any, is folded in.
+
+        Its initializers are named after `weights` (default `name`).
+        """
         weight = self.weight(weight_key)
         offset = self.weight(bias_key) if bias_key else None
         if bn_prefix:
@@ -80,9 +84,10 @@ class _GraphWriter:
             shift = self.weight(f"{bn_prefix}.bias") - self.weight(f"{bn_prefix}.running_mean") * scale
             weight = weight * scale.astype(np.float32)[:, None, None, None]
             offset = shift if offset is None else offset * scale + shift
-        inputs = [x, self.constant(f"{name}.w", weight)]
+        weights = weights or name
+        inputs = [x, self.constant(f"{weights}.w", weight)]
         if offset is not None:
-            inputs.append(self.constant(f"{name}.b", offset))
+            inputs.append(self.constant(f"{weights}.b", offset))
         pad = kernel_size // 2
         return self.node(
             "Conv",
@@ -94,31 +99,57 @@ class _GraphWriter:
             group=groups,
         )
 
-    def conv_bn(self, x: str, prefix: str, kernel_size: int, stride: int = 1, groups: int = 1, bn: bool = True) -> str:
+    def conv_bn(
+        self,
+        x: str,
+        prefix: str,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        bn: bool = True,
+        weights: str | None = None,
+    ) -> str:
         """A conv stored as `prefix`.conv.weight with its BatchNorm at `prefix`.bn."""
         bn_prefix = f"{prefix}.bn" if bn else None
-        return self.conv(x, prefix, f"{prefix}.conv.weight", kernel_size, stride, groups, bn_prefix)
+        return self.conv(x, prefix, f"{prefix}.conv.weight", kernel_size, stride, groups, bn_prefix, weights=weights)
 
     def plain_conv(self, x: str, prefix: str, plan: ConvPlan) -> str:
         y = self.conv_bn(x, prefix, plan.kernel_size, plan.stride, bn=plan.batch_norm)
         return self.activation(y, plan.activation, prefix)
 
     def block(self, x: str, prefix: str, plan: BlockPlan) -> str:
+        # Initializers are named by what determines their values within one
+        # supernet (position and shape), not by the position in this subnet:
+        # the same name then means the same bytes in every subnet's graph,
+        # which lets an export cache store each array once.
+        weights = (
+            f"block{plan.position}.in{plan.in_channels}.mid{plan.mid_channels}"
+            f".out{plan.out_channels}.k{plan.kernel_size}"
+        )
         y = x
         if plan.has_expand_conv:
-            y = self.activation(self.conv_bn(y, f"{prefix}.inverted_bottleneck", 1), plan.activation, f"{prefix}.ib")
-        y = self.conv_bn(y, f"{prefix}.depth_conv", plan.kernel_size, plan.stride, groups=plan.mid_channels)
+            y = self.conv_bn(y, f"{prefix}.inverted_bottleneck", 1, weights=f"{weights}.inverted_bottleneck")
+            y = self.activation(y, plan.activation, f"{prefix}.ib")
+        y = self.conv_bn(
+            y, f"{prefix}.depth_conv", plan.kernel_size, plan.stride, plan.mid_channels, weights=f"{weights}.depth_conv"
+        )
         y = self.activation(y, plan.activation, f"{prefix}.dw")
         if plan.use_se:
-            y = self.squeeze_excite(y, f"{prefix}.depth_conv.se")
-        y = self.conv_bn(y, f"{prefix}.point_linear", 1)
+            y = self.squeeze_excite(y, f"{prefix}.depth_conv.se", f"{weights}.se")
+        y = self.conv_bn(y, f"{prefix}.point_linear", 1, weights=f"{weights}.point_linear")
         return self.node("Add", [y, x], f"{prefix}.add") if plan.residual else y
 
-    def squeeze_excite(self, x: str, prefix: str) -> str:
+    def squeeze_excite(self, x: str, prefix: str, weights: str) -> str:
         pooled = self.node("GlobalAveragePool", [x], f"{prefix}.pool")
-        reduce = self.conv(pooled, f"{prefix}.reduce", f"{prefix}.fc.reduce.weight", 1, bias_key=f"{prefix}.fc.reduce.bias")
+        reduce = self.conv(
+            pooled, f"{prefix}.reduce", f"{prefix}.fc.reduce.weight", 1,
+            bias_key=f"{prefix}.fc.reduce.bias", weights=f"{weights}.reduce",
+        )
         relu = self.node("Relu", [reduce], f"{prefix}.relu")
-        expand = self.conv(relu, f"{prefix}.expand", f"{prefix}.fc.expand.weight", 1, bias_key=f"{prefix}.fc.expand.bias")
+        expand = self.conv(
+            relu, f"{prefix}.expand", f"{prefix}.fc.expand.weight", 1,
+            bias_key=f"{prefix}.fc.expand.bias", weights=f"{weights}.expand",
+        )
         # h_sigmoid(x) = relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1)
         gate = self.node("HardSigmoid", [expand], f"{prefix}.gate", alpha=1.0 / 6.0, beta=0.5)
         return self.node("Mul", [x, gate], f"{prefix}.mul")
@@ -141,21 +172,31 @@ class OnnxGraph:
         model.graph.initializer.extend(numpy_helper.from_array(array, name) for name, array in self.weights)
         return model
 
-    def write(self, handle: BinaryIO) -> int:
+    def write(self, handle: BinaryIO, locate: Callable[[str, np.ndarray], str] | None = None) -> int:
         """Write the serialized model to `handle`; returns the bytes written.
+
+        With `locate`, every weight of at least `EXTERNAL_MIN_BYTES` is stored
+        outside the model: `locate(name, array)` saves it and returns its path
+        relative to the model's folder (ONNX external data).
 
         Protobuf fields may come in any order and a repeated field may be
         appended to a serialized message, so the file is: the model without
-        its graph, then the graph field framed by hand: the graph without
-        initializers, then one framed TensorProto per weight whose raw_data
-        bytes come straight from the array.
+        its graph, then the graph field framed by hand: the graph without its
+        inline initializers, then one framed TensorProto per inline weight
+        whose raw_data bytes come straight from the array.
         """
         model = onnx.ModelProto()
         model.CopyFrom(self.skeleton)
+        inline = []
+        for name, array in self.weights:
+            if locate is not None and array.nbytes >= EXTERNAL_MIN_BYTES:
+                model.graph.initializer.append(_external_tensor(name, array, locate(name, array)))
+            else:
+                inline.append((name, array))
         graph = model.graph.SerializeToString()
         model.ClearField("graph")
         tensors = []
-        for name, array in self.weights:
+        for name, array in inline:
             header = TensorProto(dims=array.shape, data_type=TensorProto.FLOAT, name=name).SerializeToString()
             raw_frame = _field_header(_TENSOR_RAW_DATA, array.nbytes)
             tensors.append((header + raw_frame, array))
@@ -166,6 +207,19 @@ class OnnxGraph:
             written += handle.write(_field_header(_GRAPH_INITIALIZER, size) + head)
             written += handle.write(memoryview(array).cast("B"))
         return written
+
+
+#: Weights smaller than this stay inside the model even when others are external.
+EXTERNAL_MIN_BYTES = 4096
+
+
+def _external_tensor(name: str, array: np.ndarray, location: str) -> TensorProto:
+    tensor = TensorProto(dims=array.shape, data_type=TensorProto.FLOAT, name=name)
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(array.nbytes))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
 
 
 # Field numbers in onnx.proto (ModelProto.graph, GraphProto.initializer,
