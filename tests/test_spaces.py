@@ -8,6 +8,7 @@ elastic-kernel stage 3^2 + 3^3 + 3^4 = 117.
 from __future__ import annotations
 
 import collections
+import copy
 import json
 from typing import Iterable, Sequence
 
@@ -461,7 +462,7 @@ def test_unknown_space_lists_known_spaces() -> None:
 
 def test_register_new_space(monkeypatch: pytest.MonkeyPatch) -> None:
     """A newly registered space is listed, usable for specs, and counted from its data."""
-    monkeypatch.setattr(registry_module, "_SPACES", dict(registry_module._SPACES))
+    monkeypatch.setattr(registry_module, "_SPACES", copy.deepcopy(registry_module._SPACES))
     coupled = StageChoices((2, 4), (3,), (3, 6), expand_for_depth=((2, 3), (4, 6)))
     tiny = DesignSpace("tiny-test", MOBILENET_V3, (coupled,) * 5, "two depths per stage", False)
     assert register_space(tiny) is tiny

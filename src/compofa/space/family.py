@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compofa.errors import RegistryError, WidthError
+from compofa.errors import WidthError
+from compofa.registry import Registry
 
 #: Every channel count is rounded to a multiple of this (OFA's CHANNEL_DIVISIBLE).
 CHANNEL_DIVISOR = 8
@@ -175,27 +176,20 @@ PROXYLESSNAS = Family(
     default_width=1.3,
 )
 
-_FAMILIES: dict[str, Family] = {}
+_FAMILIES: Registry[Family] = Registry("model family")
 
 
 def register_family(family: Family) -> Family:
     """Add a family to the registry; a duplicate name is an error."""
-    if family.name in _FAMILIES:
-        raise RegistryError(f"family {family.name!r} is already registered")
-    _FAMILIES[family.name] = family
-    return family
+    return _FAMILIES.register(family.name, family)
 
 
 def get_family(name: str) -> Family:
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        known = ", ".join(sorted(_FAMILIES))
-        raise RegistryError(f"unknown model family {name!r}; known: {known}") from None
+    return _FAMILIES.get(name)
 
 
 def list_families() -> tuple[Family, ...]:
-    return tuple(_FAMILIES.values())
+    return _FAMILIES.values()
 
 
 register_family(MOBILENET_V3)

@@ -16,13 +16,14 @@ ratio stays elastic, as in OFA.
 
 from __future__ import annotations
 
-from compofa.errors import RegistryError, UnknownSpaceError
+from compofa.errors import UnknownSpaceError
+from compofa.registry import Registry
 from compofa.space.design import DesignSpace, StageChoices
 from compofa.space.family import MOBILENET_V3, PROXYLESSNAS
 
 DEFAULT_SPACE = "compofa"
 
-_SPACES: dict[str, DesignSpace] = {}
+_SPACES: Registry[DesignSpace] = Registry("design space", UnknownSpaceError, "see `compofa spaces`")
 
 DEPTHS = (2, 3, 4)
 KERNELS = (3, 5, 7)
@@ -35,21 +36,15 @@ COMPOFA_KERNELS = (3, 5, 3, 3, 5)
 
 def register_space(space: DesignSpace) -> DesignSpace:
     """Add `space` to the registry; a duplicate name is an error."""
-    if space.name in _SPACES:
-        raise RegistryError(f"design space {space.name!r} is already registered")
-    _SPACES[space.name] = space
-    return space
+    return _SPACES.register(space.name, space)
 
 
 def get_space(name: str) -> DesignSpace:
-    try:
-        return _SPACES[name]
-    except KeyError:
-        raise UnknownSpaceError(f"unknown design space {name!r}; known: {', '.join(_SPACES)}") from None
+    return _SPACES.get(name)
 
 
 def list_spaces() -> tuple[DesignSpace, ...]:
-    return tuple(_SPACES.values())
+    return _SPACES.values()
 
 
 def _ofa_stage(max_depth: int = 4) -> StageChoices:
