@@ -10,9 +10,12 @@ import click
 
 from compofa import __version__
 from compofa.cli.common import CompofaGroup
+from compofa.cli.devices import devices_command
 from compofa.cli.export import export_command
+from compofa.cli.profile import profile_command
 from compofa.cli.spaces import space_group, spaces_command
 from compofa.cli.subnet import subnet_group
+from compofa.cli.table import table_group
 
 
 @click.group(cls=CompofaGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,5 +30,8 @@ main.add_command(spaces_command)
 main.add_command(space_group)
 main.add_command(subnet_group)
 main.add_command(export_command)
+main.add_command(devices_command)
+main.add_command(profile_command)
+main.add_command(table_group)
 
 __all__ = ["main"]

@@ -94,6 +94,7 @@ class Backend:
     summary: str
     availability: Callable[[], Availability]
     factory: Callable[[Settings, "SubnetSource"], Device]
+    default_batch: int = 1  # the paper's settings: 1 on CPUs and phones, 64 on GPUs
 
 
 _BACKENDS: Registry[Backend] = Registry("device", UnknownDeviceError, "see `compofa devices`")
@@ -146,11 +147,18 @@ def cpu_model() -> str:
 
 
 def host_fingerprint() -> dict[str, Any]:
-    """What identifies the machine, for every CPU-side backend."""
+    """What identifies the machine's compute, for every CPU-side backend.
+
+    Only what changes latency belongs here (it decides which measurements may
+    be mixed); the OS and Python versions are recorded with each run instead.
+    """
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "machine": platform.machine()}
+
+
+def host_details() -> dict[str, Any]:
+    """Recorded with every run, not compared."""
     return {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
+        "host": platform.node(),
         "system": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }

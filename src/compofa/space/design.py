@@ -258,12 +258,15 @@ class DesignSpace:
         if not chosen:
             raise SpecError("no resolutions given")
         for resolution in chosen:
-            if resolution not in self.resolutions:
-                raise SpecError(
-                    f"resolution {resolution} is not allowed in space {self.name!r} "
-                    f"(allowed: {describe_range(self.resolutions)})"
-                )
+            self.check_resolution(resolution)
         return chosen
+
+    def check_resolution(self, resolution: int) -> None:
+        if resolution not in self.resolutions:
+            raise SpecError(
+                f"resolution {resolution} is not allowed in space {self.name!r} "
+                f"(allowed: {describe_range(self.resolutions)})"
+            )
 
 
 def describe_range(values: Sequence[int]) -> str:

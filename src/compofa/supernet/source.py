@@ -60,12 +60,21 @@ class SubnetSource:
         return self.supernet.subnet(spec).eval()
 
     def describe(self) -> dict[str, Any]:
-        """What identifies the measured networks (stored with every table)."""
-        return {
+        """What identifies the measured networks (stored with every table run).
+
+        Latency does not depend on weight values, so describing the source
+        never builds the supernet; its weights' fingerprint is included once
+        something else has built it.
+        """
+        design = get_space(self.space)
+        transform = design.kernel_transform if self.kernel_transform is None else self.kernel_transform
+        description: dict[str, Any] = {
             "space": self.space,
-            "family": get_space(self.space).family.name,
+            "family": design.family.name,
             "width": self.width,
             "checkpoint": str(self.checkpoint) if self.checkpoint else None,
-            "kernel_transform": self.supernet.kernel_transform,
-            "weights": weights_fingerprint(self.supernet),
+            "kernel_transform": transform,
         }
+        if self._supernet is not None:
+            description["weights"] = weights_fingerprint(self._supernet)
+        return description

@@ -1,0 +1,132 @@
+"""`compofa profile`: measure every subnet of a space on a device into a table."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
+from compofa.cli.table import print_summary
+from compofa.devices import Settings, get_backend
+from compofa.devices.base import DeviceOptionError
+from compofa.profiler import ProfileConfig, ProfileListener
+from compofa.profiler import Progress as ProfileProgress
+from compofa.space import DEFAULT_SPACE, get_space
+from compofa.supernet.source import SubnetSource
+from compofa.tables.job import ProfileRequest, Shard, profile_space
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise DeviceOptionError(f"-O takes NAME=VALUE, got {pair!r}")
+        options[name] = value
+    return options
+
+
+class _Bar(ProfileListener):
+    """Drives a rich progress bar: done/total, ETA, current subnet and its noise."""
+
+    def __init__(self, progress: Progress, task: int) -> None:
+        self.progress, self.task = progress, task
+
+    def on_progress(self, progress: ProfileProgress) -> None:
+        eta = "--" if progress.eta_seconds is None else _duration(progress.eta_seconds)
+        self.progress.update(
+            self.task,
+            completed=progress.done,
+            total=progress.total,
+            subnet=f"{progress.spec} (round {progress.round_index + 1})",
+            noise=f"CI +-{progress.relative_ci:.1%}",
+            eta=eta,
+        )
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
+
+
+@click.command("profile")
+@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space to profile (must be enumerable).")
+@click.option("--device", default="onnxruntime", show_default=True, help="Backend (see `compofa devices`), e.g. lut:note10.")
+@click.option("--resolution", default="224", show_default=True, help="Comma-separated input resolutions.")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's, 1 on CPU, 64 on GPU).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@click.option("-O", "--option", "options", multiple=True, help="Backend option NAME=VALUE (repeatable).")
+@click.option("--table", default="latency.db", show_default=True, type=click.Path(), help="Table file to fill.")
+@click.option("--width", type=float, help="Width multiplier (default: the family's).")
+@click.option("--checkpoint", type=click.Path(), help="Supernet weights (latency does not depend on them).")
+@click.option("--shard", help="Profile only part K of N (K/N) of the subnets; merge the tables afterwards.")
+@click.option("--limit", type=click.IntRange(min=1), help="Profile only the first N subnets (a quick try).")
+@click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
+@click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Fresh sessions per subnet, at least.")
+@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
+@click.option("--round-seconds", default=0.4, show_default=True, type=float, help="Timed inference per subnet and round.")
+@click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def profile_command(
+    space: str, device: str, resolution: str, batch: int | None, threads: int, precision: str,
+    options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None, shard: str | None,
+    limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
+    force: bool, quiet: bool,
+) -> None:
+    """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
+
+    Subnets are timed in interleaved rounds, each in a fresh session, with a
+    reference subnet re-timed every few subnets to correct the machine's drift,
+    until each median's 95% confidence interval is within --target-ci.
+    Ctrl-C keeps every finished round; the same command continues.
+    """
+    design = get_space(space)
+    resolutions = parse_int_list(resolution, "--resolution") or (224,)
+    for value in resolutions:
+        design.check_resolution(value)
+    backend = get_backend(device)
+    settings = Settings(batch or backend.default_batch, precision, threads, parse_options(options))
+    config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max(min_rounds, max_rounds),
+                           round_seconds=round_seconds)
+    request = ProfileRequest(
+        table=Path(table),
+        device=device,
+        source=SubnetSource(space, width, checkpoint),
+        resolutions=resolutions,
+        settings=settings,
+        config=config,
+        shard=Shard.parse(shard) if shard else None,
+        limit=limit,
+        force=force,
+    )
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA {task.fields[eta]}"),
+        TextColumn("{task.fields[noise]}"), TimeElapsedColumn(), TextColumn("{task.fields[subnet]}"),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task(f"{device} {space}", total=None, eta="--", noise="", subnet="starting")
+        try:
+            summary = profile_space(request, _Bar(progress, task))
+        except KeyboardInterrupt:
+            progress.stop()
+            click.echo(f"interrupted: every finished round is saved in {table}; rerun the same command to resume",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
+    click.echo(f"profiled {summary.measured} subnets into {table} ({summary.already_done} were already there, "
+               f"{summary.planned} planned)")
+    if summary.times is not None and summary.measured:
+        times = summary.times
+        click.echo(
+            f"time: {times.total:.0f} s in all, {times.timed + times.reference:.0f} s timed inference "
+            f"(x{times.overhead_ratio:.2f}), {times.prepare:.0f} s preparing, {times.warmup:.0f} s warming up; "
+            f"{times.samples / max(summary.measured, 1):.0f} samples per subnet"
+        )
+        reasons = ", ".join(f"{count} {reason}" for reason, count in summary.reasons.most_common())
+        click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded for drift")
+    print_summary(Path(table))

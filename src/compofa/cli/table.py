@@ -1,0 +1,184 @@
+"""`compofa table show|export|diff|merge`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from compofa.cli.common import CompofaGroup, echo_rows, print_json
+from compofa.tables import LatencyTable, TableError
+from compofa.tables.analysis import buckets, indistinguishable, noise_floor
+from compofa.tables.compare import compare_entries
+from compofa.tables.exchange import EXPORT_FORMATS, export_entries, merge_tables
+from compofa.tables.store import Entry
+
+
+def table_summary(path: Path) -> list[dict[str, Any]]:
+    """One record per device, space, width, batch and precision in the table."""
+    with LatencyTable.open(path) as table:
+        entries = table.entries()
+        devices = {d.id: d for d in table.devices()}
+        groups: dict[tuple, list[Entry]] = defaultdict(list)  # type: ignore[type-arg]
+        for entry in entries:
+            key = entry.key
+            groups[(entry.device_id, key.space, key.width, key.batch, key.precision)].append(entry)
+        records = []
+        for (device_id, space, width, batch, precision), group in groups.items():
+            floor = noise_floor(group)
+            reference = table.reference(device_id, group[0].key)
+            medians = np.array([e.median_ms for e in group])
+            records.append({
+                "device_id": device_id,
+                "device": devices[device_id].name,
+                "fingerprint": devices[device_id].fingerprint,
+                "space": space, "width": width, "batch": batch, "precision": precision,
+                "entries": len(group),
+                "resolutions": sorted({e.key.resolution for e in group}),
+                "fastest_ms": float(medians.min()), "slowest_ms": float(medians.max()),
+                "median_relative_ci": floor.relative,
+                "unstable": sum(not e.stable for e in group),
+                "unconverged": sum(e.reason not in ("converged", "estimated") for e in group),
+                "noise_floor_ms": floor.ci_width_ms,
+                "recommended_bucket_ms": floor.recommended_bucket_ms,
+                "reference": reference[0] if reference else None,
+                "reference_baseline_ms": reference[1] if reference else None,
+            })
+        return records
+
+
+def print_summary(path: Path) -> None:
+    records = table_summary(path)
+    if not records:
+        click.echo(f"{path}: no entries yet")
+        return
+    for r in records:
+        resolutions = ",".join(map(str, r["resolutions"]))
+        click.echo(f"{path}: {r['device']} (device {r['device_id']}), {r['space']} w{r['width']:g}, batch {r['batch']}, "
+                   f"{r['precision']}, resolutions {resolutions}")
+        click.echo(f"  {r['entries']} entries, {r['fastest_ms']:.3f} .. {r['slowest_ms']:.3f} ms; median CI "
+                   f"+-{r['median_relative_ci'] / 2:.2%}; {r['unstable']} unstable, {r['unconverged']} unconverged")
+        click.echo(f"  noise floor {r['noise_floor_ms']:.3f} ms: buckets finer than "
+                   f"{r['recommended_bucket_ms']:g} ms are noise")
+        if r["reference"]:
+            click.echo(f"  reference {r['reference']} at {r['reference_baseline_ms']:.3f} ms")
+
+
+@click.group("table", cls=CompofaGroup)
+def table_group() -> None:
+    """Inspect, export, compare and merge latency tables."""
+
+
+@table_group.command("show")
+@click.argument("table", type=click.Path())
+@click.option("--bucket", help="Group entries into latency buckets: a width in ms, or 'auto' (the noise floor).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def table_show(table: str, bucket: str | None, as_json: bool) -> None:
+    """Summarize TABLE: entries, latency range, noise floor, reference."""
+    path = Path(table)
+    records = table_summary(path)
+    if bucket is None:
+        if as_json:
+            print_json(records)
+        else:
+            print_summary(path)
+        return
+    with LatencyTable.open(path) as store:
+        entries = store.entries()
+    if not entries:
+        raise TableError(f"{table}: no entries to bucket")
+    width = noise_floor(entries).recommended_bucket_ms if bucket == "auto" else _positive_float(bucket)
+    groups = buckets(entries, width)
+    twins = indistinguishable(entries)
+    if as_json:
+        print_json({
+            "bucket_ms": width,
+            "buckets": [{"low_ms": b.low_ms, "high_ms": b.high_ms, "specs": [e.key.spec for e in b.entries]}
+                        for b in groups],
+            "indistinguishable": [[e.key.spec for e in group] for group in twins],
+        })
+        return
+    print_summary(path)
+    click.echo(f"buckets of {width:g} ms:")
+    echo_rows([(f"{b.low_ms:.2f}-{b.high_ms:.2f}", str(len(b.entries)), b.entries[0].key.spec) for b in groups],
+              ("ms", "subnets", "fastest"))
+    click.echo(f"{len(twins)} groups of subnets with overlapping confidence intervals "
+               f"({sum(len(g) for g in twins)} subnets cannot be told apart from a neighbour)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TableError(f"--bucket must be a width in ms or 'auto', got {text!r}") from None
+    if value <= 0:
+        raise TableError(f"--bucket must be positive, got {text}")
+    return value
+
+
+@table_group.command("export")
+@click.argument("table", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="json", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--space", help="Only this space.")
+@click.option("--device-id", type=int, help="Only this device (ids in `table show`).")
+def table_export(table: str, fmt: str, output: str, space: str | None, device_id: int | None) -> None:
+    """Write TABLE's entries as a JSON list or CSV rows (spec, OFA dict, statistics)."""
+    with LatencyTable.open(table) as store:
+        entries = store.entries(device_id, space)
+    count = export_entries(entries, output, fmt)
+    click.echo(f"wrote {count} entries to {output}")
+
+
+@table_group.command("diff")
+@click.argument("table_a", type=click.Path())
+@click.argument("table_b", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def table_diff(table_a: str, table_b: str, as_json: bool) -> None:
+    """Compare two tables: rank correlation and relative differences, raw and drift-normalized."""
+    with LatencyTable.open(table_a) as a, LatencyTable.open(table_b) as b:
+        entries_a, entries_b = a.entries(), b.entries()
+        baselines = _shared_baselines(a, b, entries_a, entries_b)
+    try:
+        comparison = compare_entries(entries_a, entries_b, baselines)
+    except ValueError as error:
+        raise TableError(f"cannot compare {table_a} and {table_b}: {error}") from None
+    if as_json:
+        print_json(asdict(comparison))
+        return
+    c = comparison
+    click.echo(f"{c.matched} subnets in both ({c.only_a} only in {table_a}, {c.only_b} only in {table_b})")
+    click.echo(f"rank correlation: Kendall tau {c.kendall_tau:.4f}, Spearman rho {c.spearman_rho:.4f}")
+    click.echo(f"global drift b/a {c.drift_factor:.4f} (from the {c.drift_source})")
+    click.echo(f"median |relative difference|: raw {c.median_abs_rel_diff_raw:.2%}, drift-normalized "
+               f"{c.median_abs_rel_diff_normalized:.2%} (p90 {c.p90_abs_rel_diff_normalized:.2%})")
+    click.echo(f"pairs more than 2% apart ordered the same: {c.pairs_2pct_same_order:.2%} of {c.pairs_2pct}")
+    echo_rows([(spec, f"{x:.3f}", f"{y:.3f}", f"{d:+.2%}") for spec, x, y, d in c.worst],
+              ("largest differences", "a ms", "b ms", "normalized"))
+
+
+def _shared_baselines(a: LatencyTable, b: LatencyTable, entries_a: list[Entry], entries_b: list[Entry]
+                      ) -> tuple[float, float] | None:
+    if not entries_a or not entries_b:
+        return None
+    ref_a = a.reference(entries_a[0].device_id, entries_a[0].key)
+    ref_b = b.reference(entries_b[0].device_id, entries_b[0].key)
+    if ref_a and ref_b and ref_a[0] == ref_b[0]:
+        return ref_a[1], ref_b[1]
+    return None
+
+
+@table_group.command("merge")
+@click.argument("output", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--force", is_flag=True, help="Merge measurements of differing setups under the first one.")
+def table_merge(output: str, inputs: tuple[str, ...], force: bool) -> None:
+    """Merge shard tables INPUTS into OUTPUT (created if missing)."""
+    report = merge_tables(Path(output), [Path(p) for p in inputs], force)
+    scaled = ", ".join(f"{name} x{factor:.4f}" for name, factor in report.rescaled.items() if factor != 1.0)
+    click.echo(f"merged {report.tables} tables into {output}: {report.entries} entries, {report.rounds} rounds, "
+               f"{report.conflicts} already present" + (f"; rescaled to the first reference: {scaled}" if scaled else ""))

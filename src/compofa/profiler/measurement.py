@@ -1,0 +1,124 @@
+"""Measurements as immutable records: raw samples per round, statistics derived.
+
+A subnet is measured in several rounds, each with a freshly prepared subnet
+(a new ONNX Runtime session, say), a warm-up and a set of timed samples. Each
+round also carries the machine's drift factor at the time: the latency of a
+reference subnet then, divided by its baseline. Statistics are computed from
+the drift-corrected samples on demand and never stored as the only truth.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compofa.profiler.stats import Summary, stability_warnings, summarize
+from compofa.space import SubnetSpec
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (standard tables).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def t95(degrees_of_freedom: int) -> float:
+    if degrees_of_freedom < 1:
+        raise ValueError("need at least one degree of freedom")
+    return _T95.get(degrees_of_freedom, 1.96 + 2.4 / degrees_of_freedom)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round of one subnet.
+
+    Attributes:
+        round_index: 0-based round number for this subnet.
+        started_at: wall-clock time (seconds since the epoch) the round began.
+        warmup_ms: the warm-up runs, kept for inspection.
+        samples_ms: the timed runs, raw.
+        drift: machine speed factor at the time (reference latency now over
+            its baseline); samples are divided by it. 1.0 without a reference.
+        prepare_s: seconds spent preparing the subnet (e.g. session creation).
+        conditions: device readings before and after (GPU clocks, temperature).
+        discarded: set when a sudden drift made the round untrustworthy; a
+            discarded round is kept for the record but not used.
+    """
+
+    round_index: int
+    started_at: float
+    warmup_ms: tuple[float, ...]
+    samples_ms: tuple[float, ...]
+    drift: float = 1.0
+    prepare_s: float = 0.0
+    conditions: dict[str, Any] = field(default_factory=dict)
+    discarded: bool = False
+
+    @property
+    def corrected_ms(self) -> np.ndarray:
+        return np.asarray(self.samples_ms, dtype=np.float64) / self.drift
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a measurement concludes: the median and a CI that covers rounds."""
+
+    summary: Summary
+    ci_low_ms: float
+    ci_high_ms: float
+    rounds: int
+    warnings: tuple[str, ...]
+
+    @property
+    def median_ms(self) -> float:
+        return self.summary.median_ms
+
+    @property
+    def relative_ci(self) -> float:
+        return (self.ci_high_ms - self.ci_low_ms) / 2 / self.median_ms if self.median_ms > 0 else math.inf
+
+    @property
+    def stable(self) -> bool:
+        return not self.warnings
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """All rounds of one subnet on one device."""
+
+    spec: SubnetSpec
+    rounds: tuple[RoundRecord, ...]
+
+    @property
+    def used_rounds(self) -> tuple[RoundRecord, ...]:
+        return tuple(r for r in self.rounds if not r.discarded)
+
+    @functools.cached_property
+    def estimate(self) -> Estimate:
+        """Median of the pooled drift-corrected samples, with a 95% CI.
+
+        The CI is the wider of the within-sample order-statistic interval and
+        a t-interval over the round medians: on a busy machine the spread
+        between rounds (session placement, slow drift) exceeds the spread
+        within one, and an interval that ignored it would be overconfident.
+        """
+        rounds = self.used_rounds
+        if not rounds:
+            raise ValueError(f"no usable rounds for {self.spec}")
+        pooled = np.concatenate([r.corrected_ms for r in rounds])
+        summary = summarize(pooled)
+        low, high = summary.ci_low_ms, summary.ci_high_ms
+        if len(rounds) >= 2:
+            medians = np.array([np.median(r.corrected_ms) for r in rounds])
+            between = t95(len(rounds) - 1) * float(medians.std(ddof=1)) / math.sqrt(len(rounds))
+            low, high = min(low, summary.median_ms - between), max(high, summary.median_ms + between)
+        return Estimate(summary, low, high, len(rounds), tuple(stability_warnings(summary)))
+
+    @property
+    def raw_median_ms(self) -> float:
+        return float(np.median(np.concatenate([r.samples_ms for r in self.used_rounds])))
+
+    @property
+    def timed_seconds(self) -> float:
+        return sum(sum(r.samples_ms) for r in self.rounds) / 1000

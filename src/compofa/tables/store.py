@@ -1,0 +1,431 @@
+"""The latency table store: one SQLite file (standard library, WAL mode).
+
+What it holds: the devices (fingerprints) measured, the profiling runs (their
+settings), every round of every subnet with its raw samples (committed the
+moment it is measured, so an interrupted run loses at most the round in
+flight), the reference subnet's checks, and one entry per (device, space,
+width, subnet, resolution, batch, precision) with the statistics derived from
+those rounds. Accuracy rows (measured by evaluation) have their own table.
+
+A file that is not a compofa table, is corrupt, or comes from a newer schema is
+refused with a message and never modified.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from compofa import __version__
+from compofa.errors import CompofaError
+from compofa.profiler.measurement import Measurement, RoundRecord
+
+#: Schema history:
+#: 1: meta, devices, runs, rounds, reference_checks, references, entries, accuracy.
+SCHEMA_VERSION = 1
+APPLICATION = "compofa-latency-table"
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL UNIQUE
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    host TEXT,
+    compofa_version TEXT,
+    shard TEXT,
+    settings TEXT NOT NULL,
+    source TEXT NOT NULL,
+    fingerprint TEXT NOT NULL
+);
+CREATE TABLE references_ (
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    space TEXT NOT NULL, width REAL NOT NULL, batch INTEGER NOT NULL, precision TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    baseline_ms REAL NOT NULL,
+    measured_at REAL NOT NULL,
+    PRIMARY KEY (device_id, space, width, batch, precision)
+);
+CREATE TABLE reference_checks (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    at REAL NOT NULL,
+    median_ms REAL NOT NULL,
+    samples TEXT NOT NULL
+);
+CREATE TABLE rounds (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    space TEXT NOT NULL, width REAL NOT NULL, spec TEXT NOT NULL, resolution INTEGER NOT NULL,
+    batch INTEGER NOT NULL, precision TEXT NOT NULL,
+    round_index INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    warmup TEXT NOT NULL,
+    samples TEXT NOT NULL,
+    drift REAL NOT NULL,
+    prepare_s REAL NOT NULL,
+    conditions TEXT NOT NULL,
+    discarded TEXT
+);
+CREATE INDEX rounds_by_key ON rounds (device_id, space, width, spec, batch, precision);
+CREATE TABLE entries (
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    space TEXT NOT NULL, width REAL NOT NULL, spec TEXT NOT NULL, resolution INTEGER NOT NULL,
+    batch INTEGER NOT NULL, precision TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    median_ms REAL NOT NULL, mean_ms REAL NOT NULL, std_ms REAL NOT NULL,
+    p10_ms REAL NOT NULL, p90_ms REAL NOT NULL, iqr_ms REAL NOT NULL, mad_ms REAL NOT NULL,
+    min_ms REAL NOT NULL, max_ms REAL NOT NULL,
+    ci_low_ms REAL NOT NULL, ci_high_ms REAL NOT NULL,
+    raw_median_ms REAL NOT NULL,
+    rounds INTEGER NOT NULL,
+    stable INTEGER NOT NULL,
+    warnings TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (device_id, space, width, spec, batch, precision)
+);
+CREATE TABLE accuracy (
+    space TEXT NOT NULL, width REAL NOT NULL, spec TEXT NOT NULL, resolution INTEGER NOT NULL,
+    weights TEXT NOT NULL,
+    top1 REAL NOT NULL, top5 REAL,
+    images INTEGER NOT NULL,
+    settings TEXT NOT NULL,
+    evaluated_at REAL NOT NULL,
+    PRIMARY KEY (space, width, spec, weights)
+);
+"""
+
+
+class TableError(CompofaError):
+    """A table file that cannot be used (not a table, corrupt, newer, unwritable)."""
+
+
+class TableMismatchError(CompofaError):
+    """Measurements that must not be mixed (different devices or settings)."""
+
+
+class TableBusyError(CompofaError):
+    """Another process is writing to the table."""
+
+
+@dataclass(frozen=True)
+class EntryKey:
+    """What identifies one latency entry within a device."""
+
+    space: str
+    width: float
+    spec: str
+    resolution: int
+    batch: int
+    precision: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One finished latency entry, as stored."""
+
+    device_id: int
+    device: str
+    key: EntryKey
+    n: int
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    mad_ms: float
+    min_ms: float
+    max_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    raw_median_ms: float
+    rounds: int
+    stable: bool
+    warnings: tuple[str, ...]
+    reason: str
+
+    @property
+    def relative_ci(self) -> float:
+        return (self.ci_high_ms - self.ci_low_ms) / 2 / self.median_ms if self.median_ms > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: int
+    name: str
+    fingerprint: dict[str, Any]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _samples(values: Sequence[float]) -> str:
+    return json.dumps([round(float(v), 6) for v in values], separators=(",", ":"))
+
+
+class LatencyTable:
+    """A latency table file. Open with `LatencyTable.open(path, writable)`."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, writable: bool) -> None:
+        self.path = path
+        self.connection = connection
+        self.writable = writable
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], writable: bool = False, create: bool = False) -> LatencyTable:
+        """Open (or with `create`, create) the table at `path`, checking it first."""
+        target = Path(path)
+        if target.is_dir():
+            raise TableError(f"table path {str(target)!r} is a directory; give a file name such as latency.db")
+        exists = target.exists()
+        if not exists and not create:
+            raise TableError(f"table {str(target)!r} does not exist")
+        if not exists:
+            folder = target.parent if str(target.parent) else Path(".")
+            if not folder.is_dir():
+                raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} does not exist")
+            if not os.access(folder, os.W_OK):
+                raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} is not writable")
+        elif writable and not os.access(target, os.W_OK):
+            raise TableError(f"table {str(target)!r} is read-only; copy it or choose another --table")
+        if exists:
+            cls._check_existing(target)
+        uri = f"{target.resolve().as_uri()}?mode={'rwc' if writable or create else 'ro'}"
+        try:
+            connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
+        except sqlite3.Error as error:
+            raise TableError(f"cannot open table {str(target)!r}: {error}") from None
+        table = cls(target, connection, writable or create)
+        connection.execute("PRAGMA foreign_keys = ON")
+        if table.writable:
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute("PRAGMA synchronous = NORMAL")
+        if not exists:
+            table._create()
+        return table
+
+    @staticmethod
+    def _check_existing(target: Path) -> None:
+        """Refuse a file that is not a compofa table of a schema we read, without writing to it."""
+        try:
+            with open(target, "rb") as handle:
+                header = handle.read(16)
+        except OSError as error:
+            raise TableError(f"cannot read table {str(target)!r}: {error.strerror}") from None
+        if header != b"SQLite format 3\x00":
+            raise TableError(f"{str(target)!r} is not a compofa latency table (not an SQLite file); it was left untouched")
+        try:
+            probe = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                rows = dict(probe.execute("SELECT key, value FROM meta").fetchall())
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as error:
+            raise TableError(f"{str(target)!r} is not a readable compofa latency table ({error}); it was left untouched") from None
+        if rows.get("application") != APPLICATION:
+            raise TableError(f"{str(target)!r} is an SQLite file but not a compofa latency table; it was left untouched")
+        version = int(rows.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise TableError(
+                f"table {str(target)!r} has schema version {version}, newer than this compofa reads "
+                f"({SCHEMA_VERSION}): upgrade compofa"
+            )
+
+    def _create(self) -> None:
+        with self.transaction() as cursor:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    cursor.execute(statement)
+            cursor.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?)",
+                [
+                    ("application", APPLICATION),
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("created_by", f"compofa {__version__}"),
+                    ("created_at", str(time.time())),
+                ],
+            )
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> LatencyTable:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        if not self.writable:
+            raise TableError(f"table {str(self.path)!r} was opened read-only")
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield cursor
+        except BaseException:
+            cursor.execute("ROLLBACK")
+            raise
+        else:
+            cursor.execute("COMMIT")
+
+    # -- devices and runs -------------------------------------------------------------------
+
+    def devices(self) -> list[DeviceRow]:
+        rows = self.connection.execute("SELECT id, name, fingerprint FROM devices ORDER BY id").fetchall()
+        return [DeviceRow(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    def device_id(self, name: str, fingerprint: dict[str, Any]) -> int:
+        """The id of the device with exactly this fingerprint, added if new."""
+        text = _dumps(fingerprint)
+        row = self.connection.execute("SELECT id FROM devices WHERE fingerprint = ?", (text,)).fetchone()
+        if row:
+            return int(row[0])
+        with self.transaction() as cursor:
+            cursor.execute("INSERT INTO devices (name, fingerprint) VALUES (?, ?)", (name, text))
+            return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def start_run(
+        self, device_id: int, settings: dict[str, Any], source: dict[str, Any], fingerprint: dict[str, Any], shard: str | None
+    ) -> int:
+        with self.transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO runs (device_id, started_at, host, compofa_version, shard, settings, source, fingerprint)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, time.time(), os.uname().nodename if hasattr(os, "uname") else "", __version__, shard,
+                 _dumps(settings), _dumps(source), _dumps(fingerprint)),
+            )
+            return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def finish_run(self, run_id: int) -> None:
+        with self.transaction() as cursor:
+            cursor.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (time.time(), run_id))
+
+    # -- the reference -----------------------------------------------------------------------
+
+    def reference(self, device_id: int, key: EntryKey) -> tuple[str, float] | None:
+        """The reference spec and baseline of this device and network, if set."""
+        row = self.connection.execute(
+            "SELECT spec, baseline_ms FROM references_ WHERE device_id=? AND space=? AND width=? AND batch=? "
+            "AND precision=?",
+            (device_id, key.space, key.width, key.batch, key.precision),
+        ).fetchone()
+        return (row[0], float(row[1])) if row else None
+
+    def set_reference(self, device_id: int, key: EntryKey, baseline_ms: float) -> None:
+        with self.transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO references_ VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (device_id, key.space, key.width, key.batch, key.precision, key.spec, baseline_ms, time.time()),
+            )
+
+    def add_reference_check(self, run_id: int, at: float, median_ms: float, samples: Sequence[float]) -> None:
+        with self.transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO reference_checks VALUES (?, ?, ?, ?)", (run_id, at, median_ms, _samples(samples))
+            )
+
+    def reference_checks(self, run_id: int | None = None) -> list[tuple[int, float, float]]:
+        query = "SELECT run_id, at, median_ms FROM reference_checks"
+        rows = self.connection.execute(query + (" WHERE run_id = ?" if run_id else "") + " ORDER BY at",
+                                       (run_id,) if run_id else ()).fetchall()
+        return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+    # -- rounds ------------------------------------------------------------------------------------
+
+    def add_round(self, run_id: int, device_id: int, key: EntryKey, record: RoundRecord) -> None:
+        with self.transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO rounds (run_id, device_id, space, width, spec, resolution, batch, precision, round_index,"
+                " started_at, warmup, samples, drift, prepare_s, conditions, discarded)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, device_id, key.space, key.width, key.spec, key.resolution, key.batch, key.precision,
+                 record.round_index, record.started_at, _samples(record.warmup_ms), _samples(record.samples_ms),
+                 record.drift, record.prepare_s, _dumps(record.conditions), None),
+            )
+
+    def discard_round(self, device_id: int, key: EntryKey, round_index: int, reason: str) -> None:
+        with self.transaction() as cursor:
+            cursor.execute(
+                "UPDATE rounds SET discarded = ? WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=?"
+                " AND precision=? AND round_index=?",
+                (reason, device_id, key.space, key.width, key.spec, key.batch, key.precision, round_index),
+            )
+
+    def rounds(self, device_id: int, key: EntryKey) -> list[RoundRecord]:
+        rows = self.connection.execute(
+            "SELECT round_index, started_at, warmup, samples, drift, prepare_s, conditions, discarded FROM rounds"
+            " WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=? ORDER BY round_index",
+            (device_id, key.space, key.width, key.spec, key.batch, key.precision),
+        ).fetchall()
+        return [
+            RoundRecord(int(r[0]), float(r[1]), tuple(json.loads(r[2])), tuple(json.loads(r[3])), float(r[4]),
+                        float(r[5]), json.loads(r[6]), r[7] is not None)
+            for r in rows
+        ]
+
+    # -- entries -------------------------------------------------------------------------------------
+
+    def put_entry(self, device_id: int, key: EntryKey, measurement: Measurement, reason: str) -> None:
+        estimate = measurement.estimate
+        s = estimate.summary
+        with self.transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, ?)",
+                (device_id, key.space, key.width, key.spec, key.resolution, key.batch, key.precision, s.n,
+                 s.median_ms, s.mean_ms, s.std_ms, s.p10_ms, s.p90_ms, s.iqr_ms, s.mad_ms, s.min_ms, s.max_ms,
+                 estimate.ci_low_ms, estimate.ci_high_ms, measurement.raw_median_ms, estimate.rounds,
+                 int(estimate.stable), _dumps(list(estimate.warnings)), reason, time.time()),
+            )
+
+    def entries(self, device_id: int | None = None, space: str | None = None) -> list[Entry]:
+        query = (
+            "SELECT e.device_id, d.name, e.space, e.width, e.spec, e.resolution, e.batch, e.precision, e.n,"
+            " e.median_ms, e.mean_ms, e.std_ms, e.p10_ms, e.p90_ms, e.iqr_ms, e.mad_ms, e.min_ms, e.max_ms,"
+            " e.ci_low_ms, e.ci_high_ms, e.raw_median_ms, e.rounds, e.stable, e.warnings, e.reason"
+            " FROM entries e JOIN devices d ON d.id = e.device_id"
+        )
+        conditions, values = [], []
+        if device_id is not None:
+            conditions.append("e.device_id = ?")
+            values.append(device_id)
+        if space is not None:
+            conditions.append("e.space = ?")
+            values.append(space)
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
+        query += " ORDER BY e.device_id, e.space, e.width, e.resolution, e.median_ms"
+        return [
+            Entry(
+                device_id=r[0], device=r[1], key=EntryKey(r[2], r[3], r[4], r[5], r[6], r[7]), n=r[8],
+                median_ms=r[9], mean_ms=r[10], std_ms=r[11], p10_ms=r[12], p90_ms=r[13], iqr_ms=r[14],
+                mad_ms=r[15], min_ms=r[16], max_ms=r[17], ci_low_ms=r[18], ci_high_ms=r[19],
+                raw_median_ms=r[20], rounds=r[21], stable=bool(r[22]), warnings=tuple(json.loads(r[23])),
+                reason=r[24],
+            )
+            for r in self.connection.execute(query, values).fetchall()
+        ]
+
+    def finished_keys(self, device_id: int) -> set[EntryKey]:
+        rows = self.connection.execute(
+            "SELECT space, width, spec, resolution, batch, precision FROM entries WHERE device_id = ?", (device_id,)
+        ).fetchall()
+        return {EntryKey(*row) for row in rows}

@@ -1,0 +1,83 @@
+"""A simulated device for profiler and table tests: known latencies, controlled noise and drift.
+
+Registered as backend "fake" on import. Its latency for a subnet is a fixed
+function of the subnet's MACs, multiplied by a drift factor that can step at a
+given run count, and by right-skewed noise (interruptions only add time).
+Options (strings, as from the CLI's -O): noise, step_at, step, fail_after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from compofa.devices.base import Availability, Backend, Settings, UnknownDeviceError, get_backend, register_backend
+from compofa.space import SubnetSpec, get_space
+from compofa.space.cost import network_cost
+from compofa.space.plan import plan_subnet
+from compofa.supernet.source import SubnetSource
+
+
+def true_latency_ms(spec: SubnetSpec, width: float | None = None) -> float:
+    family = get_space(spec.space).family
+    return 1.0 + network_cost(plan_subnet(spec, width or family.default_width)).macs / 1e8
+
+
+@dataclass
+class FakeHandle:
+    spec: SubnetSpec
+    closed: bool = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeDevice:
+    name = "fake"
+    deterministic = False
+
+    def __init__(self, settings: Settings, source: SubnetSource | None = None) -> None:
+        self.settings = settings
+        options = settings.options
+        self.noise = float(options.get("noise", "0.01"))
+        self.step_at = int(options.get("step_at", "0")) or None
+        self.step = float(options.get("step", "1.0"))
+        self.fail_after = int(options.get("fail_after", "0")) or None
+        self.rng = np.random.default_rng(int(options.get("seed", "0")))
+        self.runs = 0
+        self.prepared: list[SubnetSpec] = []
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"backend": "fake", "batch": self.settings.batch, "precision": self.settings.precision,
+                "noise": self.noise}
+
+    def conditions(self) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, spec: SubnetSpec) -> FakeHandle:
+        self.prepared.append(spec)
+        return FakeHandle(spec)
+
+    def time(self, handle: FakeHandle, n: int) -> list[float]:
+        assert not handle.closed, "timing a closed handle"
+        samples = []
+        for _ in range(n):
+            self.runs += 1
+            if self.fail_after is not None and self.runs > self.fail_after:
+                raise KeyboardInterrupt
+            drift = self.step if self.step_at is not None and self.runs >= self.step_at else 1.0
+            noise = 1 + self.noise * abs(self.rng.standard_normal())
+            samples.append(true_latency_ms(handle.spec) * drift * noise)
+        return samples
+
+
+def register() -> None:
+    try:
+        get_backend("fake")
+    except UnknownDeviceError:
+        register_backend(Backend("fake", "simulated device for tests", lambda: Availability(True), FakeDevice))
+
+
+register()

@@ -1,0 +1,180 @@
+"""The profiler: statistics, warm-up, interleaved rounds, drift correction and discarding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from compofa.devices.base import Settings
+from compofa.profiler import Measurement, ProfileConfig, Profiler, ProfileListener, RoundRecord, summarize
+from compofa.profiler.measurement import t95
+from compofa.profiler.schedule import ProfileConfigError
+from compofa.profiler.stats import median_confidence_interval, stability_warnings
+from compofa.space import SubnetSpec, get_space
+from fake_device import FakeDevice, true_latency_ms
+
+SPECS = list(get_space("compofa").enumerate([160]))[::27]  # 9 subnets of different sizes
+REFERENCE = get_space("compofa").largest(160)
+
+
+def fake(**options: str) -> FakeDevice:
+    return FakeDevice(Settings(options=options))
+
+
+class Recorder(ProfileListener):
+    def __init__(self) -> None:
+        self.rounds: list[tuple[SubnetSpec, RoundRecord]] = []
+        self.discards: list[tuple[SubnetSpec, int, str]] = []
+        self.done: dict[SubnetSpec, str] = {}
+        self.baselines: list[float] = []
+
+    def on_baseline(self, median_ms: float) -> None:
+        self.baselines.append(median_ms)
+
+    def on_round(self, spec: SubnetSpec, record: RoundRecord) -> None:
+        self.rounds.append((spec, record))
+
+    def on_discard(self, spec: SubnetSpec, round_index: int, reason: str) -> None:
+        self.discards.append((spec, round_index, reason))
+
+    def on_done(self, spec: SubnetSpec, measurement: Measurement, reason: str) -> None:
+        self.done[spec] = reason
+
+
+def test_summary_statistics() -> None:
+    """Percentiles, IQR, MAD and the order-statistic CI on a known sample."""
+    summary = summarize(np.arange(1.0, 101.0))
+    assert summary.n == 100 and summary.median_ms == 50.5 and summary.min_ms == 1 and summary.max_ms == 100
+    assert summary.p10_ms == pytest.approx(10.9) and summary.p90_ms == pytest.approx(90.1)
+    assert summary.iqr_ms == pytest.approx(49.5) and summary.mad_ms == 25.0
+    # The textbook 95% CI of a median of 100 values: the 40th and 61st order statistics.
+    assert (summary.ci_low_ms, summary.ci_high_ms) == (40.0, 61.0)
+    assert median_confidence_interval(np.array([1.0, 2.0, 3.0])) == (1.0, 3.0)
+
+
+def test_ci_covers_the_true_median() -> None:
+    """Across many samples of a skewed distribution, the 95% CI holds the true median about 95% of the time."""
+    rng = np.random.default_rng(0)
+    true_median = math.log(2)  # exponential(1)
+    hits = sum(
+        lo <= true_median <= hi
+        for lo, hi in (median_confidence_interval(np.sort(rng.exponential(size=50))) for _ in range(2000))
+    )
+    assert 0.93 <= hits / 2000 <= 0.985
+
+
+def test_stability_warnings() -> None:
+    """A wide IQR (>= 10% of the median) and too few samples are reported as data."""
+    assert stability_warnings(summarize([10.0] * 20)) == []
+    warnings = stability_warnings(summarize([8.0, 9.0, 10.0, 11.0, 12.0] * 2))
+    assert any("IQR" in w for w in warnings)
+    assert any("samples" in w for w in stability_warnings(summarize([1.0, 1.0])))
+    assert t95(2) == 4.303 and t95(100) < 2.0
+
+
+def test_converges_to_the_true_latency() -> None:
+    """With 1% noise every subnet converges in the minimum rounds, within 1% of its true latency."""
+    recorder = Recorder()
+    result = Profiler(fake(noise="0.01")).run(SPECS, REFERENCE, listener=recorder)
+    assert set(result.measurements) == set(SPECS)
+    for spec, measurement in result.measurements.items():
+        estimate = measurement.estimate
+        # The noise is one-sided: the median sits about 0.67 sigma above the truth.
+        assert estimate.median_ms == pytest.approx(true_latency_ms(spec) * 1.0067, rel=0.005)
+        assert estimate.ci_low_ms <= estimate.median_ms <= estimate.ci_high_ms
+        assert result.reasons[spec] == "converged" and estimate.rounds == 3
+    assert len(recorder.rounds) == 3 * len(SPECS) and not recorder.discards
+    assert len(recorder.baselines) == 1 and result.baseline_ms is not None
+    assert result.times.timed == pytest.approx(sum(sum(r.samples_ms) for _, r in recorder.rounds) / 1000)
+    assert result.times.rounds == 3 * len(SPECS)
+
+
+def test_rounds_are_interleaved_with_fresh_preparation() -> None:
+    """Each round prepares every subnet afresh, and no subnet gets round k+1 before all got round k."""
+    device = fake(noise="0.01")
+    recorder = Recorder()
+    Profiler(device).run(SPECS, REFERENCE, listener=recorder)
+    order = [(spec, record.round_index) for spec, record in recorder.rounds]
+    first_pass = order[: len(SPECS)]
+    assert {spec for spec, _ in first_pass} == set(SPECS) and {i for _, i in first_pass} == {0}
+    assert device.prepared.count(SPECS[0]) == 3
+    assert [spec for spec, _ in first_pass] != SPECS  # shuffled within a round
+
+
+def test_sudden_drift_discards_and_remeasures() -> None:
+    """A 10% step of the whole machine mid-run: rounds since the last reference check are discarded,
+    later rounds are corrected by the reference, and the estimates stay on the pre-step truth."""
+    recorder = Recorder()
+    result = Profiler(fake(noise="0.005", step_at="2000", step="1.10")).run(SPECS, REFERENCE, listener=recorder)
+    assert recorder.discards, "the step must be detected"
+    assert all("reference moved" in reason for _, _, reason in recorder.discards)
+    corrected_after_step = 0
+    for spec, measurement in result.measurements.items():
+        assert measurement.estimate.median_ms == pytest.approx(true_latency_ms(spec) * 1.0034, rel=0.01)
+        corrected_after_step += sum(r.drift > 1.05 and not r.discarded for r in measurement.rounds)
+    assert corrected_after_step > 0, "rounds after the step must be kept, divided by the drift"
+
+
+def test_noisy_subnets_take_more_rounds() -> None:
+    """With 8% noise some subnets need more than the minimum rounds and none exceed the maximum."""
+    config = ProfileConfig(round_seconds=0.01, min_samples=5, max_samples=10)
+    result = Profiler(fake(noise="0.08"), config).run(SPECS, REFERENCE)
+    rounds = [m.estimate.rounds for m in result.measurements.values()]
+    assert max(rounds) > config.min_rounds and max(rounds) <= config.max_rounds
+    assert set(result.reasons.values()) <= {"converged", "max rounds", "budget"}
+
+
+def test_interruption_keeps_rounds_and_resume_finishes() -> None:
+    """A Ctrl-C mid-run loses nothing committed; a second run given those rounds measures only what is missing."""
+    recorder = Recorder()
+    with pytest.raises(KeyboardInterrupt):
+        Profiler(fake(noise="0.01", fail_after="3000")).run(SPECS, REFERENCE, listener=recorder)
+    committed: dict[SubnetSpec, list[RoundRecord]] = {}
+    for spec, record in recorder.rounds:
+        committed.setdefault(spec, []).append(record)
+    assert 0 < len(recorder.rounds) < 3 * len(SPECS)
+    baseline = recorder.baselines[0]
+    device = fake(noise="0.01", seed="1")
+    result = Profiler(device).run(SPECS, REFERENCE, baseline, prior=committed)
+    assert set(result.measurements) == set(SPECS)
+    measured_again = [spec for spec in device.prepared if spec != REFERENCE]
+    expected = sum(max(0, 3 - len(committed.get(spec, []))) for spec in SPECS)
+    assert len(measured_again) == expected
+
+
+def test_warm_up_stops_when_stable() -> None:
+    """Warm-up ends once a chunk is no faster than the previous one, and is bounded."""
+
+    class Cooling(FakeDevice):
+        def time(self, handle, n):  # type: ignore[no-untyped-def]
+            samples = super().time(handle, n)
+            return [s * (1 + 2.0 / self.runs) for s in samples]  # slow at first, then settling
+
+    device = Cooling(Settings(options={"noise": "0"}))
+    profiler = Profiler(device, ProfileConfig(warmup_chunk=2, max_warmup=30))
+    runs = profiler.warm_up(device.prepare(SPECS[0]))
+    assert 4 <= len(runs) < 30
+    assert len(profiler.warm_up(device.prepare(SPECS[0]))) == 4  # already warm: two chunks
+
+
+def test_deterministic_device_needs_one_sample() -> None:
+    """A lookup-table-like device is asked once per subnet, without reference or warm-up."""
+
+    class Table(FakeDevice):
+        deterministic = True
+
+    device = Table(Settings(options={"noise": "0"}))
+    result = Profiler(device).run(SPECS, REFERENCE)
+    assert all(m.estimate.summary.n == 1 for m in result.measurements.values())
+    assert REFERENCE not in device.prepared[: 1] and len(device.prepared) == len(SPECS)
+    assert set(result.reasons.values()) == {"estimated"}
+
+
+def test_bad_configs_are_refused() -> None:
+    """Settings that cannot work are one-line errors."""
+    with pytest.raises(ProfileConfigError, match="min_rounds"):
+        ProfileConfig(min_rounds=5, max_rounds=3)
+    with pytest.raises(ProfileConfigError, match="target CI"):
+        ProfileConfig(target_ci=0)

@@ -1,0 +1,280 @@
+"""Latency tables: the store's refusals, resumable profiling jobs, shards, merge, export, diff, CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from compofa.cli import main
+from compofa.devices.base import Settings
+from compofa.profiler import ProfileConfig
+from compofa.space import get_space, parse_spec
+from compofa.supernet.source import SubnetSource
+from compofa.tables import LatencyTable, TableBusyError, TableError, TableMismatchError
+from compofa.tables.compare import kendall_tau
+from compofa.tables.exchange import EXPORT_FIELDS, merge_tables
+from compofa.tables.job import ProfileRequest, Shard, exclusive, profile_space
+from fake_device import true_latency_ms
+
+FAST = ProfileConfig(round_seconds=0.05, min_samples=10, max_samples=20)
+
+
+def request(table: Path, limit: int | None = 12, shard: Shard | None = None, force: bool = False,
+            **options: str) -> ProfileRequest:
+    return ProfileRequest(table, "fake", SubnetSource("compofa", cache_dir=table.parent / "cache"), (160,),
+                          Settings(options={"noise": "0.01", **options}), FAST, shard, limit, force)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+# -- the store refuses what it cannot use, without touching it ---------------------------------------
+
+
+def test_refuses_non_tables_untouched(tmp_path: Path) -> None:
+    """A text file, a foreign SQLite file, a newer schema, a directory: clear errors, files unchanged."""
+    text = tmp_path / "notes.db"
+    text.write_text("hello")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as connection:
+        connection.execute("CREATE TABLE x (y)")
+    newer = tmp_path / "newer.db"
+    LatencyTable.open(newer, create=True).close()
+    with sqlite3.connect(newer) as connection:
+        connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    for path, message in ((text, "not an SQLite file"), (foreign, "not a"), (newer, "schema version 99")):
+        before = digest(path)
+        with pytest.raises(TableError, match=message):
+            LatencyTable.open(path, writable=True)
+        assert digest(path) == before
+    with pytest.raises(TableError, match="is a directory"):
+        LatencyTable.open(tmp_path, create=True)
+    with pytest.raises(TableError, match="does not exist"):
+        LatencyTable.open(tmp_path / "missing" / "t.db", create=True)
+
+
+def test_corrupt_table_is_refused(tmp_path: Path) -> None:
+    """A table whose pages were damaged is refused, not repaired or overwritten."""
+    path = tmp_path / "t.db"
+    profile_space(request(path, limit=3))
+    data = bytearray(path.read_bytes())
+    data[100:4096] = b"\xff" * (4096 - 100)  # wreck the schema page after the header
+    path.write_bytes(bytes(data))
+    before = digest(path)
+    with pytest.raises(TableError):
+        profile_space(request(path, limit=3))
+    assert digest(path) == before
+
+
+# -- profiling jobs ---------------------------------------------------------------------------------------
+
+
+def test_profile_fills_the_table_and_resumes(tmp_path: Path) -> None:
+    """A job commits every subnet; a rerun measures nothing; entries hold the statistics and OFA form."""
+    path = tmp_path / "t.db"
+    first = profile_space(request(path))
+    assert (first.planned, first.already_done, first.measured) == (12, 0, 12)
+    again = profile_space(request(path))
+    assert (again.already_done, again.measured) == (12, 0)
+    with LatencyTable.open(path) as table:
+        entries = table.entries()
+        assert len(entries) == 12
+        for entry in entries:
+            truth = true_latency_ms(parse_spec(entry.key.spec))
+            assert entry.ci_low_ms <= entry.median_ms <= entry.ci_high_ms
+            assert entry.median_ms == pytest.approx(truth, rel=0.02)
+            assert entry.rounds >= 3 and entry.n >= 30
+        assert table.reference(entries[0].device_id, entries[0].key) is not None
+        assert len(table.reference_checks()) >= 2
+
+
+def test_interrupted_job_loses_at_most_the_round_in_flight(tmp_path: Path) -> None:
+    """Ctrl-C mid-run keeps every finished round; the rerun reuses them and completes the table."""
+    path = tmp_path / "t.db"
+    with pytest.raises(KeyboardInterrupt):
+        profile_space(request(path, fail_after="500"))
+    with LatencyTable.open(path) as table:
+        device_id = table.devices()[0].id
+        kept = table.connection.execute("SELECT COUNT(*) FROM rounds").fetchone()[0]
+        finished = len(table.entries())
+    assert kept > 0 and finished < 12
+    summary = profile_space(request(path))
+    assert summary.already_done == finished and summary.measured == 12 - finished
+    with LatencyTable.open(path) as table:
+        rounds = table.connection.execute("SELECT COUNT(*) FROM rounds WHERE device_id = ?", (device_id,)).fetchone()[0]
+        assert len(table.entries()) == 12
+        # Nothing kept was measured again: every subnet has exactly its rounds.
+        assert rounds == sum(e.rounds for e in table.entries()) + table.connection.execute(
+            "SELECT COUNT(*) FROM rounds WHERE discarded IS NOT NULL").fetchone()[0]
+    assert not list(tmp_path.glob("*.lock"))
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    """While one process profiles into a table, another is told so instead of corrupting it."""
+    path = tmp_path / "t.db"
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with exclusive(path):
+            holding.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=hold)
+    worker.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(TableBusyError, match="being profiled"):
+            profile_space(request(path, limit=2))
+    finally:
+        release.set()
+        worker.join()
+    profile_space(request(path, limit=2))
+
+
+def test_different_setup_refused_unless_forced(tmp_path: Path) -> None:
+    """A table of one setup refuses another setup of the same backend, naming what differs."""
+    path = tmp_path / "t.db"
+    profile_space(request(path, limit=2))
+    with pytest.raises(TableMismatchError, match="noise"):
+        profile_space(request(path, limit=2, noise="0.02"))
+    profile_space(request(path, limit=2, force=True, noise="0.02"))
+    with LatencyTable.open(path) as table:
+        assert len(table.devices()) == 2
+
+
+def test_shards_merge_into_the_whole(tmp_path: Path) -> None:
+    """Three shards are disjoint, cover everything, and merge into one table of all entries."""
+    specs = list(get_space("compofa").enumerate([160]))
+    parts = [Shard(k, 3).select(specs) for k in (1, 2, 3)]
+    assert sum(len(p) for p in parts) == len(specs) and len({s for p in parts for s in p}) == len(specs)
+    paths = []
+    for k in (1, 2, 3):
+        path = tmp_path / f"shard{k}.db"
+        profile_space(request(path, limit=4, shard=Shard(k, 3)))
+        paths.append(path)
+    merged = tmp_path / "merged.db"
+    report = merge_tables(merged, paths)
+    assert report.entries == 12 and report.conflicts == 0 and report.tables == 3
+    with LatencyTable.open(merged) as table:
+        assert len(table.entries()) == 12 and len(table.devices()) == 1
+    again = merge_tables(merged, paths[:1])
+    assert again.conflicts == 4 and again.entries == 0
+
+
+def test_merge_refuses_other_setups_and_leaves_output(tmp_path: Path) -> None:
+    """A shard from a different setup is refused (the output is unchanged) unless forced."""
+    a, b, merged = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "m.db"
+    profile_space(request(a, limit=2))
+    profile_space(request(b, limit=2, noise="0.03"))
+    merge_tables(merged, [a])
+    before = digest(merged)
+    with pytest.raises(TableMismatchError, match="noise"):
+        merge_tables(merged, [b])
+    assert digest(merged) == before
+    assert merge_tables(merged, [b], force=True).entries == 0  # same subnets: already present
+    assert not [p for p in tmp_path.iterdir() if "merging" in p.name]
+
+
+def test_export_json_and_csv(tmp_path: Path) -> None:
+    """Exports list every entry with the documented fields; the OFA dict round-trips."""
+    path = tmp_path / "t.db"
+    profile_space(request(path, limit=3))
+    assert run("table", "export", str(path), "--format", "json", "-o", str(tmp_path / "e.json")).exit_code == 0
+    records = json.loads((tmp_path / "e.json").read_text())
+    assert len(records) == 3 and set(EXPORT_FIELDS) <= set(records[0])
+    for record in records:
+        spec = parse_spec(record["spec"])
+        assert record["ofa"] == spec.to_ofa_dict() and record["resolution"] == 160 and record["device"] == "fake"
+    assert run("table", "export", str(path), "--format", "csv", "-o", str(tmp_path / "e.csv")).exit_code == 0
+    rows = list(csv.DictReader((tmp_path / "e.csv").open()))
+    assert [r["spec"] for r in rows] == [r["spec"] for r in records]
+    assert json.loads(rows[0]["ofa"]) == records[0]["ofa"]
+
+
+def test_diff_of_two_runs(tmp_path: Path) -> None:
+    """Two runs of the same setup agree in rank; a uniform 5% drift is divided out."""
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    profile_space(request(a, limit=10))
+    profile_space(request(b, limit=10, step_at="1", step="1.05", seed="7"))
+    result = run("table", "diff", str(a), str(b), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["matched"] == 10 and data["kendall_tau"] > 0.9
+    assert data["median_abs_rel_diff_normalized"] < 0.01
+    assert data["drift_source"] == "reference baselines"
+
+
+def test_kendall_tau_known_values() -> None:
+    """tau is 1 for the same order, -1 for the reverse, and 1/3 for one swap in three items... of four."""
+    import numpy as np
+
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert kendall_tau(x, x * 2) == 1.0
+    assert kendall_tau(x, -x) == -1.0
+    assert kendall_tau(x, np.array([2.0, 1.0, 3.0, 4.0])) == pytest.approx(4 / 6)
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+
+
+def test_cli_profile_show_and_resume(tmp_path: Path) -> None:
+    """`compofa profile` fills a table and prints its summary; bad input is one line; resume works."""
+    table = str(tmp_path / "t.db")
+    args = ("profile", "--device", "fake", "-O", "noise=0.01", "--resolution", "160", "--limit", "3",
+            "--round-seconds", "0.05", "--table", table, "--quiet")
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert "profiled 3 subnets" in result.output and "noise floor" in result.output
+    assert "3 were already there" in run(*args).output
+    shown = run("table", "show", table, "--bucket", "auto")
+    assert shown.exit_code == 0 and "buckets of" in shown.output
+    data = json.loads(run("table", "show", table, "--json").output)
+    assert data[0]["entries"] == 3 and data[0]["device"] == "fake"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--device", "nope"), "unknown device 'nope'"),
+        (("--resolution", "100"), "resolution 100 is not allowed"),
+        (("--space", "ofa-mbv3", "--device", "fake"), "too many to profile"),
+        (("--device", "fake", "-O", "bad"), "NAME=VALUE"),
+        (("--device", "fake", "--shard", "4/3"), "--shard"),
+    ],
+)
+def test_cli_profile_bad_input(tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
+    """Unknown device, bad resolution, unprofilable space, bad options: one line, exit 2, no table."""
+    result = run("profile", *args, "--table", str(tmp_path / "t.db"), "--quiet")
+    assert result.exit_code == 2 and fragment in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_cli_profile_table_is_a_directory(tmp_path: Path) -> None:
+    """--table pointing at a folder is refused in one line."""
+    result = run("profile", "--device", "fake", "--limit", "1", "--table", str(tmp_path), "--quiet")
+    assert result.exit_code == 2 and "is a directory" in result.stderr
+
+
+def test_cli_interrupt_keeps_rounds(tmp_path: Path) -> None:
+    """Ctrl-C during `compofa profile` exits 130 with a one-line note, and the rerun resumes."""
+    table = str(tmp_path / "t.db")
+    base = ("profile", "--device", "fake", "--resolution", "160", "--limit", "6", "--round-seconds", "0.05",
+            "--table", table, "--quiet")
+    result = run(*base, "-O", "fail_after=300")
+    assert result.exit_code == 130 and "rerun the same command to resume" in result.stderr
+    result = run(*base)
+    assert result.exit_code == 0 and "profiled" in result.output
+    with LatencyTable.open(table) as store:
+        assert len(store.entries()) == 6
