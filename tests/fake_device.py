@@ -56,6 +56,9 @@ class FakeDevice:
     def conditions(self) -> dict[str, Any]:
         return {}
 
+    def close(self) -> None:
+        pass
+
     def prepare(self, spec: SubnetSpec) -> FakeHandle:
         self.prepared.append(spec)
         return FakeHandle(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -261,10 +262,20 @@ def test_cli_profile_bad_input(tmp_path: Path, args: tuple[str, ...], fragment: 
     assert not (tmp_path / "t.db").exists()
 
 
-def test_cli_profile_table_is_a_directory(tmp_path: Path) -> None:
-    """--table pointing at a folder is refused in one line."""
+def test_cli_profile_bad_table_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--table that is a folder, in a missing folder, or read-only: one line, nothing created."""
     result = run("profile", "--device", "fake", "--limit", "1", "--table", str(tmp_path), "--quiet")
     assert result.exit_code == 2 and "is a directory" in result.stderr
+    result = run("profile", "--device", "fake", "--limit", "1", "--table", str(tmp_path / "no" / "t.db"), "--quiet")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    table = tmp_path / "t.db"
+    profile_space(request(table, limit=1))
+    before = digest(table)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == table and mode & os.W_OK else real_access(p, mode))
+    result = run("profile", "--device", "fake", "--limit", "2", "--table", str(table), "--quiet")
+    assert result.exit_code == 2 and "read-only" in result.stderr
+    assert digest(table) == before
 
 
 def test_cli_interrupt_keeps_rounds(tmp_path: Path) -> None:

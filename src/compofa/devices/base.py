@@ -85,6 +85,9 @@ class Device(Protocol):
 
     def time(self, handle: PreparedSubnet, n: int) -> list[float]: ...
 
+    def close(self) -> None:
+        """Undo what the device changed (locked GPU clocks); safe to call twice."""
+
 
 @dataclass(frozen=True)
 class Backend:

@@ -1,3 +1,7 @@
-"""Imports every built-in backend module; importing one registers it."""
+"""Imports every built-in backend module; importing one registers it.
 
-from compofa.devices import onnx_runtime, torch_cpu  # noqa: F401
+Each module imports its heavy or optional library (tensorrt, pynvml) only when
+a device is built, so this import never fails for a missing one.
+"""
+
+from compofa.devices import cuda, onnx_runtime, tensorrt_backend, torch_cpu  # noqa: F401

@@ -94,6 +94,9 @@ class OnnxRuntimeDevice:
     def conditions(self) -> dict[str, Any]:
         return {}
 
+    def close(self) -> None:
+        pass
+
     def _session_options(self) -> Any:
         ort = self._ort
         options = ort.SessionOptions()

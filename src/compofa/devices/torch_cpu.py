@@ -50,6 +50,9 @@ class TorchCpuDevice:
     def conditions(self) -> dict[str, Any]:
         return {}
 
+    def close(self) -> None:
+        pass
+
     def prepare(self, spec: SubnetSpec) -> TorchSubnet:
         torch.set_num_threads(self.settings.threads)
         shape = (self.settings.batch, 3, spec.resolution, spec.resolution)

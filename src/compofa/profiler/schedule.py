@@ -274,7 +274,9 @@ class Profiler:
         results: dict[SubnetSpec, Measurement] = {}
         reasons: dict[SubnetSpec, str] = {}
         use_reference = reference is not None and not self.device.deterministic
+        start = time.perf_counter()
         ref_handle = self.device.prepare(reference) if use_reference else None  # type: ignore[arg-type]
+        account.prepare += time.perf_counter() - start
         try:
             drift, last_ref = 1.0, None
             if ref_handle is not None:

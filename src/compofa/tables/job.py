@@ -185,15 +185,17 @@ def profile_space(request: ProfileRequest, listener: ProfileListener | None = No
     """Profile the request's subnets into its table; rerunning resumes."""
     listener = listener or ProfileListener()
     specs = planned_specs(request)
-    device = open_device(request.device, request.source, request.settings)
-    fingerprint = device.fingerprint()
     width = float(request.source.width)  # type: ignore[arg-type]
     settings = request.settings
 
     def key(spec: SubnetSpec) -> EntryKey:
         return EntryKey(spec.space, width, str(spec), spec.resolution, settings.batch, settings.precision)
 
-    with exclusive(request.table), LatencyTable.open(request.table, writable=True, create=True) as table:
+    LatencyTable.check_path(request.table, writable=True, create=True)
+    device = open_device(request.device, request.source, request.settings)
+    with contextlib.closing(device), exclusive(request.table), \
+            LatencyTable.open(request.table, writable=True, create=True) as table:
+        fingerprint = device.fingerprint()
         _check_same_device(table, device.name, fingerprint, request.force)
         device_id = table.device_id(device.name, fingerprint)
         done = table.finished_keys(device_id)

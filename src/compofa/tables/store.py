@@ -191,20 +191,8 @@ class LatencyTable:
     @classmethod
     def open(cls, path: str | os.PathLike[str], writable: bool = False, create: bool = False) -> LatencyTable:
         """Open (or with `create`, create) the table at `path`, checking it first."""
-        target = Path(path)
-        if target.is_dir():
-            raise TableError(f"table path {str(target)!r} is a directory; give a file name such as latency.db")
+        target = cls.check_path(path, writable, create)
         exists = target.exists()
-        if not exists and not create:
-            raise TableError(f"table {str(target)!r} does not exist")
-        if not exists:
-            folder = target.parent if str(target.parent) else Path(".")
-            if not folder.is_dir():
-                raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} does not exist")
-            if not os.access(folder, os.W_OK):
-                raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} is not writable")
-        elif writable and not os.access(target, os.W_OK):
-            raise TableError(f"table {str(target)!r} is read-only; copy it or choose another --table")
         if exists:
             cls._check_existing(target)
         uri = f"{target.resolve().as_uri()}?mode={'rwc' if writable or create else 'ro'}"
@@ -220,6 +208,24 @@ class LatencyTable:
         if not exists:
             table._create()
         return table
+
+    @staticmethod
+    def check_path(path: str | os.PathLike[str], writable: bool = False, create: bool = False) -> Path:
+        """Fail early, in one line, if `path` cannot be opened as asked."""
+        target = Path(path)
+        if target.is_dir():
+            raise TableError(f"table path {str(target)!r} is a directory; give a file name such as latency.db")
+        if not target.exists():
+            if not create:
+                raise TableError(f"table {str(target)!r} does not exist")
+            folder = target.parent if str(target.parent) else Path(".")
+            if not folder.is_dir():
+                raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} does not exist")
+            if not os.access(folder, os.W_OK):
+                raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} is not writable")
+        elif writable and not os.access(target, os.W_OK):
+            raise TableError(f"table {str(target)!r} is read-only; copy it or choose another --table")
+        return target
 
     @staticmethod
     def _check_existing(target: Path) -> None:
