@@ -19,16 +19,16 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $@ $(VENV)/.installed-run
 
-# The main job, as far as compofa goes today: list the design spaces, show the
-# CompOFA space and export its largest subnet to ONNX.
+# The main job: profile all 243 CompOFA subnets on this CPU with ONNX Runtime
+# (rerunning resumes), then show the table with latency buckets.
 run: $(VENV)/.installed-run
-	$(BIN)/compofa spaces
-	$(BIN)/compofa space show compofa
 	mkdir -p $(OUT)
-	$(BIN)/compofa export compofa-r224-k3333e6666_k5555e6666_k3333e6666_k3333e6666_k5555e6666 -o $(OUT)/compofa-largest-r224.onnx
+	$(BIN)/compofa profile --space compofa --device onnxruntime --resolution 224 --table $(OUT)/latency.db
+	$(BIN)/compofa table show $(OUT)/latency.db --bucket auto
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/export_speed.py
+	$(BIN)/python benchmarks/profile_speed.py

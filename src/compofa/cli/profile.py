@@ -120,7 +120,7 @@ def profile_command(
             sys.exit(EXIT_INTERRUPTED)
     click.echo(f"profiled {summary.measured} subnets into {table} ({summary.already_done} were already there, "
                f"{summary.planned} planned)")
-    if summary.times is not None and summary.measured:
+    if summary.times is not None and summary.measured and summary.reference is not None:
         times = summary.times
         click.echo(
             f"time: {times.total:.0f} s in all, {times.timed + times.reference:.0f} s timed inference "

@@ -43,6 +43,7 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
                 "median_relative_ci": floor.relative,
                 "unstable": sum(not e.stable for e in group),
                 "unconverged": sum(e.reason not in ("converged", "estimated") for e in group),
+                "estimated": all(e.reason == "estimated" for e in group),
                 "noise_floor_ms": floor.ci_width_ms,
                 "recommended_bucket_ms": floor.recommended_bucket_ms,
                 "reference": reference[0] if reference else None,
@@ -62,8 +63,11 @@ def print_summary(path: Path) -> None:
                    f"{r['precision']}, resolutions {resolutions}")
         click.echo(f"  {r['entries']} entries, {r['fastest_ms']:.3f} .. {r['slowest_ms']:.3f} ms; median CI "
                    f"+-{r['median_relative_ci'] / 2:.2%}; {r['unstable']} unstable, {r['unconverged']} unconverged")
-        click.echo(f"  noise floor {r['noise_floor_ms']:.3f} ms: buckets finer than "
-                   f"{r['recommended_bucket_ms']:g} ms are noise")
+        if r["estimated"]:
+            click.echo("  estimates (lookup table): no measurement noise")
+        else:
+            click.echo(f"  noise floor {r['noise_floor_ms']:.3f} ms: buckets finer than "
+                       f"{r['recommended_bucket_ms']:g} ms are noise")
         if r["reference"]:
             click.echo(f"  reference {r['reference']} at {r['reference_baseline_ms']:.3f} ms")
 

@@ -13,12 +13,14 @@ import os
 import platform
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
 
 from compofa.errors import CompofaError
 from compofa.registry import Registry
 from compofa.space import SubnetSpec
-from compofa.supernet.source import SubnetSource
+
+if TYPE_CHECKING:  # listing or opening a lookup table never needs torch
+    from compofa.supernet.source import SubnetSource
 
 
 class UnknownDeviceError(CompofaError):

@@ -4,4 +4,4 @@ Each module imports its heavy or optional library (tensorrt, pynvml) only when
 a device is built, so this import never fails for a missing one.
 """
 
-from compofa.devices import cuda, onnx_runtime, tensorrt_backend, torch_cpu  # noqa: F401
+from compofa.devices import cuda, lut, onnx_runtime, tensorrt_backend, torch_cpu  # noqa: F401

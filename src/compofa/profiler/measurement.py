@@ -89,6 +89,7 @@ class Measurement:
 
     spec: SubnetSpec
     rounds: tuple[RoundRecord, ...]
+    deterministic: bool = False  # an estimate (lookup table): one sample says all
 
     @property
     def used_rounds(self) -> tuple[RoundRecord, ...]:
@@ -113,7 +114,8 @@ class Measurement:
             medians = np.array([np.median(r.corrected_ms) for r in rounds])
             between = t95(len(rounds) - 1) * float(medians.std(ddof=1)) / math.sqrt(len(rounds))
             low, high = min(low, summary.median_ms - between), max(high, summary.median_ms + between)
-        return Estimate(summary, low, high, len(rounds), tuple(stability_warnings(summary)))
+        warnings = () if self.deterministic else tuple(stability_warnings(summary))
+        return Estimate(summary, low, high, len(rounds), warnings)
 
     @property
     def raw_median_ms(self) -> float:

@@ -336,7 +336,7 @@ class Profiler:
         listener: ProfileListener,
         confirm: bool,
     ) -> Measurement:
-        measurement = Measurement(spec, tuple(state.rounds[spec]))
+        measurement = Measurement(spec, tuple(state.rounds[spec]), self.device.deterministic)
         reason = self.finished(measurement) if measurement.used_rounds else None
         if reason is not None:
             if confirm:
@@ -368,7 +368,7 @@ class Profiler:
                 state.candidates.pop(spec, None)
         else:
             for spec, reason in state.candidates.items():
-                results[spec] = Measurement(spec, tuple(state.rounds[spec]))
+                results[spec] = Measurement(spec, tuple(state.rounds[spec]), self.device.deterministic)
                 reasons[spec] = reason
                 listener.on_done(spec, results[spec], reason)
         state.candidates.clear()
