@@ -26,7 +26,6 @@ def fake(**options: str) -> FakeDevice:
 class Recorder(ProfileListener):
     def __init__(self) -> None:
         self.rounds: list[tuple[SubnetSpec, RoundRecord]] = []
-        self.discards: list[tuple[SubnetSpec, int, str]] = []
         self.done: dict[SubnetSpec, str] = {}
         self.baselines: list[float] = []
 
@@ -36,10 +35,11 @@ class Recorder(ProfileListener):
     def on_round(self, spec: SubnetSpec, record: RoundRecord) -> None:
         self.rounds.append((spec, record))
 
-    def on_discard(self, spec: SubnetSpec, round_index: int, reason: str) -> None:
-        self.discards.append((spec, round_index, reason))
+    @property
+    def discarded(self) -> list[tuple[SubnetSpec, RoundRecord]]:
+        return [(spec, record) for spec, record in self.rounds if record.discarded]
 
-    def on_done(self, spec: SubnetSpec, measurement: Measurement, reason: str) -> None:
+    def on_done(self, spec: SubnetSpec, measurement: Measurement, estimate: object, reason: str) -> None:
         self.done[spec] = reason
 
 
@@ -82,13 +82,14 @@ def test_converges_to_the_true_latency() -> None:
     for spec, measurement in result.measurements.items():
         estimate = measurement.estimate
         # The noise is one-sided: the median sits about 0.67 sigma above the truth.
-        assert estimate.median_ms == pytest.approx(true_latency_ms(spec) * 1.0067, rel=0.005)
+        assert estimate.median_ms == pytest.approx(true_latency_ms(spec) * 1.0067, rel=0.01)
         assert estimate.ci_low_ms <= estimate.median_ms <= estimate.ci_high_ms
-        assert result.reasons[spec] == "converged" and estimate.rounds == 3
-    assert len(recorder.rounds) == 3 * len(SPECS) and not recorder.discards
+        assert result.reasons[spec] == "converged" and estimate.rounds <= 4
+    assert len(recorder.rounds) <= 4 * len(SPECS) and not recorder.discarded
     assert len(recorder.baselines) == 1 and result.baseline_ms is not None
     assert result.times.timed == pytest.approx(sum(sum(r.samples_ms) for _, r in recorder.rounds) / 1000)
-    assert result.times.rounds == 3 * len(SPECS)
+    assert result.times.rounds == len(recorder.rounds)
+    assert result.times.reference > 0  # reference blocks between the subnet's blocks
 
 
 def test_rounds_are_interleaved_with_fresh_preparation() -> None:
@@ -104,17 +105,33 @@ def test_rounds_are_interleaved_with_fresh_preparation() -> None:
 
 
 def test_sudden_drift_discards_and_remeasures() -> None:
-    """A 10% step of the whole machine mid-run: rounds since the last reference check are discarded,
-    later rounds are corrected by the reference, and the estimates stay on the pre-step truth."""
+    """A 10% step of the whole machine mid-run: the round it falls in is discarded and measured again,
+    later rounds are divided by the reference's speed, and the estimates stay on the pre-step truth."""
     recorder = Recorder()
     result = Profiler(fake(noise="0.005", step_at="2000", step="1.10")).run(SPECS, REFERENCE, listener=recorder)
-    assert recorder.discards, "the step must be detected"
-    assert all("reference moved" in reason for _, _, reason in recorder.discards)
+    assert len(recorder.discarded) == 1, "exactly the round the step fell in"
     corrected_after_step = 0
     for spec, measurement in result.measurements.items():
         assert measurement.estimate.median_ms == pytest.approx(true_latency_ms(spec) * 1.0034, rel=0.01)
+        assert len(measurement.used_rounds) >= 3
         corrected_after_step += sum(r.drift > 1.05 and not r.discarded for r in measurement.rounds)
     assert corrected_after_step > 0, "rounds after the step must be kept, divided by the drift"
+
+
+def test_drift_within_rounds_is_tracked() -> None:
+    """A machine whose speed wanders by 20% over the run: every round is corrected by the reference
+    timed between its blocks, so all estimates stay within 1% of the truth."""
+
+    class Wandering(FakeDevice):
+        def time(self, handle, n):  # type: ignore[no-untyped-def]
+            return [s * (1 + 0.1 * math.sin(self.runs / 300)) for s in super().time(handle, n)]
+
+    device = Wandering(Settings(options={"noise": "0.005"}))
+    result = Profiler(device).run(SPECS, REFERENCE)
+    for spec, measurement in result.measurements.items():
+        assert measurement.estimate.median_ms == pytest.approx(true_latency_ms(spec) * 1.0034, rel=0.01)
+    drifts = [r.drift for m in result.measurements.values() for r in m.rounds]
+    assert max(drifts) - min(drifts) > 0.1
 
 
 def test_noisy_subnets_take_more_rounds() -> None:

@@ -128,5 +128,6 @@ def profile_command(
             f"{times.samples / max(summary.measured, 1):.0f} samples per subnet"
         )
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary.reasons.most_common())
-        click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded for drift")
+        click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded (the machine's speed "
+                   "changed during them) and measured again")
     print_summary(Path(table))

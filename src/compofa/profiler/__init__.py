@@ -1,6 +1,6 @@
 """Noise-aware measurement: statistics, interleaved drift-corrected rounds."""
 
-from compofa.profiler.measurement import Estimate, Measurement, RoundRecord
+from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
 from compofa.profiler.schedule import (
     ProfileConfig,
     ProfileConfigError,
@@ -24,6 +24,7 @@ __all__ = [
     "Profiler",
     "Progress",
     "RoundRecord",
+    "RoundSpread",
     "Summary",
     "TimeAccount",
     "summarize",

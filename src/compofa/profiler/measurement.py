@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -36,9 +36,12 @@ class RoundRecord:
     Attributes:
         round_index: 0-based round number for this subnet.
         started_at: wall-clock time (seconds since the epoch) the round began.
+        timed_at: wall-clock time of the middle of the timed samples (where
+            the drift is interpolated).
         warmup_ms: the warm-up runs, kept for inspection.
         samples_ms: the timed runs, raw.
-        drift: machine speed factor at the time (reference latency now over
+        drift: machine speed factor at the time (the reference's latency,
+            interpolated between the checks before and after this round, over
             its baseline); samples are divided by it. 1.0 without a reference.
         prepare_s: seconds spent preparing the subnet (e.g. session creation).
         conditions: device readings before and after (GPU clocks, temperature).
@@ -48,6 +51,7 @@ class RoundRecord:
 
     round_index: int
     started_at: float
+    timed_at: float
     warmup_ms: tuple[float, ...]
     samples_ms: tuple[float, ...]
     drift: float = 1.0
@@ -58,6 +62,34 @@ class RoundRecord:
     @property
     def corrected_ms(self) -> np.ndarray:
         return np.asarray(self.samples_ms, dtype=np.float64) / self.drift
+
+
+@dataclass(frozen=True)
+class RoundSpread:
+    """Relative variance of round medians around their subnet's mean, with its degrees of freedom."""
+
+    sum_squares: float
+    df: int
+
+    @classmethod
+    def of(cls, medians: np.ndarray) -> RoundSpread:
+        relative = medians / medians.mean() - 1
+        return cls(float((relative**2).sum()), len(medians) - 1)
+
+    @classmethod
+    def pooled(cls, groups: Iterable[np.ndarray]) -> RoundSpread:
+        spread = cls(0.0, 0)
+        for medians in groups:
+            if len(medians) >= 2:
+                spread = spread.merged(cls.of(medians))
+        return spread
+
+    def merged(self, other: RoundSpread) -> RoundSpread:
+        return RoundSpread(self.sum_squares + other.sum_squares, self.df + other.df)
+
+    @property
+    def variance(self) -> float:
+        return self.sum_squares / self.df if self.df > 0 else math.inf
 
 
 @dataclass(frozen=True)
@@ -97,22 +129,35 @@ class Measurement:
 
     @functools.cached_property
     def estimate(self) -> Estimate:
+        """The estimate from this subnet's rounds alone (see `estimate_with`)."""
+        return self.estimate_with(None)
+
+    def round_medians(self) -> np.ndarray:
+        return np.array([np.median(r.corrected_ms) for r in self.used_rounds])
+
+    def estimate_with(self, spread: RoundSpread | None) -> Estimate:
         """Median of the pooled drift-corrected samples, with a 95% CI.
 
         The CI is the wider of the within-sample order-statistic interval and
         a t-interval over the round medians: on a busy machine the spread
-        between rounds (session placement, slow drift) exceeds the spread
-        within one, and an interval that ignored it would be overconfident.
+        between rounds (session placement, the machine's speed) exceeds the
+        spread within one, and an interval that ignored it would be
+        overconfident. That between-round spread is a property of the machine
+        more than of the subnet, so with `spread` (pooled over every subnet
+        of the run) its variance is the pooled estimate, including this
+        subnet's own rounds, with the pooled degrees of freedom; alone, a few
+        rounds would give a t-interval several times wider than the truth.
         """
         rounds = self.used_rounds
         if not rounds:
             raise ValueError(f"no usable rounds for {self.spec}")
-        pooled = np.concatenate([r.corrected_ms for r in rounds])
-        summary = summarize(pooled)
+        summary = summarize(np.concatenate([r.corrected_ms for r in rounds]))
         low, high = summary.ci_low_ms, summary.ci_high_ms
         if len(rounds) >= 2:
-            medians = np.array([np.median(r.corrected_ms) for r in rounds])
-            between = t95(len(rounds) - 1) * float(medians.std(ddof=1)) / math.sqrt(len(rounds))
+            medians = self.round_medians()
+            own = RoundSpread.of(medians)
+            combined = own if spread is None else spread.merged(own)
+            between = t95(combined.df) * math.sqrt(combined.variance / len(rounds)) * summary.median_ms
             low, high = min(low, summary.median_ms - between), max(high, summary.median_ms + between)
         warnings = () if self.deterministic else tuple(stability_warnings(summary))
         return Estimate(summary, low, high, len(rounds), warnings)

@@ -1,14 +1,18 @@
-"""Interleaved, drift-aware measurement of many subnets on one device.
+"""Interleaved, drift-corrected measurement of many subnets on one device.
 
-Why this shape (measured on a shared 2-core machine, see DESIGN.md): a subnet
-timed in one long session differs between runs by about 1% because of where
-its session happened to land; several rounds, each in a fresh session, halve
-that. The whole machine also drifts by about 1% over minutes, which a
-reference subnet re-timed every few subnets measures, so every round is
-divided by the reference's current speed relative to its baseline. A sudden
-jump of the reference (another process woke up) makes the rounds timed since
-the previous check untrustworthy: they are discarded, recorded as such, and
-measured again.
+Why this shape. A subnet timed in one long session differs between runs by
+about 1% because of where its session happened to land, so each subnet is
+timed in several rounds, each in a fresh session, in an order reshuffled every
+round. The machine's speed also wanders: slowly by about 1% over minutes on a
+quiet machine (DESIGN.md), and on a shared virtual machine by several percent
+from one second to the next. So a reference subnet is kept prepared and warm in
+its own session and timed in short blocks *between* the blocks of every round:
+the round's samples are divided by the reference's speed at the same moment
+relative to its baseline. A round during which the reference itself moved by
+more than `drift_threshold` (the machine changed under it) is discarded, kept
+on record as such, and measured again. Every round is complete in itself, so
+it is committed the moment it ends and an interruption loses only the round in
+flight.
 
 The profiler returns values and reports progress through a listener; it does
 not know the table store (resume and persistence are the store's job, which
@@ -19,20 +23,28 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from compofa.devices.base import Device
 from compofa.errors import CompofaError
-from compofa.profiler.measurement import Measurement, RoundRecord
+from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
 from compofa.space import SubnetSpec
+
+
+class ProfileConfigError(CompofaError):
+    """Profiler settings that cannot work."""
+
+
+class ProfileError(CompofaError):
+    """Measuring failed in a way a rerun under other conditions may fix."""
 
 
 @dataclass(frozen=True)
 class ProfileConfig:
-    """How hard to measure. Defaults reach a 1% CI on a CPU in 3-4 rounds.
+    """How hard to measure.
 
     Attributes:
         target_ci: stop once the CI half-width is at most this fraction of the median...
@@ -44,10 +56,11 @@ class ProfileConfig:
         max_warmup: warm-up runs at most per round.
         warmup_tolerance: warm-up ends when a chunk is no more than this much faster than the last.
         budget_seconds: timed inference per subnet at most (then it stops, unconverged).
-        reference_every: subnet rounds between checks of the reference subnet.
-        reference_samples: samples per reference check.
-        drift_threshold: a reference jump beyond this fraction between two checks
-            discards the rounds timed in between.
+        blocks: blocks a round's samples are split into, with a reference block before,
+            between and after them.
+        reference_samples: samples per reference block.
+        drift_threshold: a round is discarded when the reference's first and second
+            halves differ by more than this fraction.
         seed: seed of the order of subnets within each round.
     """
 
@@ -62,8 +75,8 @@ class ProfileConfig:
     max_warmup: int = 30
     warmup_tolerance: float = 0.02
     budget_seconds: float = 20.0
-    reference_every: int = 10
-    reference_samples: int = 10
+    blocks: int = 4
+    reference_samples: int = 2
     drift_threshold: float = 0.03
     seed: int = 0
 
@@ -76,14 +89,8 @@ class ProfileConfig:
             raise ProfileConfigError("need 1 <= min_samples <= max_samples")
         if self.warmup_chunk < 1 or self.max_warmup < self.warmup_chunk:
             raise ProfileConfigError("need 1 <= warmup_chunk <= max_warmup")
-
-
-class ProfileConfigError(CompofaError):
-    """Profiler settings that cannot work."""
-
-
-class ProfileError(CompofaError):
-    """Measuring failed in a way a rerun under other conditions may fix."""
+        if self.blocks < 1 or self.reference_samples < 1:
+            raise ProfileConfigError("need at least one block and one reference sample per block")
 
 
 @dataclass(frozen=True)
@@ -105,16 +112,13 @@ class ProfileListener:
         """The reference's baseline was measured (only when none was given)."""
 
     def on_reference(self, at: float, median_ms: float, samples_ms: Sequence[float]) -> None:
-        """A reference check (also the baseline measurement)."""
+        """The reference's samples of one round (or of the baseline)."""
 
     def on_round(self, spec: SubnetSpec, record: RoundRecord) -> None:
-        """A finished round; commit it now to survive an interruption."""
+        """A finished round (possibly discarded); commit it now to survive an interruption."""
 
-    def on_discard(self, spec: SubnetSpec, round_index: int, reason: str) -> None:
-        """A committed round is no longer to be used."""
-
-    def on_done(self, spec: SubnetSpec, measurement: Measurement, reason: str) -> None:
-        """A subnet is finished (converged, or out of rounds or budget)."""
+    def on_done(self, spec: SubnetSpec, measurement: Measurement, estimate: Estimate, reason: str) -> None:
+        """A subnet is finished (converged, or out of rounds or budget), with its final estimate."""
 
     def on_progress(self, progress: Progress) -> None:
         """After every round."""
@@ -126,11 +130,12 @@ class TimeAccount:
 
     prepare: float = 0.0
     warmup: float = 0.0
-    timed: float = 0.0  # the samples kept (sum of their latencies)
+    timed: float = 0.0  # the subnets' samples (sum of their latencies)
     reference: float = 0.0  # the reference's samples
     total: float = 0.0
     rounds: int = 0
     samples: int = 0
+    discarded: int = 0
 
     @property
     def overhead_ratio(self) -> float:
@@ -142,16 +147,18 @@ class TimeAccount:
 @dataclass(frozen=True)
 class ProfileResult:
     measurements: dict[SubnetSpec, Measurement]
+    estimates: dict[SubnetSpec, Estimate]
     reasons: dict[SubnetSpec, str]
     baseline_ms: float | None
     times: TimeAccount
 
 
 @dataclass
-class _State:
-    rounds: dict[SubnetSpec, list[RoundRecord]]
-    unchecked: list[tuple[SubnetSpec, int]] = field(default_factory=list)  # rounds since the last reference check
-    candidates: dict[SubnetSpec, str] = field(default_factory=dict)  # finished, awaiting a clean reference check
+class _Reference:
+    """The reference subnet, kept prepared and warm, and its baseline."""
+
+    handle: Any
+    baseline_ms: float
 
 
 class Profiler:
@@ -161,8 +168,7 @@ class Profiler:
         self.device = device
         self.config = config or ProfileConfig()
         self.clock = clock
-
-    # -- one subnet, one round ---------------------------------------------------------
+        self._spreads: dict[SubnetSpec, tuple[int, RoundSpread]] = {}  # per subnet, by its round count
 
     def _timed(self, handle: object, n: int) -> list[float]:
         return self.device.time(handle, n)  # type: ignore[arg-type]
@@ -181,36 +187,78 @@ class Profiler:
             previous = current
         return runs
 
-    def measure_round(self, spec: SubnetSpec, round_index: int, drift: float, account: TimeAccount) -> RoundRecord:
+    # -- one subnet, one round ---------------------------------------------------------
+
+    def measure_round(
+        self, spec: SubnetSpec, round_index: int, account: TimeAccount, ref: _Reference | None = None,
+        listener: ProfileListener | None = None,
+    ) -> RoundRecord:
+        """Prepare `spec` afresh, warm it up and time it, between blocks of the reference."""
         cfg = self.config
         started = self.clock()
         start = time.perf_counter()
         handle = self.device.prepare(spec)
         prepared = time.perf_counter()
+        account.prepare += prepared - start
+        discarded = False
+        drift = 1.0
         try:
             before = self.device.conditions()
             if self.device.deterministic:
                 warmup: list[float] = []
+                timed_at = self.clock()
                 samples = self._timed(handle, 1)
             else:
                 warmup = self.warm_up(handle)
-                warmed = time.perf_counter()
+                account.warmup += time.perf_counter() - prepared
                 latency = max(float(np.median(warmup[-cfg.warmup_chunk:])), 1e-6)
                 count = min(cfg.max_samples, max(cfg.min_samples, math.ceil(cfg.round_seconds * 1000 / latency)))
-                samples = self._timed(handle, count)
-                account.warmup += warmed - prepared
+                timed_at = self.clock() + count * latency / 2000
+                samples, reference = self._interleaved(handle, count, ref)
+                if ref is not None:
+                    account.reference += sum(reference) / 1000
+                    drift, discarded = self._drift(reference, ref.baseline_ms)
+                    (listener or ProfileListener()).on_reference(timed_at, float(np.median(reference)), reference)
             after = self.device.conditions()
         finally:
             handle.close()
-        account.prepare += prepared - start
         account.timed += sum(samples) / 1000
         account.rounds += 1
         account.samples += len(samples)
+        account.discarded += discarded
         conditions = {"before": before, "after": after} if before or after else {}
-        return RoundRecord(round_index, started, tuple(warmup), tuple(samples), drift, prepared - start, conditions)
+        return RoundRecord(
+            round_index, started, timed_at, tuple(warmup), tuple(samples), drift, prepared - start, conditions,
+            discarded,
+        )
 
-    def finished(self, measurement: Measurement) -> str | None:
-        """Why `measurement` needs no more rounds, or None if it does."""
+    def _interleaved(self, handle: object, count: int, ref: _Reference | None) -> tuple[list[float], list[float]]:
+        """`count` samples of `handle` in blocks, with a reference block before, between and after."""
+        cfg = self.config
+        if ref is None:
+            return self._timed(handle, count), []
+        blocks = min(cfg.blocks, count)
+        sizes = [count // blocks + (1 if b < count % blocks else 0) for b in range(blocks)]
+        samples: list[float] = []
+        reference = self._timed(ref.handle, cfg.reference_samples)
+        for size in sizes:
+            samples += self._timed(handle, size)
+            reference += self._timed(ref.handle, cfg.reference_samples)
+        return samples, reference
+
+    def _drift(self, reference: list[float], baseline_ms: float) -> tuple[float, bool]:
+        """The machine's speed during a round, and whether it changed too much within it."""
+        half = len(reference) // 2
+        first, second = float(np.median(reference[:half])), float(np.median(reference[half:]))
+        moved = abs(second / first - 1) > self.config.drift_threshold
+        return float(np.median(reference)) / baseline_ms, moved
+
+    def finished(self, measurement: Measurement, spread: RoundSpread | None = None) -> str | None:
+        """Why `measurement` needs no more rounds, or None if it does.
+
+        `spread` is the between-round spread pooled over the run (see
+        `Measurement.estimate_with`).
+        """
         cfg = self.config
         rounds = len(measurement.used_rounds)
         if self.device.deterministic:
@@ -218,14 +266,14 @@ class Profiler:
         if len(measurement.rounds) >= 2 * cfg.max_rounds:  # bound on rounds lost to drift
             if rounds == 0:
                 raise ProfileError(
-                    f"all {len(measurement.rounds)} rounds of {measurement.spec} were discarded because the "
-                    "reference subnet kept jumping: the machine is too busy to measure; stop other work and rerun"
+                    f"all {len(measurement.rounds)} rounds of {measurement.spec} were discarded because the machine's "
+                    "speed kept changing under them: the machine is too busy to measure; stop other work and rerun"
                 )
             return "max rounds"
         if rounds == 0:
             return None
         if rounds >= cfg.min_rounds:
-            estimate = measurement.estimate
+            estimate = measurement.estimate_with(spread)
             half_width = (estimate.ci_high_ms - estimate.ci_low_ms) / 2
             if estimate.relative_ci <= cfg.target_ci or half_width <= cfg.ci_floor_ms:
                 return "converged"
@@ -234,15 +282,6 @@ class Profiler:
         if measurement.timed_seconds >= cfg.budget_seconds:
             return "budget"
         return None
-
-    # -- the reference ------------------------------------------------------------------
-
-    def _reference_median(self, handle: object, listener: ProfileListener, account: TimeAccount, n: int) -> float:
-        samples = self._timed(handle, n)
-        account.reference += sum(samples) / 1000
-        median = float(np.median(samples))
-        listener.on_reference(self.clock(), median, samples)
-        return median
 
     # -- the whole run -----------------------------------------------------------------------
 
@@ -258,134 +297,113 @@ class Profiler:
 
         Args:
             specs: the subnets (duplicates are measured once).
-            reference: the subnet timed every `reference_every` rounds to track
-                drift (ignored for deterministic devices).
+            reference: the subnet timed between the blocks of every round to
+                correct drift (ignored for deterministic devices).
             baseline_ms: the reference's latency that means "no drift" (a table
                 keeps it across runs); measured now when None.
             prior: rounds already committed for some specs (a resumed run).
             listener: progress and persistence callbacks.
         """
         listener = listener or ProfileListener()
-        cfg = self.config
         account = TimeAccount()
         begin = time.perf_counter()
-        state = _State({spec: list((prior or {}).get(spec, ())) for spec in dict.fromkeys(specs)})
-        total = len(state.rounds)
+        rounds = {spec: list((prior or {}).get(spec, ())) for spec in dict.fromkeys(specs)}
         results: dict[SubnetSpec, Measurement] = {}
+        estimates: dict[SubnetSpec, Estimate] = {}
         reasons: dict[SubnetSpec, str] = {}
-        use_reference = reference is not None and not self.device.deterministic
-        start = time.perf_counter()
-        ref_handle = self.device.prepare(reference) if use_reference else None  # type: ignore[arg-type]
-        account.prepare += time.perf_counter() - start
+        ref: _Reference | None = None
         try:
-            drift, last_ref = 1.0, None
-            if ref_handle is not None:
-                self.warm_up(ref_handle)
-                if baseline_ms is None:
-                    baseline_ms = self._reference_median(ref_handle, listener, account, 3 * cfg.reference_samples)
-                    listener.on_baseline(baseline_ms)
-                last_ref = self._reference_median(ref_handle, listener, account, cfg.reference_samples)
-                drift = last_ref / baseline_ms
-            rng = np.random.default_rng(cfg.seed)
-            pending = [spec for spec in state.rounds]
-            for spec in pending:  # prior rounds may already suffice
-                self._consider(spec, state, results, reasons, listener, confirm=ref_handle is None)
-            while True:
-                pending = [s for s in state.rounds if s not in results and s not in state.candidates]
-                if not pending:
-                    break
+            if reference is not None and not self.device.deterministic:
+                ref = self._open_reference(reference, baseline_ms, listener, account)
+                baseline_ms = ref.baseline_ms
+            rng = np.random.default_rng(self.config.seed)
+            for spec in rounds:  # prior rounds may already suffice
+                self._consider(spec, rounds, results, estimates, reasons, listener)
+            while pending := [spec for spec in rounds if spec not in results]:
                 for index in rng.permutation(len(pending)):
                     spec = pending[int(index)]
-                    if ref_handle is not None and len(state.unchecked) >= cfg.reference_every:
-                        assert last_ref is not None and baseline_ms is not None
-                        last_ref = self._check_reference(ref_handle, last_ref, state, results, reasons, listener, account)
-                        drift = last_ref / baseline_ms
-                    round_index = len(state.rounds[spec])
-                    record = self.measure_round(spec, round_index, drift, account)
-                    state.rounds[spec].append(record)
-                    state.unchecked.append((spec, round_index))
+                    record = self.measure_round(spec, len(rounds[spec]), account, ref, listener)
+                    rounds[spec].append(record)
                     listener.on_round(spec, record)
-                    measurement = self._consider(
-                        spec, state, results, reasons, listener, confirm=ref_handle is None
-                    )
+                    estimate = self._consider(spec, rounds, results, estimates, reasons, listener)
+                    relative_ci = estimate.relative_ci if estimate is not None else math.inf
                     listener.on_progress(
-                        Progress(
-                            len(results) + len(state.candidates),
-                            total,
-                            spec,
-                            round_index,
-                            measurement.estimate.relative_ci,
-                            self._eta(state, results, account, begin),
-                        )
+                        Progress(len(results), len(rounds), spec, record.round_index, relative_ci,
+                                 self._eta(rounds, results, account, begin))
                     )
-                if ref_handle is not None and last_ref is not None and baseline_ms is not None:
-                    last_ref = self._check_reference(ref_handle, last_ref, state, results, reasons, listener, account)
-                    drift = last_ref / baseline_ms
         finally:
-            if ref_handle is not None:
-                ref_handle.close()
+            if ref is not None:
+                ref.handle.close()
         account.total = time.perf_counter() - begin
-        return ProfileResult(results, reasons, baseline_ms, account)
+        return ProfileResult(results, estimates, reasons, baseline_ms, account)
+
+    def _open_reference(
+        self, spec: SubnetSpec, baseline_ms: float | None, listener: ProfileListener, account: TimeAccount
+    ) -> _Reference:
+        """Prepare and warm the reference; measure its baseline unless given."""
+        start = time.perf_counter()
+        handle = self.device.prepare(spec)
+        account.prepare += time.perf_counter() - start
+        try:
+            self.warm_up(handle)
+            if baseline_ms is None:
+                samples = self._timed(handle, 10 * self.config.reference_samples)
+                account.reference += sum(samples) / 1000
+                baseline_ms = float(np.median(samples))
+                listener.on_reference(self.clock(), baseline_ms, samples)
+                listener.on_baseline(baseline_ms)
+        except BaseException:
+            handle.close()
+            raise
+        return _Reference(handle, baseline_ms)
 
     def _consider(
         self,
         spec: SubnetSpec,
-        state: _State,
+        rounds: dict[SubnetSpec, list[RoundRecord]],
         results: dict[SubnetSpec, Measurement],
+        estimates: dict[SubnetSpec, Estimate],
         reasons: dict[SubnetSpec, str],
         listener: ProfileListener,
-        confirm: bool,
-    ) -> Measurement:
-        measurement = Measurement(spec, tuple(state.rounds[spec]), self.device.deterministic)
-        reason = self.finished(measurement) if measurement.used_rounds else None
+    ) -> Estimate | None:
+        """Judge `spec` on its rounds and the run's pooled spread; record it if finished."""
+        measurement = Measurement(spec, tuple(rounds[spec]), self.device.deterministic)
+        if not measurement.rounds:
+            return None
+        spread = self._pooled_spread(rounds, exclude=spec)
+        reason = self.finished(measurement, spread)
+        if not measurement.used_rounds:
+            return None
+        estimate = measurement.estimate_with(spread)
         if reason is not None:
-            if confirm:
-                results[spec], reasons[spec] = measurement, reason
-                listener.on_done(spec, measurement, reason)
-            else:
-                state.candidates[spec] = reason
-        return measurement
+            results[spec], estimates[spec], reasons[spec] = measurement, estimate, reason
+            listener.on_done(spec, measurement, estimate, reason)
+        return estimate
 
-    def _check_reference(
-        self,
-        handle: object,
-        previous: float,
-        state: _State,
-        results: dict[SubnetSpec, Measurement],
-        reasons: dict[SubnetSpec, str],
-        listener: ProfileListener,
-        account: TimeAccount,
-    ) -> float:
-        """Time the reference; on a jump, discard the rounds since the last check."""
-        current = self._reference_median(handle, listener, account, self.config.reference_samples)
-        jump = abs(current / previous - 1)
-        if jump > self.config.drift_threshold:
-            reason = f"reference moved {jump:.1%} between checks"
-            for spec, round_index in state.unchecked:
-                rounds = state.rounds[spec]
-                rounds[round_index] = _discarded(rounds[round_index])
-                listener.on_discard(spec, round_index, reason)
-                state.candidates.pop(spec, None)
-        else:
-            for spec, reason in state.candidates.items():
-                results[spec] = Measurement(spec, tuple(state.rounds[spec]), self.device.deterministic)
-                reasons[spec] = reason
-                listener.on_done(spec, results[spec], reason)
-        state.candidates.clear()
-        state.unchecked.clear()
-        return current
+    def _pooled_spread(self, rounds: dict[SubnetSpec, list[RoundRecord]], exclude: SubnetSpec) -> RoundSpread:
+        """The between-round spread of every other subnet of the run (this one adds its own)."""
+        pooled = RoundSpread(0.0, 0)
+        for spec, spec_rounds in rounds.items():
+            if spec == exclude:
+                continue
+            cached = self._spreads.get(spec)
+            if cached is None or cached[0] != len(spec_rounds):
+                medians = Measurement(spec, tuple(spec_rounds)).round_medians()
+                cached = (len(spec_rounds), RoundSpread.of(medians) if len(medians) >= 2 else RoundSpread(0.0, 0))
+                self._spreads[spec] = cached
+            pooled = pooled.merged(cached[1])
+        return pooled
 
-    def _eta(self, state: _State, results: dict, account: TimeAccount, begin: float) -> float | None:  # type: ignore[type-arg]
+    def _eta(
+        self, rounds: dict[SubnetSpec, list[RoundRecord]], results: dict[SubnetSpec, Measurement],
+        account: TimeAccount, begin: float,
+    ) -> float | None:
         if account.rounds == 0:
             return None
         per_round = (time.perf_counter() - begin) / account.rounds
         remaining = sum(
-            max(self.config.min_rounds - len(rounds), 1)
-            for spec, rounds in state.rounds.items()
-            if spec not in results and spec not in state.candidates
+            max(self.config.min_rounds - len(spec_rounds), 1)
+            for spec, spec_rounds in rounds.items()
+            if spec not in results
         )
         return per_round * remaining
-
-
-def _discarded(record: RoundRecord) -> RoundRecord:
-    return replace(record, discarded=True)

@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 from compofa.devices import Settings, open_device
 from compofa.devices.base import host_details
 from compofa.errors import SpecError
-from compofa.profiler import Measurement, ProfileConfig, Profiler, ProfileListener, Progress, RoundRecord, TimeAccount
+from compofa.profiler import Estimate, Measurement, ProfileConfig, Profiler, ProfileListener, Progress, RoundRecord, TimeAccount
 from compofa.space import DesignSpace, SubnetSpec, get_space, parse_spec
 from compofa.supernet.source import SubnetSource
 from compofa.tables.store import EntryKey, LatencyTable, TableBusyError, TableMismatchError
@@ -164,18 +164,14 @@ class _Committer(ProfileListener):
 
     def on_round(self, spec: SubnetSpec, record: RoundRecord) -> None:
         self.table.add_round(self.run_id, self.device_id, self.keys[spec], record)
+        self.summary.discarded_rounds += record.discarded
         self.forward.on_round(spec, record)
 
-    def on_discard(self, spec: SubnetSpec, round_index: int, reason: str) -> None:
-        self.table.discard_round(self.device_id, self.keys[spec], round_index, reason)
-        self.summary.discarded_rounds += 1
-        self.forward.on_discard(spec, round_index, reason)
-
-    def on_done(self, spec: SubnetSpec, measurement: Measurement, reason: str) -> None:
-        self.table.put_entry(self.device_id, self.keys[spec], measurement, reason)
+    def on_done(self, spec: SubnetSpec, measurement: Measurement, estimate: Estimate, reason: str) -> None:
+        self.table.put_entry(self.device_id, self.keys[spec], measurement, estimate, reason)
         self.summary.measured += 1
         self.summary.reasons[reason] += 1
-        self.forward.on_done(spec, measurement, reason)
+        self.forward.on_done(spec, measurement, estimate, reason)
 
     def on_progress(self, progress: Progress) -> None:
         self.forward.on_progress(progress)

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 
 from compofa import __version__
 from compofa.errors import CompofaError
-from compofa.profiler.measurement import Measurement, RoundRecord
+from compofa.profiler.measurement import Estimate, Measurement, RoundRecord
 
 #: Schema history:
 #: 1: meta, devices, runs, rounds, reference_checks, references, entries, accuracy.
@@ -72,6 +72,7 @@ CREATE TABLE rounds (
     batch INTEGER NOT NULL, precision TEXT NOT NULL,
     round_index INTEGER NOT NULL,
     started_at REAL NOT NULL,
+    timed_at REAL NOT NULL,
     warmup TEXT NOT NULL,
     samples TEXT NOT NULL,
     drift REAL NOT NULL,
@@ -107,6 +108,10 @@ CREATE TABLE accuracy (
     PRIMARY KEY (space, width, spec, weights)
 );
 """
+
+
+#: Why a round is kept on record but not used.
+DISCARD_REASON = "the reference subnet's speed changed during the round"
 
 
 class TableError(CompofaError):
@@ -360,37 +365,31 @@ class LatencyTable:
         with self.transaction() as cursor:
             cursor.execute(
                 "INSERT INTO rounds (run_id, device_id, space, width, spec, resolution, batch, precision, round_index,"
-                " started_at, warmup, samples, drift, prepare_s, conditions, discarded)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, device_id, key.space, key.width, key.spec, key.resolution, key.batch, key.precision,
-                 record.round_index, record.started_at, _samples(record.warmup_ms), _samples(record.samples_ms),
-                 record.drift, record.prepare_s, _dumps(record.conditions), None),
-            )
-
-    def discard_round(self, device_id: int, key: EntryKey, round_index: int, reason: str) -> None:
-        with self.transaction() as cursor:
-            cursor.execute(
-                "UPDATE rounds SET discarded = ? WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=?"
-                " AND precision=? AND round_index=?",
-                (reason, device_id, key.space, key.width, key.spec, key.batch, key.precision, round_index),
+                 record.round_index, record.started_at, record.timed_at, _samples(record.warmup_ms),
+                 _samples(record.samples_ms), record.drift, record.prepare_s, _dumps(record.conditions),
+                 DISCARD_REASON if record.discarded else None),
             )
 
     def rounds(self, device_id: int, key: EntryKey) -> list[RoundRecord]:
         rows = self.connection.execute(
-            "SELECT round_index, started_at, warmup, samples, drift, prepare_s, conditions, discarded FROM rounds"
+            "SELECT round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded FROM rounds"
             " WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=? ORDER BY round_index",
             (device_id, key.space, key.width, key.spec, key.batch, key.precision),
         ).fetchall()
         return [
-            RoundRecord(int(r[0]), float(r[1]), tuple(json.loads(r[2])), tuple(json.loads(r[3])), float(r[4]),
-                        float(r[5]), json.loads(r[6]), r[7] is not None)
+            RoundRecord(int(r[0]), float(r[1]), float(r[2]), tuple(json.loads(r[3])), tuple(json.loads(r[4])),
+                        float(r[5]), float(r[6]), json.loads(r[7]), r[8] is not None)
             for r in rows
         ]
 
     # -- entries -------------------------------------------------------------------------------------
 
-    def put_entry(self, device_id: int, key: EntryKey, measurement: Measurement, reason: str) -> None:
-        estimate = measurement.estimate
+    def put_entry(
+        self, device_id: int, key: EntryKey, measurement: Measurement, estimate: Estimate, reason: str
+    ) -> None:
         s = estimate.summary
         with self.transaction() as cursor:
             cursor.execute(
