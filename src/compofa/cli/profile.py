@@ -81,9 +81,9 @@ def profile_command(
     """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
 
     Subnets are timed in interleaved rounds, each in a fresh session, with a
-    reference subnet re-timed every few subnets to correct the machine's drift,
-    until each median's 95% confidence interval is within --target-ci.
-    Ctrl-C keeps every finished round; the same command continues.
+    reference subnet timed between the blocks of every round to correct the
+    machine's drift, until each median's 95% confidence interval is within
+    --target-ci. Ctrl-C keeps every finished round; the same command continues.
     """
     design = get_space(space)
     resolutions = parse_int_list(resolution, "--resolution") or (224,)
