@@ -429,6 +429,37 @@ class LatencyTable:
             for r in self.connection.execute(query, values).fetchall()
         ]
 
+    # -- accuracy ------------------------------------------------------------------------------------
+
+    def put_accuracy(
+        self, space: str, width: float, spec: str, resolution: int, weights: str, top1: float,
+        top5: float | None, images: int, settings: dict[str, Any],
+    ) -> None:
+        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights`."""
+        with self.transaction() as cursor:
+            cursor.execute(
+                "INSERT OR REPLACE INTO accuracy VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (space, width, spec, resolution, weights, top1, top5, images, _dumps(settings), time.time()),
+            )
+
+    def accuracies(self, space: str, width: float | None = None, weights: str | None = None) -> dict[str, float]:
+        """Measured top-1 (fraction) by canonical spec text."""
+        query = "SELECT spec, top1, weights FROM accuracy WHERE space = ?"
+        values: list[Any] = [space]
+        if width is not None:
+            query += " AND width = ?"
+            values.append(width)
+        if weights is not None:
+            query += " AND weights = ?"
+            values.append(weights)
+        rows = self.connection.execute(query, values).fetchall()
+        if weights is None and len({row[2] for row in rows}) > 1:
+            raise TableMismatchError(
+                f"table {str(self.path)!r} holds accuracies of {len({row[2] for row in rows})} different supernet "
+                "weights for this space; name the weights to use"
+            )
+        return {row[0]: float(row[1]) for row in rows}
+
     def finished_keys(self, device_id: int) -> set[EntryKey]:
         rows = self.connection.execute(
             "SELECT space, width, spec, resolution, batch, precision FROM entries WHERE device_id = ?", (device_id,)
