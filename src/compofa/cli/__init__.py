@@ -13,6 +13,7 @@ from compofa.cli.common import CompofaGroup
 from compofa.cli.devices import devices_command
 from compofa.cli.export import export_command
 from compofa.cli.profile import profile_command
+from compofa.cli.search import search_command
 from compofa.cli.spaces import space_group, spaces_command
 from compofa.cli.subnet import subnet_group
 from compofa.cli.table import table_group
@@ -33,5 +34,6 @@ main.add_command(export_command)
 main.add_command(devices_command)
 main.add_command(profile_command)
 main.add_command(table_group)
+main.add_command(search_command)
 
 __all__ = ["main"]

@@ -5,12 +5,17 @@ from __future__ import annotations
 import click
 
 from compofa.cli.common import spec_argument
+from compofa.errors import ExportError
+from compofa.search.results import read_result
 from compofa.supernet.export import METHODS, export_subnet
 
 
 @click.command("export")
-@click.argument("spec")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.argument("spec", required=False)
+@click.option("--result", type=click.Path(dir_okay=False), help="Take the subnet from a `compofa search -o` JSON file.")
+@click.option("--target", type=float, help="With --result: the latency target whose subnet to export.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="File to write: .onnx (ONNX) or .pt (PyTorch, load with compofa.supernet.load_subnet).")
 @click.option("--space", help="Space of an OFA-dict SPEC (default compofa); must match a canonical SPEC.")
 @click.option("--width", type=float, help="Width multiplier (default: the checkpoint's, else the family's).")
 @click.option("--checkpoint", type=click.Path(), help="Supernet weights (OFA, CompOFA or compofa format).")
@@ -24,7 +29,9 @@ from compofa.supernet.export import METHODS, export_subnet
 @click.option("--method", type=click.Choice(METHODS), default="graph", show_default=True,
               help="graph: write the ONNX graph from the plan; torch: trace with torch.onnx.")
 def export_command(
-    spec: str,
+    spec: str | None,
+    result: str | None,
+    target: float | None,
     output: str,
     space: str | None,
     width: float | None,
@@ -34,16 +41,27 @@ def export_command(
     kernel_transform: bool | None,
     method: str,
 ) -> None:
-    """Export subnet SPEC as an ONNX model (input "input" NCHW float32, output "logits").
+    """Export subnet SPEC as ONNX (input "input" NCHW float32, output "logits") or PyTorch.
 
     SPEC is the canonical text (compofa-r224-k33e33_...), an OFA dict as JSON
-    text, or @file.json. Without --checkpoint the weights are freshly
-    initialised: right for latency, meaningless for accuracy.
+    text, or @file.json; or give --result (and --target) to export what a
+    search chose. Without --checkpoint the weights are freshly initialised:
+    right for latency, meaningless for accuracy.
     """
-    subnet = spec_argument(spec, space, resolution)
+    if (spec is None) == (result is None):
+        raise ExportError("give either a SPEC or --result FILE (with --target when it holds several)")
+    if result is not None:
+        chosen, result_width = read_result(result, target)
+        subnet = spec_argument(str(chosen), space, resolution)
+        width = width if width is not None else result_width
+    else:
+        if target is not None:
+            raise ExportError("--target goes with --result")
+        subnet = spec_argument(spec, space, resolution)  # type: ignore[arg-type]
     path = export_subnet(subnet, output, width, checkpoint, batch, kernel_transform, method)
     size_mb = path.stat().st_size / 1e6
     shape = f"[{batch}, 3, {subnet.resolution}, {subnet.resolution}]"
-    click.echo(f"wrote {path}: {subnet}, input {shape}, {size_mb:.1f} MB")
+    click.echo(f"wrote {path}: {subnet}, input {shape}, {size_mb:.1f} MB"
+               if path.suffix == ".onnx" else f"wrote {path}: {subnet}, {size_mb:.1f} MB")
     if checkpoint is None:
         click.echo("note: no --checkpoint, so the weights are freshly initialised (fine for latency)", err=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import click
 from rich.console import Console
@@ -46,6 +48,27 @@ class _Bar(ProfileListener):
             noise=f"CI +-{progress.relative_ci:.1%}",
             eta=eta,
         )
+
+
+@contextmanager
+def progress_bar(
+    description: str, table: str | Path, quiet: bool = False, transient: bool = False
+) -> Iterator[ProfileListener]:
+    """A progress bar on stderr for profiling into `table`; Ctrl-C inside says how to resume and exits."""
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA {task.fields[eta]}"),
+        TextColumn("{task.fields[noise]}"), TimeElapsedColumn(), TextColumn("{task.fields[subnet]}"),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=transient) as progress:
+        task = progress.add_task(description, total=None, eta="--", noise="", subnet="starting")
+        try:
+            yield _Bar(progress, task)
+        except KeyboardInterrupt:
+            progress.stop()
+            click.echo(f"interrupted: every finished round is saved in {table}; rerun the same command to resume",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 def _duration(seconds: float) -> str:
@@ -104,20 +127,8 @@ def profile_command(
         limit=limit,
         force=force,
     )
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA {task.fields[eta]}"),
-        TextColumn("{task.fields[noise]}"), TimeElapsedColumn(), TextColumn("{task.fields[subnet]}"),
-    )
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        task = progress.add_task(f"{device} {space}", total=None, eta="--", noise="", subnet="starting")
-        try:
-            summary = profile_space(request, _Bar(progress, task))
-        except KeyboardInterrupt:
-            progress.stop()
-            click.echo(f"interrupted: every finished round is saved in {table}; rerun the same command to resume",
-                       err=True)
-            sys.exit(EXIT_INTERRUPTED)
+    with progress_bar(f"{device} {space}", table, quiet) as listener:
+        summary = profile_space(request, listener)
     click.echo(f"profiled {summary.measured} subnets into {table} ({summary.already_done} were already there, "
                f"{summary.planned} planned)")
     if summary.times is not None and summary.measured and summary.reference is not None:

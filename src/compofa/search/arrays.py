@@ -10,6 +10,7 @@ exactly when the subnets are (rows serve as memo keys). Converting to and from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -40,6 +41,7 @@ class Layout:
         return np.concatenate([np.arange(size) for size in self.stage_sizes])
 
 
+@lru_cache(maxsize=None)
 def layout_of(space: str) -> Layout:
     family = get_space(space).family
     sizes = tuple(stage.max_depth for stage in family.stages)
@@ -117,13 +119,25 @@ class ArchBatch:
         index = np.asarray(rows)
         return ArchBatch(self.space, self.kernel[index], self.expand[index], self.depth[index], self.resolution[index])
 
-    def keys(self) -> np.ndarray:
-        """One hashable bytes key per row (equal exactly when the subnets are)."""
-        packed = np.concatenate(
+    def packed(self) -> np.ndarray:
+        """(N,) one fixed-width byte string per row, equal exactly when the subnets are (for np.unique)."""
+        columns = np.concatenate(
             [self.kernel, self.expand, self.depth, self.resolution.astype(np.int16).view(np.int8).reshape(len(self), 2)],
             axis=1,
         )
-        return np.array([row.tobytes() for row in np.ascontiguousarray(packed)], dtype=object)
+        columns = np.ascontiguousarray(columns, dtype=np.int8)
+        return columns.view(np.dtype((np.void, columns.shape[1]))).ravel()
+
+    def keys(self) -> np.ndarray:
+        """One hashable bytes key per row (equal exactly when the subnets are)."""
+        return np.array(self.key_list(), dtype=object)
+
+    def key_list(self) -> list[bytes]:
+        """`keys` as a list (slicing one bytes object is several times faster than a tobytes per row)."""
+        packed = self.packed()
+        width = packed.dtype.itemsize
+        data = packed.tobytes()
+        return [data[start : start + width] for start in range(0, len(data), width)]
 
     @staticmethod
     def concatenate(batches: Iterable[ArchBatch]) -> ArchBatch:

@@ -35,7 +35,8 @@ def _plain(plan: ConvPlan, output_size: int | None = None) -> Cost:
     return _conv(plan.in_channels, plan.out_channels, plan.kernel_size, 1, size, plan.batch_norm, False)
 
 
-def _block(plan: BlockPlan) -> Cost:
+def block_cost(plan: BlockPlan) -> Cost:
+    """Parameters and MACs of one inverted-residual block."""
     mid, out_size = plan.mid_channels, plan.output_size
     cost = _ZERO
     if plan.has_expand_conv:
@@ -51,7 +52,7 @@ def network_cost(plan: NetworkPlan) -> Cost:
     """Parameters and MACs of one inference of a single image."""
     cost = _plain(plan.stem)
     for block in plan.blocks:
-        cost += _block(block)
+        cost += block_cost(block)
     if plan.final_expand is not None:
         cost += _plain(plan.final_expand)
     cost += _plain(plan.feature_mix, output_size=plan.feature_mix.input_size)

@@ -108,13 +108,17 @@ def _se_channels(family: Family, mid_channels: int) -> int:
     return make_divisible(mid_channels // family.se_reduction)
 
 
-def _plan(
+def plan_network(
     family: Family,
     width: float,
     resolution: int,
     stage_blocks: tuple[tuple[tuple[int, int], ...], ...],
 ) -> NetworkPlan:
-    """Lay out `family` at `width` with (kernel, expand) per active block."""
+    """Lay out `family` at `width` with (kernel, expand) per active block of each stage.
+
+    No design space is consulted: this lays out any combination the family's
+    supernet can hold (lookup tables and cost models tabulate every one).
+    """
     family.check_width(width)
     stem_width = family.scaled(family.stem_base_width, width)
     stem = ConvPlan(3, stem_width, 3, 2, family.stem_activation, True, resolution)
@@ -182,7 +186,7 @@ def plan_subnet(spec: SubnetSpec, width: float) -> NetworkPlan:
         tuple(zip(spec.stage_kernel_sizes(stage), spec.stage_expand_ratios(stage)))
         for stage in range(spec.num_stages)
     )
-    return _plan(family, width, spec.resolution, stage_blocks)
+    return plan_network(family, width, spec.resolution, stage_blocks)
 
 
 @lru_cache(maxsize=16)
@@ -190,4 +194,4 @@ def plan_supernet(family: Family, width: float) -> NetworkPlan:
     """The layers of the supernet: every block at full depth, width and kernel."""
     widest = (family.max_kernel_size, family.max_expand_ratio)
     stage_blocks = tuple((widest,) * stage.max_depth for stage in family.stages)
-    return _plan(family, width, SUPERNET_RESOLUTION, stage_blocks)
+    return plan_network(family, width, SUPERNET_RESOLUTION, stage_blocks)

@@ -3,7 +3,14 @@ checkpoints, BatchNorm recalibration and ONNX export."""
 
 from compofa.supernet.bn import recalibrate_batchnorm
 from compofa.supernet.checkpoint import load_supernet, save_checkpoint
-from compofa.supernet.export import OnnxExporter, export_subnet, load_or_build_supernet, write_onnx
+from compofa.supernet.export import (
+    OnnxExporter,
+    export_subnet,
+    load_or_build_supernet,
+    load_subnet,
+    write_onnx,
+    write_torch,
+)
 from compofa.supernet.fresh import fresh_supernet
 from compofa.supernet.network import Subnet, Supernet
 
@@ -14,8 +21,10 @@ __all__ = [
     "export_subnet",
     "fresh_supernet",
     "load_or_build_supernet",
+    "load_subnet",
     "load_supernet",
     "recalibrate_batchnorm",
     "save_checkpoint",
     "write_onnx",
+    "write_torch",
 ]

@@ -259,10 +259,57 @@ def export_subnet(
     kernel_transform: bool | None = None,
     method: str = "graph",
 ) -> Path:
-    """Export one subnet to an ONNX file: what ``compofa export`` does.
+    """Export one subnet to ONNX (``.onnx``) or PyTorch (``.pt``): what ``compofa export`` does.
 
     Checks the output path before any work, so a bad path fails at once.
     """
+    suffix = Path(output).suffix.lower()
+    if suffix not in (".onnx", ".pt", ".pth"):
+        raise ExportError(f"export to a .onnx (ONNX) or .pt/.pth (PyTorch) file, not {Path(output).name!r}")
     check_output_path(output)
     supernet = load_or_build_supernet(spec.space, width, checkpoint, kernel_transform)
-    return write_onnx(supernet, spec, output, batch, method)
+    if suffix == ".onnx":
+        return write_onnx(supernet, spec, output, batch, method)
+    return write_torch(supernet, spec, output)
+
+
+#: Standalone PyTorch subnet files.
+#: 1: {"format", "version", "spec", "width", "kernel_transform", "state_dict"}.
+SUBNET_FORMAT = "compofa-subnet"
+SUBNET_VERSION = 1
+
+
+def write_torch(supernet: Supernet, spec: SubnetSpec, path: str | os.PathLike[str]) -> Path:
+    """Write subnet `spec` as a PyTorch file that `load_subnet` rebuilds (atomic)."""
+    target = check_output_path(path)
+    content = {
+        "format": SUBNET_FORMAT,
+        "version": SUBNET_VERSION,
+        "spec": format_spec(spec),
+        "width": supernet.width,
+        "kernel_transform": supernet.kernel_transform,
+        "state_dict": supernet.subnet_state_dict(spec),
+    }
+    with atomic_output(target) as handle:
+        torch.save(content, handle)
+    return target
+
+
+def load_subnet(path: str | os.PathLike[str]) -> Subnet:
+    """The `Subnet` module saved by `write_torch` (or ``compofa export -o model.pt``), in eval mode."""
+    from compofa.space import parse_spec
+    from compofa.supernet.network import Subnet
+
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ExportError(f"subnet file {str(path)!r} does not exist") from None
+    except Exception as error:  # torch raises many kinds for a bad file
+        raise ExportError(f"cannot read subnet file {str(path)!r}: {type(error).__name__}") from None
+    if not isinstance(content, dict) or content.get("format") != SUBNET_FORMAT:
+        raise ExportError(f"{str(path)!r} is not a compofa subnet file (write one with `compofa export -o NAME.pt`)")
+    if content.get("version") != SUBNET_VERSION:
+        raise ExportError(f"{str(path)!r} is subnet file version {content.get('version')}; this compofa reads 1")
+    module = Subnet(parse_spec(content["spec"]), float(content["width"]), device="meta")
+    module.load_state_dict(content["state_dict"], assign=True)
+    return module.eval()

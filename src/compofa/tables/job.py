@@ -63,6 +63,7 @@ class ProfileRequest:
     shard: Shard | None = None
     limit: int | None = None
     force: bool = False
+    specs: tuple[SubnetSpec, ...] | None = None  # exactly these instead of the whole space (measure on demand)
 
 
 @dataclass
@@ -94,6 +95,8 @@ def reference_spec(space: DesignSpace, resolutions: Sequence[int]) -> SubnetSpec
 
 
 def planned_specs(request: ProfileRequest) -> list[SubnetSpec]:
+    if request.specs is not None:
+        return list(request.specs)
     space = get_space(request.source.space)
     specs = list(space.enumerate(request.resolutions)) if space.enumerable else None
     if specs is None:

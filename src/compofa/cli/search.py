@@ -1,0 +1,158 @@
+"""`compofa search`: the best subnet per latency target."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import click
+
+from compofa.cli.common import echo_rows, parse_int_list, print_json
+from compofa.cli.profile import parse_options, progress_bar
+from compofa.devices import Settings, get_backend
+from compofa.errors import CompofaError
+from compofa.fileio import check_output_path
+from compofa.profiler import ProfileConfig
+from compofa.search.latency import latency_source
+from compofa.search.predictor import accuracy_source
+from compofa.search.results import SearchReport, write_results
+from compofa.search.run import STRATEGIES, SearchRequest, search
+from compofa.search.targets import FitRule
+from compofa.space import DEFAULT_SPACE, get_space
+from compofa.tables import LatencyTable
+
+
+def parse_targets(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise CompofaError(f"--target must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise CompofaError(f"--target needs positive latencies, got {text!r}")
+    return values
+
+
+def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The resolutions and batch sizes a table holds entries of `space` at."""
+    with LatencyTable.open(path) as table:
+        keys = [e.key for e in table.entries(space=space)]
+    if not keys:
+        raise CompofaError(f"table {path} has no {space} entries; profile them with `compofa profile --table {path}`")
+    return tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys}))
+
+
+@click.command("search")
+@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space.")
+@click.option("--latency", "latency_text", required=True,
+              help="table:PATH, device:NAME (measure on demand into --table), lut:note10, lut:PATH or flops.")
+@click.option("--target", "targets", required=True, help="Comma-separated latency targets (ms; MMACs for flops).")
+@click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
+              help="predictor (the shipped OFA predictor), predictor:PATH or table:PATH.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+              help="auto: exhaustive when the space is enumerable.")
+@click.option("--resolution", help="Comma-separated resolutions (default: the table's, or the space's search set).")
+@click.option("--width", type=float, help="Width multiplier (default: the family's).")
+@click.option("--upper-bound", is_flag=True, help="Require the latency's upper 95% bound, not its median, to fit.")
+@click.option("--bucket", help="Compare latencies in buckets of this width (ms), or 'auto' (the table's noise floor).")
+@click.option("--table", default="latency.db", show_default=True, type=click.Path(),
+              help="Where device:NAME memoizes its measurements.")
+@click.option("--device-id", type=int, help="Which device of a table holding several (see `compofa table show`).")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size for table/device latency (default: the device's).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
+@click.option("-O", "--option", "options", multiple=True, help="device:NAME backend option NAME=VALUE (repeatable).")
+@click.option("--round-seconds", default=0.4, show_default=True, type=float,
+              help="device:NAME: timed inference per subnet and round when measuring.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@click.option("--generations", type=click.IntRange(min=1), help="Evolution: generations (default 500).")
+@click.option("--population", type=click.IntRange(min=4), help="Evolution: population (default 100).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Evolution seed.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the results (.json or .csv).")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar while measuring.")
+def search_command(
+    space: str, latency_text: str, targets: str, accuracy_text: str, strategy: str, resolution: str | None,
+    width: float | None, upper_bound: bool, bucket: str | None, table: str, device_id: int | None,
+    batch: int | None, threads: int, options: tuple[str, ...], round_seconds: float, precision: str,
+    generations: int | None, population: int | None, seed: int, output: str | None, as_json: bool, quiet: bool,
+) -> None:
+    """Find the most accurate subnet of SPACE under each latency target."""
+    design = get_space(space)
+    width = width if width is not None else design.family.default_width
+    kind, _, rest = latency_text.partition(":")
+    default_batch = get_backend(rest).default_batch if kind == "device" and rest else 1
+    resolutions = parse_int_list(resolution, "--resolution")
+    if kind == "table" and rest:
+        table_resolutions, table_batches = _table_setup(rest, space)
+        resolutions = resolutions or table_resolutions
+        default_batch = table_batches[0] if len(table_batches) == 1 else default_batch
+    elif resolutions is None:
+        # measuring costs minutes per resolution; estimates are free
+        resolutions = (224,) if kind == "device" else design.search_resolutions
+    settings = Settings(batch or default_batch, precision, threads, parse_options(options))
+    for value in resolutions:
+        design.check_resolution(value)
+    accuracy = accuracy_source(accuracy_text, space, width)
+    rule = FitRule(upper_bound, _bucket_width(bucket, latency_text, table))
+    evolution = None
+    if generations or population:
+        from compofa.search.evolution import EvolutionConfig
+
+        defaults = EvolutionConfig()
+        evolution = EvolutionConfig(population=population or defaults.population,
+                                    generations=generations or defaults.generations)
+    request = SearchRequest(space, width, parse_targets(targets), tuple(resolutions), strategy, rule, seed, evolution)
+    if output:
+        check_output_path(output)
+    measuring = progress_bar(f"measuring {space} on {rest}", table, quiet or as_json, transient=True) \
+        if kind == "device" else nullcontext(None)
+    with measuring as listener:
+        latency = latency_source(latency_text, space, width, settings, table, device_id,
+                                 ProfileConfig(round_seconds=round_seconds), listener)
+        report = search(request, accuracy, latency)
+    if output:
+        write_results(report, Path(output))
+    if as_json:
+        print_json(report.to_dict())
+        return
+    _print(report, output)
+
+
+def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | None:
+    if bucket is None:
+        return None
+    if bucket != "auto":
+        try:
+            return float(bucket)
+        except ValueError:
+            raise CompofaError(f"--bucket must be a width in ms or 'auto', got {bucket!r}") from None
+    kind, _, rest = latency_text.partition(":")
+    if kind not in ("table", "device"):
+        raise CompofaError("--bucket auto needs measured latency (table:PATH or device:NAME) to know the noise")
+    from compofa.tables.analysis import noise_floor
+
+    with LatencyTable.open(rest if kind == "table" else table) as store:
+        entries = store.entries()
+    if not entries:
+        raise CompofaError("--bucket auto: the table has no entries yet to estimate its noise floor")
+    return noise_floor(entries).recommended_bucket_ms
+
+
+def _print(report: SearchReport, output: str | None) -> None:
+    unit = report.latency_unit
+    click.echo(f"{report.space} w{report.width:g}: {report.candidates} candidates scored by {report.accuracy_source}, "
+               f"latency from {report.latency_source} ({report.fit}), {report.seconds:.2f} s")
+    rows = [
+        (f"{r.target:g}", str(r.spec), f"{r.accuracy:.4f}",
+         f"{r.latency_ms:.3f}" + ("" if r.latency_ci_low_ms == r.latency_ci_high_ms
+                                  else f" [{r.latency_ci_low_ms:.3f}, {r.latency_ci_high_ms:.3f}]"),
+         f"{r.seconds:.3f}")
+        for r in report.results
+    ]
+    echo_rows(rows, (f"target {unit}", "subnet", "accuracy", f"latency {unit}", "seconds"))
+    stats = report.latency_stats
+    if report.latency_source.startswith(("table:", "device:")):
+        measured = (f"{stats['misses']} subnets measured in {stats['measure_seconds']:.0f} s and memoized"
+                    if stats.get("misses") else "nothing measured")
+        click.echo(f"latency cache: {stats['hits']} hits, {measured}")
+    if output:
+        click.echo(f"wrote {output}")

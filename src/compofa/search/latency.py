@@ -1,0 +1,343 @@
+"""Latency sources for search: measured tables, live devices, layer lookup tables, FLOPs.
+
+Every source answers for a whole `ArchBatch` at once with medians and 95%
+confidence bounds (lookup tables and FLOPs are exact: the bounds equal the
+median). Measured sources memoize: `table:PATH` reads a profiled table once,
+`device:NAME` measures a subnet the first time it is asked through the
+profiler into a table, so that no later search, and no other target, measures
+it again. The memo key is the table's entry key: space, width, spec (with its
+resolution), batch, precision and the device's fingerprint.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import numpy as np
+
+from compofa.devices import DeviceUnavailableError, Settings, get_backend
+from compofa.errors import CompofaError
+from compofa.profiler import ProfileConfig, ProfileListener
+from compofa.search.arrays import ArchBatch
+from compofa.space import Family, get_space
+from compofa.space.cost import block_cost, network_cost
+from compofa.space.plan import NetworkPlan, plan_network
+
+if TYPE_CHECKING:
+    from compofa.tables import LatencyTable
+
+
+class LatencySourceError(CompofaError):
+    """A latency source that cannot answer (unknown, missing entries, mismatched table)."""
+
+
+@dataclass(frozen=True)
+class LatencyEstimates:
+    """Latency of each row of a batch: median and 95% bounds (ms, or MMACs for `flops`)."""
+
+    median: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+
+    def take(self, rows: np.ndarray) -> LatencyEstimates:
+        return LatencyEstimates(self.median[rows], self.ci_low[rows], self.ci_high[rows])
+
+
+@dataclass
+class SourceStats:
+    """What answering cost: lookups served from memory, subnets measured, seconds measuring."""
+
+    hits: int = 0
+    misses: int = 0
+    measure_seconds: float = 0.0
+
+
+class LatencySource(Protocol):
+    name: str
+    unit: str
+    stats: SourceStats
+
+    def latency(self, batch: ArchBatch) -> LatencyEstimates: ...
+
+    def describe(self) -> str: ...
+
+
+# -- additive models: lookup tables and FLOPs -------------------------------------------------
+
+
+class AdditiveModel:
+    """cost(subnet) = fixed[resolution] + the sum over its active blocks of block[resolution, position, k, e].
+
+    A block's cost depends only on its position, kernel and expand ratio (its
+    input channels and size are fixed by the position and the resolution), so
+    the whole model is a small array built from a few full-depth layouts of
+    the family; a batch is then one gather and one sum.
+    """
+
+    def __init__(
+        self,
+        family: Family,
+        width: float,
+        resolutions: tuple[int, ...],
+        expand_ratios: tuple[int, ...],
+        layer_costs: Callable[[NetworkPlan], tuple[float, list[float]]],
+    ) -> None:
+        self.family, self.width = family, width
+        self.resolutions = tuple(sorted(resolutions))
+        self.kernels = family.kernel_sizes
+        self.expands = tuple(sorted(expand_ratios))
+        positions = family.num_blocks
+        self.fixed = np.zeros(len(self.resolutions))
+        self.blocks = np.full((len(self.resolutions), positions, len(self.kernels), len(self.expands)), np.nan)
+        for r, resolution in enumerate(self.resolutions):
+            for k, kernel in enumerate(self.kernels):
+                for e, expand in enumerate(self.expands):
+                    stage_blocks = tuple(((kernel, expand),) * stage.max_depth for stage in family.stages)
+                    fixed, per_block = layer_costs(plan_network(family, width, resolution, stage_blocks))
+                    self.fixed[r] = fixed
+                    self.blocks[r, :, k, e] = per_block
+        self._resolution_index = {resolution: r for r, resolution in enumerate(self.resolutions)}
+        self._kernel_index = np.zeros(max(self.kernels) + 1, dtype=np.intp)
+        self._kernel_index[list(self.kernels)] = np.arange(len(self.kernels))
+        self._expand_index = np.zeros(max(self.expands) + 1, dtype=np.intp)
+        self._expand_index[list(self.expands)] = np.arange(len(self.expands))
+
+    def __call__(self, batch: ArchBatch) -> np.ndarray:
+        try:
+            rows = np.array([self._resolution_index[int(r)] for r in np.unique(batch.resolution)])
+        except KeyError as error:
+            raise LatencySourceError(
+                f"no costs at resolution {error.args[0]}; available: {', '.join(map(str, self.resolutions))}"
+            ) from None
+        lookup = np.zeros(max(self.resolutions) + 1, dtype=np.intp)
+        lookup[np.unique(batch.resolution)] = rows
+        r = lookup[batch.resolution][:, None]
+        positions = np.arange(batch.kernel.shape[1])[None, :]
+        costs = self.blocks[r, positions, self._kernel_index[batch.kernel], self._expand_index[batch.expand]]
+        costs = np.where(batch.active(), costs, 0.0)
+        return self.fixed[r[:, 0]] + costs.sum(axis=1)
+
+
+def _space_expands(family: Family) -> tuple[int, ...]:
+    from compofa.space import list_spaces
+
+    return tuple(sorted({e for s in list_spaces() if s.family == family for c in s.stages for e in c.expand_ratios}))
+
+
+def _flops_costs(plan: NetworkPlan) -> tuple[float, list[float]]:
+    per_block = [block_cost(block).macs / 1e6 for block in plan.blocks[1:]]
+    return network_cost(plan).macs / 1e6 - sum(per_block), per_block
+
+
+@dataclass
+class FlopsLatency:
+    """Multiply-accumulates in millions: the classic proxy, exact and free."""
+
+    space: str
+    width: float
+    name: str = "flops"
+    unit: str = "MMAC"
+    stats: SourceStats = field(default_factory=SourceStats)
+
+    def __post_init__(self) -> None:
+        design = get_space(self.space)
+        self._model = AdditiveModel(
+            design.family, self.width, design.resolutions, _space_expands(design.family), _flops_costs
+        )
+
+    def latency(self, batch: ArchBatch) -> LatencyEstimates:
+        self.stats.hits += len(batch)
+        value = self._model(batch)
+        return LatencyEstimates(value, value, value)
+
+    def describe(self) -> str:
+        return "MACs (millions) of one image"
+
+
+class LutLatency:
+    """The layer-sum estimate of an OFA-format lookup table (``lut:note10`` or ``lut:PATH``)."""
+
+    unit = "ms"
+
+    def __init__(self, source: str, space: str, width: float) -> None:
+        from compofa.devices.lut import KEY_GRAMMARS, LookupTable, LutError
+
+        self.name = f"lut:{source}"
+        self.stats = SourceStats()
+        self.table = LookupTable.open(source)
+        design = get_space(space)
+        self.table.predictor(space, width)  # refuses a table of another family or width
+        grammar = KEY_GRAMMARS[design.family.name]
+
+        def layer_costs(plan: NetworkPlan) -> tuple[float, list[float]]:
+            layers = self.table.layer_table(plan.resolution)
+            keys = [key for _, key in grammar(plan)]
+            means = [layers.entries[key].mean if key in layers.entries else np.nan for key in keys]
+            blocks = means[2 : 2 + design.family.num_blocks]  # after the stem and the fixed first block
+            return float(sum(means[:2]) + sum(means[2 + design.family.num_blocks :])), blocks
+
+        resolutions = tuple(r for r in design.resolutions if r in self.table.resolutions)
+        if not resolutions:
+            raise LutError(f"LUT {self.table.name} has none of the resolutions of space {space!r}")
+        self._model = AdditiveModel(design.family, width, resolutions, _space_expands(design.family), layer_costs)
+
+    def latency(self, batch: ArchBatch) -> LatencyEstimates:
+        self.stats.hits += len(batch)
+        value = self._model(batch)
+        if np.isnan(value).any():
+            row = int(np.flatnonzero(np.isnan(value))[0])
+            keys = self.table.layer_keys(batch.spec(row))
+            layers = self.table.layer_table(int(batch.resolution[row]))
+            absent = [key for key in keys if key not in layers.entries]
+            raise LatencySourceError(
+                f"{self.name} has no entry {absent[0]!r} at resolution {int(batch.resolution[row])} "
+                f"(needed by {batch.spec(row)}); build a LUT that covers it"
+            )
+        return LatencyEstimates(value, value, value)
+
+    def describe(self) -> str:
+        return f"sum of the layer latencies in {self.table.name}"
+
+
+# -- measured sources ------------------------------------------------------------------------------
+
+
+class TableLatency:
+    """Measured entries of one device in a latency table, optionally measuring misses on a device.
+
+    Without `device`, a subnet the table lacks is an error saying how to
+    profile it; with `device` (``device:NAME``), misses are measured through
+    the profiler into the same table (with `config`, reporting to
+    `listener`), and every later question is a lookup. A device's entries are
+    found by its exact fingerprint, so measurements of another setup of the
+    same backend are never mistaken for this one's.
+    """
+
+    unit = "ms"
+
+    def __init__(
+        self, path: str | Path, space: str, width: float, settings: Settings | None = None,
+        device: str | None = None, device_id: int | None = None, config: ProfileConfig | None = None,
+        listener: ProfileListener | None = None,
+    ) -> None:
+        from compofa.tables import LatencyTable
+
+        self.path = Path(path)
+        self.space, self.width = space, width
+        self.settings = settings or Settings()
+        self.device = device
+        self.config, self.listener = config or ProfileConfig(), listener
+        self.name = f"device:{device}" if device else f"table:{path}"
+        self.stats = SourceStats()
+        self.device_id = device_id
+        self._memo: dict[bytes, tuple[float, float, float]] = {}
+        self._fingerprint = None if device is None else _fingerprint(device, space, width, self.settings)
+        if device is None or self.path.exists():
+            with LatencyTable.open(self.path) as table:
+                self._load(table)
+
+    def _load(self, table: LatencyTable) -> None:
+        from compofa.space import parse_spec
+
+        entries = [e for e in table.entries(space=self.space) if e.key.width == self.width
+                   and e.key.batch == self.settings.batch and e.key.precision == self.settings.precision]
+        if self.device_id is None:
+            devices = sorted({e.device_id for e in entries})
+            if self._fingerprint is not None:
+                matching = {d.id for d in table.devices() if d.fingerprint == self._fingerprint}
+                devices = [d for d in devices if d in matching]
+            elif len(devices) > 1:
+                raise LatencySourceError(
+                    f"table {self.path} holds {self.space} entries of {len(devices)} devices; choose one with "
+                    "--device-id (see `compofa table show`)"
+                )
+            self.device_id = devices[0] if devices else None
+        entries = [e for e in entries if e.device_id == self.device_id]
+        if not entries and self.device is None:
+            raise LatencySourceError(
+                f"table {self.path} has no {self.space} entries at width {self.width:g}, batch {self.settings.batch}, "
+                f"{self.settings.precision}; profile them with `compofa profile --space {self.space} --table {self.path}`"
+            )
+        if entries:
+            keys = ArchBatch.from_specs([parse_spec(e.key.spec) for e in entries]).keys()
+            for key, entry in zip(keys, entries):
+                self._memo[key] = (entry.median_ms, entry.ci_low_ms, entry.ci_high_ms)
+
+    def latency(self, batch: ArchBatch) -> LatencyEstimates:
+        keys = batch.keys()
+        missing = [row for row, key in enumerate(keys) if key not in self._memo]
+        self.stats.hits += len(keys) - len(missing)
+        if missing:
+            if self.device is None:
+                spec = batch.spec(missing[0])
+                raise LatencySourceError(
+                    f"table {self.path} has no entry for {spec} ({len(missing)} subnets missing); profile them with "
+                    f"`compofa profile --space {self.space} --resolution {spec.resolution} --table {self.path}`, "
+                    "or search with --latency device:NAME to measure on demand"
+                )
+            self._measure(batch.take(np.array(missing)))
+        values = np.array([self._memo[key] for key in keys], dtype=np.float64).reshape(len(keys), 3)
+        return LatencyEstimates(values[:, 0], values[:, 1], values[:, 2])
+
+    def _measure(self, batch: ArchBatch) -> None:
+        from compofa.supernet.source import SubnetSource
+        from compofa.tables import LatencyTable
+        from compofa.tables.job import ProfileRequest, profile_space
+
+        unique = {key: row for row, key in enumerate(batch.keys())}
+        specs = tuple(batch.spec(row) for row in unique.values())
+        start = time.perf_counter()
+        request = ProfileRequest(self.path, self.device or "", SubnetSource(self.space, self.width),
+                                 tuple(sorted({s.resolution for s in specs})), self.settings, self.config, specs=specs)
+        summary = profile_space(request, self.listener)
+        self.stats.measure_seconds += time.perf_counter() - start
+        self.stats.misses += len(specs)
+        self.device_id = summary.device_id
+        with LatencyTable.open(self.path) as table:
+            self._load(table)
+
+    def describe(self) -> str:
+        kind = f"measured on demand with {self.device}, memoized in" if self.device else "measured entries of"
+        return f"{kind} {self.path}"
+
+
+def _fingerprint(device: str, space: str, width: float, settings: Settings) -> dict[str, Any]:
+    """What the profiler will record as this device's identity (opening and closing it once)."""
+    from compofa.devices import open_device
+    from compofa.supernet.source import SubnetSource
+
+    handle = open_device(device, SubnetSource(space, width), settings)
+    try:
+        return handle.fingerprint()
+    finally:
+        handle.close()
+
+
+def latency_source(
+    text: str, space: str, width: float, settings: Settings | None = None, table: str | Path | None = None,
+    device_id: int | None = None, config: ProfileConfig | None = None, listener: ProfileListener | None = None,
+) -> LatencySource:
+    """Parse the CLI form: ``table:PATH``, ``device:NAME``, ``lut:note10``, ``lut:PATH`` or ``flops``.
+
+    `table` is where ``device:NAME`` memoizes; `config` and `listener` drive its profiling.
+    """
+    kind, _, rest = text.partition(":")
+    if kind == "flops" and not rest:
+        return FlopsLatency(space, width)
+    if kind == "lut" and rest:
+        return LutLatency(rest, space, width)
+    if kind == "table" and rest:
+        return TableLatency(rest, space, width, settings, device_id=device_id)
+    if kind == "device" and rest:
+        status = get_backend(rest).availability()
+        if not status.ok:
+            raise DeviceUnavailableError(f"device {rest!r} is not available here: {status.reason}")
+        return TableLatency(table or "latency.db", space, width, settings, device=rest, device_id=device_id,
+                            config=config, listener=listener)
+    raise LatencySourceError(
+        f"unknown latency source {text!r}; use table:PATH, device:NAME, lut:note10, lut:PATH or flops"
+    )
+

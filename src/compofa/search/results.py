@@ -1,0 +1,152 @@
+"""Search results: one record per target, written as JSON or CSV, read back for export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compofa.errors import CompofaError
+from compofa.fileio import atomic_output
+from compofa.space import SubnetSpec, parse_spec
+
+#: Version of the results file; bump on incompatible change.
+#: 1: {"format", "version", "space", "width", ..., "results": [...], "pareto": [...]}.
+RESULTS_FORMAT = "compofa-search"
+RESULTS_VERSION = 1
+CSV_FIELDS = (
+    "target_ms", "spec", "ofa", "accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms",
+    "latency_source", "bucket_ms", "strategy", "seconds", "generations", "stopped",
+)
+
+
+class ResultsError(CompofaError):
+    """A results file that cannot be read or has no result for the asked target."""
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """The chosen subnet for one latency target."""
+
+    target: float
+    spec: SubnetSpec
+    accuracy: float
+    latency_ms: float
+    latency_ci_low_ms: float
+    latency_ci_high_ms: float
+    seconds: float
+    strategy: str
+    generations: int | None = None
+    stopped: str | None = None
+    trace: tuple[float, ...] = ()
+
+    def record(self, latency_source: str, bucket: float | None) -> dict[str, Any]:
+        return {
+            "target_ms": self.target,
+            "spec": str(self.spec),
+            "ofa": self.spec.to_ofa_dict(),
+            "accuracy": self.accuracy,
+            "latency_ms": self.latency_ms,
+            "latency_ci_low_ms": self.latency_ci_low_ms,
+            "latency_ci_high_ms": self.latency_ci_high_ms,
+            "latency_source": latency_source,
+            "bucket_ms": bucket,
+            # the bucket the chosen latency falls in: subnets in one bucket are indistinguishable by measurement
+            "bucket": None if bucket is None else _bucket(self.latency_ms, bucket),
+            "strategy": self.strategy,
+            "seconds": self.seconds,
+            "generations": self.generations,
+            "stopped": self.stopped,
+            "trace": list(self.trace),
+        }
+
+
+def _bucket(latency_ms: float, width: float) -> list[float]:
+    low = math.floor(latency_ms / width) * width
+    return [low, low + width]
+
+
+@dataclass
+class SearchReport:
+    """Everything one `compofa search` found."""
+
+    space: str
+    width: float
+    latency_source: str
+    latency_unit: str
+    accuracy_source: str
+    fit: str
+    bucket: float | None
+    results: list[TargetResult]
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    candidates: int = 0
+    seconds: float = 0.0
+    latency_stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": RESULTS_FORMAT,
+            "version": RESULTS_VERSION,
+            "space": self.space,
+            "width": self.width,
+            "latency_source": self.latency_source,
+            "latency_unit": self.latency_unit,
+            "accuracy_source": self.accuracy_source,
+            "fit": self.fit,
+            "candidates": self.candidates,
+            "seconds": self.seconds,
+            "latency_stats": self.latency_stats,
+            "results": [r.record(self.latency_source, self.bucket) for r in self.results],
+            "pareto": self.pareto,
+        }
+
+
+def write_results(report: SearchReport, path: str | os.PathLike[str]) -> Path:
+    """JSON (the whole report) or CSV (one row per target), by the file's suffix; atomic."""
+    target = Path(path)
+    data = report.to_dict()
+    if target.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for record in data["results"]:
+            writer.writerow(record | {"ofa": json.dumps(record["ofa"], separators=(",", ":"))})
+        text = buffer.getvalue()
+    elif target.suffix.lower() == ".json":
+        text = json.dumps(data, indent=1)
+    else:
+        raise ResultsError(f"results go to a .json or .csv file, not {target.name!r}")
+    with atomic_output(target, "w") as handle:
+        handle.write(text)
+    return target
+
+
+def read_result(path: str | os.PathLike[str], target: float | None = None) -> tuple[SubnetSpec, float]:
+    """The spec and width chosen for `target` in a JSON results file (the only one if not given)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultsError(f"results file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResultsError(f"cannot read results file {str(path)!r}: {error}") from None
+    if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+        raise ResultsError(f"{str(path)!r} is not a compofa search results file (write one with `compofa search -o`)")
+    if data.get("version") != RESULTS_VERSION:
+        raise ResultsError(f"{str(path)!r} is results version {data.get('version')}; this compofa reads {RESULTS_VERSION}")
+    results = data.get("results") or []
+    targets = [r["target_ms"] for r in results]
+    if target is None:
+        if len(results) != 1:
+            raise ResultsError(f"{str(path)!r} has results for targets {targets}; choose one with --target")
+        chosen = results[0]
+    else:
+        matching = [r for r in results if abs(r["target_ms"] - target) < 1e-9]
+        if not matching:
+            raise ResultsError(f"{str(path)!r} has no result for target {target:g}; it has {targets}")
+        chosen = matching[0]
+    return parse_spec(chosen["spec"]), float(data["width"])

@@ -1,0 +1,146 @@
+"""One search: several latency targets, exhaustive or evolutionary, against any sources."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from compofa.errors import CompofaError
+from compofa.search.arrays import ArchBatch, enumerate_batch
+from compofa.search.exhaustive import Scored, best_per_target, pareto_front
+from compofa.search.latency import LatencySource
+from compofa.search.predictor import AccuracySource
+from compofa.search.results import SearchReport, TargetResult
+from compofa.search.targets import FitRule, infeasible
+from compofa.space import get_space
+
+STRATEGIES = ("auto", "exhaustive", "evolution")
+
+
+class SearchError(CompofaError):
+    """A search that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to search for.
+
+    Attributes:
+        space: the design space.
+        width: the supernet's width multiplier.
+        targets: latency limits (in the latency source's unit).
+        resolutions: input resolutions to consider.
+        strategy: exhaustive (enumerable spaces only), evolution, or auto
+            (exhaustive when the space is enumerable).
+        rule: when a subnet fits a target.
+        seed: seed of the evolution.
+        evolution: evolution settings (defaults: DESIGN.md / OFA).
+    """
+
+    space: str
+    width: float
+    targets: tuple[float, ...]
+    resolutions: tuple[int, ...]
+    strategy: str = "auto"
+    rule: FitRule = field(default_factory=FitRule)
+    seed: int = 0
+    evolution: object | None = None
+
+
+def resolve_strategy(request: SearchRequest) -> str:
+    if request.strategy not in STRATEGIES:
+        raise SearchError(f"unknown strategy {request.strategy!r}; choose {', '.join(STRATEGIES)}")
+    enumerable = get_space(request.space).enumerable
+    if request.strategy == "auto":
+        return "exhaustive" if enumerable else "evolution"
+    if request.strategy == "exhaustive" and not enumerable:
+        raise SearchError(f"space {request.space!r} is too large to search exhaustively; use --strategy evolution")
+    return request.strategy
+
+
+def search(request: SearchRequest, accuracy: AccuracySource, latency: LatencySource) -> SearchReport:
+    """Run the search of `request` for every target."""
+    if not request.targets:
+        raise SearchError("no latency targets given")
+    start = time.perf_counter()
+    strategy = resolve_strategy(request)
+    report = SearchReport(
+        space=request.space, width=request.width, latency_source=latency.name, latency_unit=latency.unit,
+        accuracy_source=accuracy.name, fit=request.rule.describe(), bucket=request.rule.bucket, results=[],
+    )
+    if strategy == "exhaustive":
+        _exhaustive(request, accuracy, latency, report)
+    else:
+        _evolution(request, accuracy, latency, report)
+    report.seconds = time.perf_counter() - start
+    report.latency_stats = {"hits": latency.stats.hits, "misses": latency.stats.misses,
+                            "measure_seconds": latency.stats.measure_seconds}
+    return report
+
+
+def _exhaustive(request: SearchRequest, accuracy: AccuracySource, latency: LatencySource, report: SearchReport) -> None:
+    batch = enumerate_batch(request.space, request.resolutions)
+    scored = Scored(batch, accuracy.accuracy(batch), latency.latency(batch))
+    report.candidates = len(batch)
+    for target in request.targets:
+        began = time.perf_counter()
+        row = best_per_target(scored, target, request.rule, latency.unit)
+        report.results.append(_result(scored, row, target, time.perf_counter() - began, "exhaustive"))
+    for row in pareto_front(scored.accuracy, scored.latency.median):
+        report.pareto.append({"spec": str(batch.spec(int(row))), "accuracy": float(scored.accuracy[row]),
+                              "latency_ms": float(scored.latency.median[row])})
+
+
+def _result(scored: Scored, row: int, target: float, seconds: float, strategy: str, **extra: object) -> TargetResult:
+    return TargetResult(
+        target=target,
+        spec=scored.batch.spec(row),
+        accuracy=float(scored.accuracy[row]),
+        latency_ms=float(scored.latency.median[row]),
+        latency_ci_low_ms=float(scored.latency.ci_low[row]),
+        latency_ci_high_ms=float(scored.latency.ci_high[row]),
+        seconds=seconds,
+        strategy=strategy,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def _evolution(request: SearchRequest, accuracy: AccuracySource, latency: LatencySource, report: SearchReport) -> None:
+    from compofa.search.evolution import EvolutionConfig, evolve
+
+    config = request.evolution or EvolutionConfig()
+    fastest, slowest = _extremes(request, latency)
+    for target in request.targets:
+        began = time.perf_counter()
+        if not request.rule.fits(fastest.latency, target)[0]:
+            raise infeasible(target, float(fastest.latency.median[0]), float(slowest.latency.median[0]), latency.unit,
+                             request.rule.describe())
+
+        def compared(batch: ArchBatch) -> np.ndarray:
+            return request.rule.compared(latency.latency(batch))
+
+        def feasible(values: np.ndarray, _rows: ArchBatch, bound: float = target) -> np.ndarray:
+            return request.rule.fits_values(values, bound)
+
+        # One generator per target from the same seed: a target's result does not depend on the others.
+        outcome = evolve(request.space, accuracy.accuracy, compared, target, config,
+                         np.random.default_rng(request.seed), request.resolutions, feasible=feasible)
+        best = outcome.best
+        scored = Scored(best, np.array([outcome.accuracy]), latency.latency(best))
+        report.candidates += outcome.latency_evaluations
+        report.results.append(
+            _result(scored, 0, target, time.perf_counter() - began, "evolution", generations=outcome.generations,
+                    stopped=outcome.stop_reason, trace=tuple(float(v) for v in outcome.trace))
+        )
+
+
+def _extremes(request: SearchRequest, latency: LatencySource) -> tuple[Scored, Scored]:
+    """The smallest subnet at the lowest resolution and the largest at the highest, with their latencies."""
+    design = get_space(request.space)
+    pair = []
+    for spec in (design.smallest(min(request.resolutions)), design.largest(max(request.resolutions))):
+        batch = ArchBatch.from_specs([spec])
+        pair.append(Scored(batch, np.zeros(1), latency.latency(batch)))
+    return pair[0], pair[1]

@@ -1,0 +1,62 @@
+"""What "fits a latency target" means, noise included, and the errors when nothing does."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from compofa.errors import CompofaError
+
+if TYPE_CHECKING:
+    from compofa.search.latency import LatencyEstimates
+
+
+class InfeasibleTargetError(CompofaError):
+    """No subnet fits a latency target (or, in evolution, none was found within the rejection bound)."""
+
+
+@dataclass(frozen=True)
+class FitRule:
+    """When a subnet fits a target.
+
+    By default its median latency must be at most the target. With
+    `upper_bound`, its whole 95% confidence interval must be. With a bucket
+    width, latencies are compared at that granularity (finer differences are
+    the device's noise, paper section 3.2): a subnet in the same bucket as the
+    target ties with it and fits.
+    """
+
+    upper_bound: bool = False
+    bucket: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.bucket is not None and not self.bucket > 0:
+            raise CompofaError(f"bucket width must be positive, got {self.bucket}")
+
+    def compared(self, latency: LatencyEstimates) -> np.ndarray:
+        """The latency this rule holds against the target: the median or the upper bound."""
+        return latency.ci_high if self.upper_bound else latency.median
+
+    def fits_values(self, values: np.ndarray, target: float) -> np.ndarray:
+        """Which `compared` values fit `target`."""
+        if self.bucket is None:
+            return values <= target
+        return np.floor(values / self.bucket) <= math.floor(target / self.bucket)
+
+    def fits(self, latency: LatencyEstimates, target: float) -> np.ndarray:
+        return self.fits_values(self.compared(latency), target)
+
+    def describe(self) -> str:
+        what = "upper CI bound" if self.upper_bound else "median"
+        return what + (f", in {self.bucket:g}-wide buckets" if self.bucket else "")
+
+
+def infeasible(target: float, fastest: float, slowest: float | None, unit: str, what: str) -> InfeasibleTargetError:
+    span = f"{fastest:.3f} {unit}" + (f" to {slowest:.3f} {unit}" if slowest is not None else " and up")
+    return InfeasibleTargetError(
+        f"no subnet fits the target {target:g} {unit} ({what}): the feasible range here is {span}; "
+        "raise the target, or search more resolutions or another space"
+    )
