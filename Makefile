@@ -20,11 +20,14 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 # The main job: profile all 243 CompOFA subnets on this CPU with ONNX Runtime
-# (rerunning resumes), then show the table with latency buckets.
+# (rerunning resumes), show the table with latency buckets, then search it for
+# the most accurate subnet at a quarter, half and three quarters of the way
+# from the fastest subnet's latency to the slowest's (any device's range).
 run: $(VENV)/.installed-run
 	mkdir -p $(OUT)
 	$(BIN)/compofa profile --space compofa --device onnxruntime --resolution 224 --table $(OUT)/latency.db
 	$(BIN)/compofa table show $(OUT)/latency.db --bucket auto
+	$(BIN)/compofa search --space compofa --latency table:$(OUT)/latency.db --target 25%,50%,75% -o $(OUT)/search.json
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q
@@ -32,3 +35,4 @@ test: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/export_speed.py
 	$(BIN)/python benchmarks/profile_speed.py
+	$(BIN)/python benchmarks/search_speed.py

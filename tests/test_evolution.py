@@ -296,7 +296,7 @@ def test_a_custom_feasibility_rule_decides() -> None:
         seen.append(len(rows))
         return latencies * 1.2 <= target  # e.g. the upper end of a confidence interval
 
-    result = evolve("compofa", accuracy, latency, target, feasible=with_margin)
+    result = evolve("compofa", accuracy, latency, target, EvolutionConfig(patience=None), feasible=with_margin)
     assert result.latency * 1.2 <= target
     assert sum(seen) == result.latency_evaluations
     margin_best = brute_force_best("compofa", accuracy, lambda b: latency(b) * 1.2, target)

@@ -22,7 +22,8 @@ from compofa.search.latency import FlopsLatency, LatencyEstimates, LatencySource
 from compofa.search.predictor import AccuracyPredictor
 from compofa.search.results import ResultsError, read_result
 from compofa.search.run import SearchRequest, search
-from compofa.search.targets import FitRule, InfeasibleTargetError
+from compofa.errors import CompofaError
+from compofa.search.targets import FitRule, InfeasibleTargetError, Target, parse_targets
 from compofa.space import SEARCH_RESOLUTIONS, get_space, parse_spec
 from compofa.space.cost import network_cost
 from compofa.space.plan import plan_subnet
@@ -239,7 +240,7 @@ def test_results_files_that_cannot_be_used(tmp_path: Path) -> None:
     assert run("search", "--latency", "lut:note10", "--target", "20,25", "-o", str(output)).exit_code == 0
     with pytest.raises(ResultsError, match="choose one with --target"):
         read_result(output)
-    with pytest.raises(ResultsError, match="no result for target 21"):
+    with pytest.raises(ResultsError, match="no result for target 21.0"):
         read_result(output, 21.0)
     other = tmp_path / "other.json"
     other.write_text('{"format": "something else"}')
@@ -302,3 +303,44 @@ def test_cli_search_on_a_device_measures_once_then_reuses(tmp_path: Path) -> Non
     bucketed = run("search", "--latency", f"table:{table}", "--target", "4", "--bucket", "auto", "--json")
     record = json.loads(bucketed.output)["results"][0]
     assert record["bucket_ms"] > 0 and record["bucket"][0] <= record["latency_ms"] < record["bucket"][1]
+
+
+def test_targets_parse_absolute_and_relative() -> None:
+    assert parse_targets("15, 25%,") == (Target(15.0), Target(25.0, relative=True))
+    assert Target(50, relative=True).resolve(10.0, 30.0) == 20.0 and Target(12).resolve(10.0, 30.0) == 12
+    for bad in ("fast", "150%", "-3", "0", "", "x%"):
+        with pytest.raises(CompofaError, match="target"):
+            parse_targets(bad)
+
+
+def test_relative_targets_span_the_fastest_to_the_slowest_subnet(tmp_path: Path) -> None:
+    output = tmp_path / "r.json"
+    result = run("search", "--latency", "lut:note10", "--target", "0%,50%,100%", "-o", str(output))
+    assert result.exit_code == 0, result.output
+    assert "(50%)" in result.output
+    records = json.loads(output.read_text())["results"]
+    everything = enumerate_batch("compofa", SEARCH_RESOLUTIONS)
+    latency = LutLatency("note10", "compofa", 1.2).latency(everything).median
+    accuracy = AccuracyPredictor.shipped().predict(everything)
+    assert [r["target"] for r in records] == ["0%", "50%", "100%"]
+    assert records[0]["target_ms"] == pytest.approx(latency.min()) and records[0]["latency_ms"] == pytest.approx(latency.min())
+    assert records[2]["target_ms"] == pytest.approx(latency.max()) and records[2]["accuracy"] == pytest.approx(accuracy.max())
+    assert records[1]["target_ms"] == pytest.approx((latency.min() + latency.max()) / 2)
+    exported = tmp_path / "half.onnx"
+    assert run("export", "--result", str(output), "--target", "50%", "-o", str(exported)).exit_code == 0
+    assert exported.exists()
+
+
+def test_a_table_of_several_devices_needs_a_device_id(tmp_path: Path) -> None:
+    specs = list(get_space("compofa").enumerate([160]))[:3]
+    table = profiled_table(tmp_path, specs)
+    profile_space(ProfileRequest(table, "fake", SubnetSource("compofa", cache_dir=tmp_path / "cache"), (160,),
+                                 Settings(options={"noise": "0.03"}), FAST, force=True, specs=tuple(specs)))
+    search_args = ("search", "--latency", f"table:{table}", "--target", "100%")
+    assert_one_line_error(run(*search_args), "entries of 2 devices", "--device-id")
+    with LatencyTable.open(table) as store:
+        first, second = sorted(device.id for device in store.devices())
+        by_device = {e.device_id: e.median_ms for e in store.entries() if e.key.spec == str(specs[0])}
+    batch = ArchBatch.from_specs(specs[:1])
+    for device in (first, second):
+        assert TableLatency(table, "compofa", 1.2, device_id=device).latency(batch).median[0] == by_device[device]

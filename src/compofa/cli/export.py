@@ -1,4 +1,4 @@
-"""`compofa export`: one subnet to an ONNX file."""
+"""`compofa export`: one subnet to an ONNX or PyTorch file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from compofa.supernet.export import METHODS, export_subnet
 @click.command("export")
 @click.argument("spec", required=False)
 @click.option("--result", type=click.Path(dir_okay=False), help="Take the subnet from a `compofa search -o` JSON file.")
-@click.option("--target", type=float, help="With --result: the latency target whose subnet to export.")
+@click.option("--target", help="With --result: the latency target whose subnet to export (as searched: 20 or 50%).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="File to write: .onnx (ONNX) or .pt (PyTorch, load with compofa.supernet.load_subnet).")
 @click.option("--space", help="Space of an OFA-dict SPEC (default compofa); must match a canonical SPEC.")
@@ -31,7 +31,7 @@ from compofa.supernet.export import METHODS, export_subnet
 def export_command(
     spec: str | None,
     result: str | None,
-    target: float | None,
+    target: str | None,
     output: str,
     space: str | None,
     width: float | None,

@@ -17,19 +17,9 @@ from compofa.search.latency import latency_source
 from compofa.search.predictor import accuracy_source
 from compofa.search.results import SearchReport, write_results
 from compofa.search.run import STRATEGIES, SearchRequest, search
-from compofa.search.targets import FitRule
+from compofa.search.targets import FitRule, parse_targets
 from compofa.space import DEFAULT_SPACE, get_space
 from compofa.tables import LatencyTable
-
-
-def parse_targets(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(item) for item in text.split(",") if item.strip())
-    except ValueError:
-        raise CompofaError(f"--target must be comma-separated numbers, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise CompofaError(f"--target needs positive latencies, got {text!r}")
-    return values
 
 
 def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -45,7 +35,9 @@ def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space.")
 @click.option("--latency", "latency_text", required=True,
               help="table:PATH, device:NAME (measure on demand into --table), lut:note10, lut:PATH or flops.")
-@click.option("--target", "targets", required=True, help="Comma-separated latency targets (ms; MMACs for flops).")
+@click.option("--target", "targets", required=True,
+              help="Comma-separated latency targets (ms; MMACs for flops), or percentages of the way from the "
+                   "fastest subnet to the slowest (25%,50%).")
 @click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
               help="predictor (the shipped OFA predictor), predictor:PATH or table:PATH.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
@@ -142,7 +134,7 @@ def _print(report: SearchReport, output: str | None) -> None:
     click.echo(f"{report.space} w{report.width:g}: {report.candidates} candidates scored by {report.accuracy_source}, "
                f"latency from {report.latency_source} ({report.fit}), {report.seconds:.2f} s")
     rows = [
-        (f"{r.target:g}", str(r.spec), f"{r.accuracy:.4f}",
+        (f"{r.target:.4g}" + (f" ({r.requested})" if r.requested.endswith("%") else ""), str(r.spec), f"{r.accuracy:.4f}",
          f"{r.latency_ms:.3f}" + ("" if r.latency_ci_low_ms == r.latency_ci_high_ms
                                   else f" [{r.latency_ci_low_ms:.3f}, {r.latency_ci_high_ms:.3f}]"),
          f"{r.seconds:.3f}")

@@ -67,7 +67,8 @@ class _Choices:
 
     def pick(self, draws: np.ndarray) -> np.ndarray:
         """Column j of uniform `draws` in [0, 1) mapped uniformly onto column j's choices."""
-        return self.flat.take(self.offsets + (draws * self.counts).astype(np.intp))
+        scaled = draws * self.counts.astype(draws.dtype)  # same dtype: no float64 copy of float32 draws
+        return self.flat.take(self.offsets + scaled.astype(np.intp))
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def _sample(
     space: str, genome: _Genome, n: int, rng: np.random.Generator, resolutions: _Choices, uniform_depth: bool
 ) -> ArchBatch:
     stages, blocks = genome.num_stages, genome.num_blocks
-    draws = rng.random((n, stages + 2 * blocks + 1))
+    draws = rng.random((n, stages + 2 * blocks + 1), dtype=np.float32)  # 24 bits: ample for <= 10 choices
     cdf = genome.uniform_depth_cdf if uniform_depth else genome.depth_cdf
     depth = genome.depth_table[np.arange(stages), (draws[:, :stages, None] >= cdf).sum(axis=2)]
     kernel = genome.kernels.pick(draws[:, stages : stages + blocks])
@@ -288,7 +289,7 @@ def _offspring(
     probabilities given per row as (N, 1) arrays.
     """
     stages, blocks = genome.num_stages, genome.num_blocks
-    draws = rng.random((len(parents_a), 3 * stages + 5 * blocks + 3))
+    draws = rng.random((len(parents_a), 3 * stages + 5 * blocks + 3), dtype=np.float32)
     cut = np.cumsum([stages, blocks, blocks, 1, stages, stages, blocks, blocks, blocks, 1])
     (stage_coin, kernel_coin, expand_coin, resolution_coin, depth_redraw, depth_draw,
      block_redraw, kernel_draw, expand_draw, resolution_redraw, resolution_draw) = np.split(draws, cut, axis=1)  # fmt: skip

@@ -99,26 +99,33 @@ class AdditiveModel:
                     fixed, per_block = layer_costs(plan_network(family, width, resolution, stage_blocks))
                     self.fixed[r] = fixed
                     self.blocks[r, :, k, e] = per_block
-        self._resolution_index = {resolution: r for r, resolution in enumerate(self.resolutions)}
-        self._kernel_index = np.zeros(max(self.kernels) + 1, dtype=np.intp)
-        self._kernel_index[list(self.kernels)] = np.arange(len(self.kernels))
-        self._expand_index = np.zeros(max(self.expands) + 1, dtype=np.intp)
-        self._expand_index[list(self.expands)] = np.arange(len(self.expands))
+        # One flat table for a single gather per batch: the last kernel and expand slots hold 0, the
+        # cost of an inactive block (whose kernel and expand ratio are 0 in an ArchBatch).
+        padded = np.zeros((len(self.resolutions), positions, len(self.kernels) + 1, len(self.expands) + 1))
+        padded[:, :, :-1, :-1] = self.blocks
+        self._flat = padded.ravel()
+        self._row_stride = positions * padded.shape[2] * padded.shape[3]
+        self._position_offset = np.arange(positions) * padded.shape[2] * padded.shape[3]
+        self._kernel_slot = np.full(max(self.kernels) + 1, len(self.kernels), dtype=np.intp)
+        self._kernel_slot[list(self.kernels)] = np.arange(len(self.kernels))
+        self._kernel_slot *= padded.shape[3]
+        self._expand_slot = np.full(max(self.expands) + 1, len(self.expands), dtype=np.intp)
+        self._expand_slot[list(self.expands)] = np.arange(len(self.expands))
+        self._resolution_row = np.full(max(self.resolutions) + 1, -1, dtype=np.intp)
+        self._resolution_row[list(self.resolutions)] = np.arange(len(self.resolutions))
 
     def __call__(self, batch: ArchBatch) -> np.ndarray:
-        try:
-            rows = np.array([self._resolution_index[int(r)] for r in np.unique(batch.resolution)])
-        except KeyError as error:
+        resolution = batch.resolution.astype(np.intp)
+        inside = resolution < len(self._resolution_row)
+        rows = np.where(inside, self._resolution_row[np.where(inside, resolution, 0)], -1)
+        if (rows < 0).any():
+            missing = int(resolution[np.flatnonzero(rows < 0)[0]])
             raise LatencySourceError(
-                f"no costs at resolution {error.args[0]}; available: {', '.join(map(str, self.resolutions))}"
-            ) from None
-        lookup = np.zeros(max(self.resolutions) + 1, dtype=np.intp)
-        lookup[np.unique(batch.resolution)] = rows
-        r = lookup[batch.resolution][:, None]
-        positions = np.arange(batch.kernel.shape[1])[None, :]
-        costs = self.blocks[r, positions, self._kernel_index[batch.kernel], self._expand_index[batch.expand]]
-        costs = np.where(batch.active(), costs, 0.0)
-        return self.fixed[r[:, 0]] + costs.sum(axis=1)
+                f"no costs at resolution {missing}; available: {', '.join(map(str, self.resolutions))}"
+            )
+        index = (rows * self._row_stride)[:, None] + self._position_offset
+        index += self._kernel_slot.take(batch.kernel) + self._expand_slot.take(batch.expand)
+        return self.fixed.take(rows) + self._flat.take(index).sum(axis=1)
 
 
 def _space_expands(family: Family) -> tuple[int, ...]:

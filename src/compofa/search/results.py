@@ -20,7 +20,7 @@ from compofa.space import SubnetSpec, parse_spec
 RESULTS_FORMAT = "compofa-search"
 RESULTS_VERSION = 1
 CSV_FIELDS = (
-    "target_ms", "spec", "ofa", "accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms",
+    "target_ms", "target", "spec", "ofa", "accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms",
     "latency_source", "bucket_ms", "strategy", "seconds", "generations", "stopped",
 )
 
@@ -44,10 +44,12 @@ class TargetResult:
     generations: int | None = None
     stopped: str | None = None
     trace: tuple[float, ...] = ()
+    requested: str = ""  # the target as given: "20", or "50%" of the latency range
 
     def record(self, latency_source: str, bucket: float | None) -> dict[str, Any]:
         return {
             "target_ms": self.target,
+            "target": self.requested or f"{self.target:g}",
             "spec": str(self.spec),
             "ofa": self.spec.to_ofa_dict(),
             "accuracy": self.accuracy,
@@ -126,8 +128,12 @@ def write_results(report: SearchReport, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def read_result(path: str | os.PathLike[str], target: float | None = None) -> tuple[SubnetSpec, float]:
-    """The spec and width chosen for `target` in a JSON results file (the only one if not given)."""
+def read_result(path: str | os.PathLike[str], target: float | str | None = None) -> tuple[SubnetSpec, float]:
+    """The spec and width chosen for `target` in a JSON results file (the only one if not given).
+
+    `target` is a latency (matched against `target_ms`) or the target as it was
+    given to the search (``"50%"``).
+    """
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -139,14 +145,23 @@ def read_result(path: str | os.PathLike[str], target: float | None = None) -> tu
     if data.get("version") != RESULTS_VERSION:
         raise ResultsError(f"{str(path)!r} is results version {data.get('version')}; this compofa reads {RESULTS_VERSION}")
     results = data.get("results") or []
-    targets = [r["target_ms"] for r in results]
+    given = [str(r.get("target", r["target_ms"])) for r in results]
     if target is None:
         if len(results) != 1:
-            raise ResultsError(f"{str(path)!r} has results for targets {targets}; choose one with --target")
+            raise ResultsError(f"{str(path)!r} has results for targets {', '.join(given)}; choose one with --target")
         chosen = results[0]
     else:
-        matching = [r for r in results if abs(r["target_ms"] - target) < 1e-9]
+        matching = [r for r in results if _matches(r, target)]
         if not matching:
-            raise ResultsError(f"{str(path)!r} has no result for target {target:g}; it has {targets}")
+            raise ResultsError(f"{str(path)!r} has no result for target {target}; it has {', '.join(given)}")
         chosen = matching[0]
     return parse_spec(chosen["spec"]), float(data["width"])
+
+
+def _matches(record: dict[str, Any], target: float | str) -> bool:
+    if str(target).strip() == str(record.get("target")):
+        return True
+    try:
+        return abs(float(target) - float(record["target_ms"])) < 1e-9
+    except ValueError:
+        return False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from compofa.search.exhaustive import Scored, best_per_target, pareto_front
 from compofa.search.latency import LatencySource
 from compofa.search.predictor import AccuracySource
 from compofa.search.results import SearchReport, TargetResult
-from compofa.search.targets import FitRule, infeasible
+from compofa.search.targets import FitRule, Target, infeasible
 from compofa.space import get_space
 
 STRATEGIES = ("auto", "exhaustive", "evolution")
@@ -30,7 +30,8 @@ class SearchRequest:
     Attributes:
         space: the design space.
         width: the supernet's width multiplier.
-        targets: latency limits (in the latency source's unit).
+        targets: latency limits: numbers in the latency source's unit, or
+            `Target`s (which may be relative to the space's latency range).
         resolutions: input resolutions to consider.
         strategy: exhaustive (enumerable spaces only), evolution, or auto
             (exhaustive when the space is enumerable).
@@ -41,7 +42,7 @@ class SearchRequest:
 
     space: str
     width: float
-    targets: tuple[float, ...]
+    targets: tuple[float | Target, ...]
     resolutions: tuple[int, ...]
     strategy: str = "auto"
     rule: FitRule = field(default_factory=FitRule)
@@ -66,6 +67,12 @@ def search(request: SearchRequest, accuracy: AccuracySource, latency: LatencySou
         raise SearchError("no latency targets given")
     start = time.perf_counter()
     strategy = resolve_strategy(request)
+    asked = [t if isinstance(t, Target) else Target(float(t)) for t in request.targets]
+    if any(t.relative for t in asked):
+        fastest, slowest = (float(s.latency.median[0]) for s in _extremes(request, latency))
+        request = replace(request, targets=tuple(t.resolve(fastest, slowest) for t in asked))
+    else:
+        request = replace(request, targets=tuple(t.value for t in asked))
     report = SearchReport(
         space=request.space, width=request.width, latency_source=latency.name, latency_unit=latency.unit,
         accuracy_source=accuracy.name, fit=request.rule.describe(), bucket=request.rule.bucket, results=[],
@@ -74,6 +81,7 @@ def search(request: SearchRequest, accuracy: AccuracySource, latency: LatencySou
         _exhaustive(request, accuracy, latency, report)
     else:
         _evolution(request, accuracy, latency, report)
+    report.results = [replace(result, requested=str(t)) for result, t in zip(report.results, asked)]
     report.seconds = time.perf_counter() - start
     report.latency_stats = {"hits": latency.stats.hits, "misses": latency.stats.misses,
                             "measure_seconds": latency.stats.measure_seconds}
@@ -129,7 +137,7 @@ def _evolution(request: SearchRequest, accuracy: AccuracySource, latency: Latenc
                          np.random.default_rng(request.seed), request.resolutions, feasible=feasible)
         best = outcome.best
         scored = Scored(best, np.array([outcome.accuracy]), latency.latency(best))
-        report.candidates += outcome.latency_evaluations
+        report.candidates += outcome.accuracy_evaluations
         report.results.append(
             _result(scored, 0, target, time.perf_counter() - began, "evolution", generations=outcome.generations,
                     stopped=outcome.stop_reason, trace=tuple(float(v) for v in outcome.trace))

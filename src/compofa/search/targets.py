@@ -60,3 +60,50 @@ def infeasible(target: float, fastest: float, slowest: float | None, unit: str, 
         f"no subnet fits the target {target:g} {unit} ({what}): the feasible range here is {span}; "
         "raise the target, or search more resolutions or another space"
     )
+
+
+@dataclass(frozen=True)
+class Target:
+    """A latency limit: absolute (in the source's unit), or relative to the space's latency range.
+
+    A relative target is `value` percent of the way from the fastest subnet
+    (the smallest at the lowest resolution searched) to the slowest (the
+    largest at the highest): ``50%`` means the same on any device, which is
+    what a first search on an unfamiliar one needs.
+    """
+
+    value: float
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.value) or self.value < 0 or (self.relative and self.value > 100):
+            what = "a percentage in 0..100" if self.relative else "a positive latency"
+            raise CompofaError(f"latency target {self} must be {what}")
+        if not self.relative and self.value == 0:
+            raise CompofaError("latency target 0 must be a positive latency")
+
+    def resolve(self, fastest: float, slowest: float) -> float:
+        return fastest + self.value / 100 * (slowest - fastest) if self.relative else self.value
+
+    def __str__(self) -> str:
+        return f"{self.value:g}%" if self.relative else f"{self.value:g}"
+
+
+def parse_targets(text: str) -> tuple[Target, ...]:
+    """``"15,20,25"`` or ``"25%,50%,75%"`` (or a mix) -> targets."""
+    targets = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        relative = item.endswith("%")
+        try:
+            value = float(item[:-1] if relative else item)
+        except ValueError:
+            raise CompofaError(
+                f"--target takes comma-separated latencies (15,20) or percentages of the latency range "
+                f"(25%,50%), got {item!r}"
+            ) from None
+        targets.append(Target(value, relative))
+    if not targets:
+        raise CompofaError("--target is empty: give latencies (15,20) or percentages of the latency range (25%,50%)")
+    return tuple(targets)
