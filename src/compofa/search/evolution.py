@@ -339,7 +339,7 @@ def is_member(batch: ArchBatch) -> np.ndarray:
         return inside & table[columns, values.clip(0, table.shape[-1] - 1)]
 
     blocks = np.arange(genome.num_blocks)
-    depth_ok = allowed(genome.depth_allowed, np.arange(genome.num_stages), batch.depth).all(axis=1)
+    depth_ok = np.asarray(allowed(genome.depth_allowed, np.arange(genome.num_stages), batch.depth).all(axis=1))
     depth = np.where(depth_ok[:, None], batch.depth, 0).astype(np.intp)
     active = genome.active(depth)
     kernel_ok = allowed(genome.kernel_allowed, blocks, batch.kernel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from compofa.search.predictor import AccuracySource
 from compofa.search.results import SearchReport, TargetResult
 from compofa.search.targets import FitRule, Target, infeasible
 from compofa.space import get_space
+
+if TYPE_CHECKING:
+    from compofa.search.evolution import EvolutionConfig
 
 STRATEGIES = ("auto", "exhaustive", "evolution")
 
@@ -47,7 +51,7 @@ class SearchRequest:
     strategy: str = "auto"
     rule: FitRule = field(default_factory=FitRule)
     seed: int = 0
-    evolution: object | None = None
+    evolution: EvolutionConfig | None = None
 
 
 def resolve_strategy(request: SearchRequest) -> str:
@@ -68,19 +72,14 @@ def search(request: SearchRequest, accuracy: AccuracySource, latency: LatencySou
     start = time.perf_counter()
     strategy = resolve_strategy(request)
     asked = [t if isinstance(t, Target) else Target(float(t)) for t in request.targets]
-    if any(t.relative for t in asked):
-        fastest, slowest = (float(s.latency.median[0]) for s in _extremes(request, latency))
-        request = replace(request, targets=tuple(t.resolve(fastest, slowest) for t in asked))
-    else:
-        request = replace(request, targets=tuple(t.value for t in asked))
     report = SearchReport(
         space=request.space, width=request.width, latency_source=latency.name, latency_unit=latency.unit,
         accuracy_source=accuracy.name, fit=request.rule.describe(), bucket=request.rule.bucket, results=[],
     )
     if strategy == "exhaustive":
-        _exhaustive(request, accuracy, latency, report)
+        _exhaustive(request, asked, accuracy, latency, report)
     else:
-        _evolution(request, accuracy, latency, report)
+        _evolution(request, asked, accuracy, latency, report)
     report.results = [replace(result, requested=str(t)) for result, t in zip(report.results, asked)]
     report.seconds = time.perf_counter() - start
     report.latency_stats = {"hits": latency.stats.hits, "misses": latency.stats.misses,
@@ -88,11 +87,16 @@ def search(request: SearchRequest, accuracy: AccuracySource, latency: LatencySou
     return report
 
 
-def _exhaustive(request: SearchRequest, accuracy: AccuracySource, latency: LatencySource, report: SearchReport) -> None:
+def _exhaustive(
+    request: SearchRequest, asked: list[Target], accuracy: AccuracySource, latency: LatencySource,
+    report: SearchReport,
+) -> None:
     batch = enumerate_batch(request.space, request.resolutions)
     scored = Scored(batch, accuracy.accuracy(batch), latency.latency(batch))
     report.candidates = len(batch)
-    for target in request.targets:
+    # relative targets span the exact range of the candidates
+    fastest, slowest = float(scored.latency.median.min()), float(scored.latency.median.max())
+    for target in (t.resolve(fastest, slowest) for t in asked):
         began = time.perf_counter()
         row = best_per_target(scored, target, request.rule, latency.unit)
         report.results.append(_result(scored, row, target, time.perf_counter() - began, "exhaustive"))
@@ -115,12 +119,16 @@ def _result(scored: Scored, row: int, target: float, seconds: float, strategy: s
     )
 
 
-def _evolution(request: SearchRequest, accuracy: AccuracySource, latency: LatencySource, report: SearchReport) -> None:
+def _evolution(
+    request: SearchRequest, asked: list[Target], accuracy: AccuracySource, latency: LatencySource,
+    report: SearchReport,
+) -> None:
     from compofa.search.evolution import EvolutionConfig, evolve
 
     config = request.evolution or EvolutionConfig()
     fastest, slowest = _extremes(request, latency)
-    for target in request.targets:
+    span = float(fastest.latency.median[0]), float(slowest.latency.median[0])
+    for target in (t.resolve(*span) for t in asked):
         began = time.perf_counter()
         if not request.rule.fits(fastest.latency, target)[0]:
             raise infeasible(target, float(fastest.latency.median[0]), float(slowest.latency.median[0]), latency.unit,

@@ -67,9 +67,10 @@ class Target:
     """A latency limit: absolute (in the source's unit), or relative to the space's latency range.
 
     A relative target is `value` percent of the way from the fastest subnet
-    (the smallest at the lowest resolution searched) to the slowest (the
-    largest at the highest): ``50%`` means the same on any device, which is
-    what a first search on an unfamiliar one needs.
+    to the slowest: exactly so in an exhaustive search; in evolution, from the
+    smallest subnet at the lowest resolution searched to the largest at the
+    highest. ``50%`` means the same on any device, which is what a first
+    search on an unfamiliar one needs.
     """
 
     value: float
