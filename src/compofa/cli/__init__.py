@@ -12,6 +12,7 @@ from compofa import __version__
 from compofa.cli.common import CompofaGroup
 from compofa.cli.devices import devices_command
 from compofa.cli.export import export_command
+from compofa.cli.lut import lut_group
 from compofa.cli.profile import profile_command
 from compofa.cli.search import search_command
 from compofa.cli.spaces import space_group, spaces_command
@@ -35,5 +36,6 @@ main.add_command(devices_command)
 main.add_command(profile_command)
 main.add_command(table_group)
 main.add_command(search_command)
+main.add_command(lut_group)
 
 __all__ = ["main"]

@@ -1,0 +1,64 @@
+"""`compofa lut`: layer lookup tables, and how far to trust them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from compofa.cli.common import CompofaGroup, echo_rows, print_json
+from compofa.devices.lut import LookupTable
+from compofa.tables import LatencyTable
+from compofa.tables.lutcheck import DEFAULT_CALIBRATION_SUBNETS, Agreement, LutValidation, validate_lut
+
+
+@click.group("lut", cls=CompofaGroup)
+def lut_group() -> None:
+    """Layer lookup tables (OFA's {R}_lookup_table.yaml format)."""
+
+
+@lut_group.command("validate")
+@click.option("--lut", "lut_source", required=True, help="note10 (shipped) or a folder of {R}_lookup_table.yaml.")
+@click.option("--table", required=True, type=click.Path(dir_okay=False), help="Measured latency table.")
+@click.option("--space", help="Only the entries of this space (default: all, which must share one family).")
+@click.option("--device-id", type=int, help="Which device of a table holding several (see `compofa table show`).")
+@click.option("--calibrate", default=DEFAULT_CALIBRATION_SUBNETS, show_default=True, type=click.IntRange(min=0),
+              help="Subnets to fit the calibration a*sum+b on (0: none); the rest check it.")
+@click.option("--worst", default=10, show_default=True, type=click.IntRange(min=0), help="Worst offenders to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def validate_command(
+    lut_source: str, table: str, space: str | None, device_id: int | None, calibrate: int, worst: int, as_json: bool
+) -> None:
+    """Compare a LUT's layer sums with the whole-network latencies measured in TABLE."""
+    lut = LookupTable.open(lut_source)
+    with LatencyTable.open(table) as store:
+        entries = store.entries(device_id=device_id, space=space)
+    result = validate_lut(lut, entries, calibrate, worst)
+    if as_json:
+        print_json(dataclasses.asdict(result))
+        return
+    _print(result, table)
+
+
+def _figures(name: str, figures: Agreement) -> tuple[str, ...]:
+    return (name, str(figures.count), f"{figures.rmspe:.2%}", f"{figures.within_5:.1%}", f"{figures.within_10:.1%}",
+            f"{figures.median_error:+.2%}", f"{figures.spread:.2%}", f"{figures.kendall_tau:.4f}")
+
+
+def _print(result: LutValidation, table: str) -> None:
+    click.echo(f"LUT {result.lut} against {result.entries} subnets measured on {result.device} in {table}")
+    rows = [_figures("layer sum", result.raw)]
+    if result.calibrated is not None and result.calibration is not None:
+        fit = result.calibration
+        rows.append(_figures(f"calibrated ({fit.scale:.4f} x sum {fit.offset_ms:+.3f} ms)", result.calibrated))
+    echo_rows(rows, ("estimate", "subnets", "RMSPE", "within 5%", "within 10%", "median error", "spread", "Kendall tau"))
+    if result.calibration is not None:
+        click.echo(f"calibration fitted on {len(result.calibration.fitted_on)} subnets spread over the range; "
+                   "its figures are on the others")
+    if result.worst:
+        click.echo("worst offenders (layer sum):")
+        echo_rows(
+            [(o.spec, f"{o.estimated_ms:.3f}", f"{o.measured_ms:.3f}", f"{o.error:+.2%}",
+              "" if o.calibrated_error is None else f"{o.calibrated_error:+.2%}") for o in result.worst],
+            ("subnet", "sum ms", "measured ms", "error", "calibrated"),
+        )
