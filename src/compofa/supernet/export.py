@@ -31,7 +31,8 @@ from compofa.supernet.onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, build_on
 
 #: Bump whenever either route's output for the same inputs changes.
 #: 2: cached models keep their weights in shared external files.
-EXPORTER_VERSION = 2
+#: 3: graphs are written layer by layer (node names of the head changed).
+EXPORTER_VERSION = 3
 METHODS = ("graph", "torch")
 
 

@@ -25,6 +25,7 @@ from compofa.space.plan import BlockPlan, ConvPlan, NetworkPlan
 OPSET = 17
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+LAYER_OUTPUT_NAME = "output"
 
 
 class _GraphWriter:
@@ -240,6 +241,83 @@ def _field_header(field: int, length: int) -> bytes:
     return _varint(field << 3 | 2) + _varint(length)
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One layer as a layer lookup table counts them: what it writes and the shape it reads."""
+
+    input_shape: tuple[int, ...]  # without the batch dimension
+    output_shape: tuple[int, ...]
+    write: Callable[[_GraphWriter, str], str]
+
+
+def _classifier(writer: _GraphWriter, x: str) -> str:
+    x = writer.node("Flatten", [x], "flatten", axis=1)
+    weight = writer.constant("classifier.w", writer.weight("classifier.linear.weight"))
+    bias = writer.constant("classifier.b", writer.weight("classifier.linear.bias"))
+    return writer.node("Gemm", [x, weight, bias], "classifier", transB=1)
+
+
+def _steps(plan: NetworkPlan) -> list[_Step]:
+    """The layers of `plan` in execution order, split as OFA's lookup tables key them.
+
+    MobileNetV3: stem, blocks, final expand, pooling, feature mix, classifier.
+    ProxylessNAS: stem, blocks, feature mix, then pooling with the classifier.
+    """
+    stem = plan.stem
+    steps = [_Step((3, plan.resolution, plan.resolution), (stem.out_channels, stem.output_size, stem.output_size),
+                   lambda w, x: w.plain_conv(x, "first_conv", stem))]
+    for index, block in enumerate(plan.blocks):
+        steps.append(_Step(
+            (block.in_channels, block.input_size, block.input_size),
+            (block.out_channels, block.output_size, block.output_size),
+            lambda w, x, index=index, block=block: w.block(x, f"blocks.{index}.conv", block),
+        ))
+    final, mix, classes = plan.final_expand, plan.feature_mix, plan.num_classes
+    if final is not None:
+        side = final.input_size
+        steps.append(_Step((final.in_channels, side, side), (final.out_channels, side, side),
+                           lambda w, x: w.plain_conv(x, "final_expand_layer", final)))
+    if plan.family.feature_mix_after_pool:
+        side = mix_side = steps[-1].output_shape[-1]
+        channels = steps[-1].output_shape[0]
+        steps.append(_Step((channels, side, side), (channels, 1, 1), lambda w, x: w.node("GlobalAveragePool", [x], "pool")))
+        steps.append(_Step((mix.in_channels, 1, 1), (mix.out_channels, 1, 1),
+                           lambda w, x: w.plain_conv(x, "feature_mix_layer", mix)))
+        steps.append(_Step((mix.out_channels, 1, 1), (classes,), _classifier))
+    else:
+        mix_side = mix.input_size
+        steps.append(_Step((mix.in_channels, mix_side, mix_side), (mix.out_channels, mix_side, mix_side),
+                           lambda w, x: w.plain_conv(x, "feature_mix_layer", mix)))
+        steps.append(_Step((mix.out_channels, mix_side, mix_side), (classes,),
+                           lambda w, x: _classifier(w, w.node("GlobalAveragePool", [x], "pool"))))
+    return steps
+
+
+def count_layers(plan: NetworkPlan) -> int:
+    """How many layers `build_layer_model` splits `plan` into (as many as the family's LUT keys)."""
+    return len(_steps(plan))
+
+
+def _model(
+    writer: _GraphWriter, name: str, input_shape: tuple[int, ...], output: str, output_shape: tuple[int, ...],
+    batch: int, metadata: Mapping[str, str] | None,
+) -> OnnxGraph:
+    writer.nodes[-1].output[0] = output  # the last node writes the graph output
+    graph = helper.make_graph(
+        writer.nodes,
+        name,
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, *input_shape])],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, *output_shape])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="compofa")
+    # Readers older than the installed onnx package reject its newest IR version.
+    model.ir_version = 8
+    for key, value in (metadata or {}).items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    return OnnxGraph(model, tuple(writer.weights))
+
+
 def build_onnx_model(
     plan: NetworkPlan,
     state: Mapping[str, torch.Tensor],
@@ -253,32 +331,33 @@ def build_onnx_model(
     ``[batch, num_classes]``.
     """
     writer = _GraphWriter(state, plan.family.bn_eps)
-    x = writer.plain_conv(INPUT_NAME, "first_conv", plan.stem)
-    for index, block in enumerate(plan.blocks):
-        x = writer.block(x, f"blocks.{index}.conv", block)
-    if plan.final_expand is not None:
-        x = writer.plain_conv(x, "final_expand_layer", plan.final_expand)
-    if plan.family.feature_mix_after_pool:
-        x = writer.node("GlobalAveragePool", [x], "pool")
-        x = writer.plain_conv(x, "feature_mix_layer", plan.feature_mix)
-    else:
-        x = writer.plain_conv(x, "feature_mix_layer", plan.feature_mix)
-        x = writer.node("GlobalAveragePool", [x], "pool")
-    x = writer.node("Flatten", [x], "flatten", axis=1)
-    weight = writer.constant("classifier.w", writer.weight("classifier.linear.weight"))
-    bias = writer.constant("classifier.b", writer.weight("classifier.linear.bias"))
-    writer.node("Gemm", [x, weight, bias], OUTPUT_NAME, transB=1)
+    steps = _steps(plan)
+    x = INPUT_NAME
+    for step in steps:
+        x = step.write(writer, x)
+    return _model(writer, "compofa_subnet", steps[0].input_shape, OUTPUT_NAME, steps[-1].output_shape, batch, metadata)
 
-    graph = helper.make_graph(
-        writer.nodes,
-        "compofa_subnet",
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, 3, plan.resolution, plan.resolution])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [batch, plan.num_classes])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="compofa")
-    # Readers older than the installed onnx package reject its newest IR version.
-    model.ir_version = 8
-    for key, value in (metadata or {}).items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    return OnnxGraph(model, tuple(writer.weights))
+
+def build_layer_model(
+    plan: NetworkPlan,
+    state: Mapping[str, torch.Tensor],
+    layer: int,
+    batch: int = 1,
+    metadata: Mapping[str, str] | None = None,
+) -> OnnxGraph:
+    """The ONNX model of layer `layer` of `plan` alone, as a layer lookup table times it.
+
+    Layers are numbered as the family's lookup-table keys are listed
+    (`compofa.devices.lut.layer_keys`): 0 is the stem, 1 to B the blocks, then
+    the head layers. Input ``input`` has the layer's input shape, output
+    ``output`` its output shape; chaining the layers of a plan gives the
+    network's logits.
+    """
+    steps = _steps(plan)
+    if not 0 <= layer < len(steps):
+        raise ValueError(f"layer {layer} is out of range: this network has {len(steps)} layers")
+    writer = _GraphWriter(state, plan.family.bn_eps)
+    step = steps[layer]
+    step.write(writer, INPUT_NAME)
+    return _model(writer, f"compofa_layer{layer}", step.input_shape, LAYER_OUTPUT_NAME, step.output_shape, batch,
+                  metadata)

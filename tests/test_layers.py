@@ -1,0 +1,85 @@
+"""The distinct layers of a space, and single-layer ONNX graphs that chain into the whole network."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from compofa.devices.lut import LookupTable, LutError, layer_keys
+from compofa.space import get_space
+from compofa.space.plan import plan_subnet
+from compofa.supernet.fresh import fresh_supernet
+from compofa.supernet.onnx_graph import build_layer_model, build_onnx_model, count_layers
+from compofa.tables.layers import check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
+
+
+def run_graph(graph, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(graph.to_proto().SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})[0]
+
+
+def test_compofa_layers_are_exactly_those_of_its_243_subnets() -> None:
+    design = get_space("compofa")
+    used = {key for spec in design.enumerate([160]) for key in layer_keys(plan_subnet(spec, 1.2))}
+    layers = distinct_layers("compofa", 1.2, [160])
+    assert {layer.key for layer in layers} == used and len(layers) == len(used) == 36
+    for layer in layers:  # each layer really is where it says, in its host subnet
+        assert layer_keys(plan_subnet(layer.spec, 1.2))[layer.index] == layer.key
+        assert layer.spec.space == widest_space(design.family) == "ofa-mbv3"
+
+
+@pytest.mark.parametrize(("space", "width", "count"), [("ofa-mbv3", 1.2, 96), ("ofa-mbv3", 1.0, 96),
+                                                      ("ofa-proxyless", 1.3, 103), ("compofa-proxyless", 1.3, 37)])
+def test_random_subnets_use_only_listed_layers(space: str, width: float, count: int) -> None:
+    layers = distinct_layers(space, width, [176])
+    keys = {layer.key for layer in layers}
+    assert len(keys) == len(layers) == count
+    for spec in get_space(space).sample_many(np.random.default_rng(0), 200, [176]):
+        assert set(layer_keys(plan_subnet(spec, width))) <= keys
+
+
+def test_the_note10_table_covers_ofa_and_compofa_and_names_what_is_missing() -> None:
+    lut = LookupTable.shipped("note10")
+    resolutions = tuple(range(160, 225, 4))
+    assert missing_layers(lut, "ofa-mbv3", 1.2, resolutions) == []
+    check_coverage(lut, "compofa", 1.2, resolutions)
+    table = lut.layer_table(192)
+    dropped = [layer.key for layer in distinct_layers("compofa", 1.2, [192])][5:8]
+    partial = LookupTable([type(table)(192, {k: v for k, v in table.entries.items() if k not in dropped})], "partial")
+    assert [layer.key for layer in missing_layers(partial, "compofa", 1.2, [192])] == dropped
+    with pytest.raises(LutError, match=r"lacks 3 of the layers compofa w1.2 uses at resolution\(s\) 192"):
+        check_coverage(partial, "compofa", 1.2, [192])
+    assert len(missing_layers(partial, "compofa", 1.2, [160])) == 36  # no table at 160 at all
+
+
+@pytest.mark.parametrize(("space", "width"), [("compofa", 1.2), ("ofa-proxyless", 1.3)])
+def test_layer_graphs_chain_into_the_whole_network(space: str, width: float) -> None:
+    supernet = fresh_supernet(get_space(space).family, width)
+    spec = get_space(space).sample(np.random.default_rng(1), [160])
+    plan, state = plan_subnet(spec, width), supernet.subnet_state_dict(spec, copy=False)
+    x = np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)
+    expected = run_graph(build_onnx_model(plan, state), x)
+    assert count_layers(plan) == len(layer_keys(plan))
+    y = x
+    for layer in range(count_layers(plan)):
+        y = run_graph(build_layer_model(plan, state, layer), y)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="out of range"):
+        build_layer_model(plan, state, count_layers(plan))
+
+
+def test_every_distinct_layer_builds_with_the_shapes_its_key_names() -> None:
+    supernet = fresh_supernet("mobilenetv3", 1.2)
+    for layer in distinct_layers("compofa", 1.2, [160]):
+        graph = layer_graph(layer, supernet.subnet_state_dict(layer.spec, copy=False), 1.2, batch=2)
+        inputs = [int(v) for v in re.search(r"input:([0-9x]+)", layer.key).group(1).split("x")]  # type: ignore[union-attr]
+        outputs = [int(v) for v in re.search(r"output:([0-9x]+)", layer.key).group(1).split("x")]  # type: ignore[union-attr]
+        x = np.random.default_rng(0).standard_normal((2, inputs[-1], *inputs[:-1])).astype(np.float32)
+        y = run_graph(graph, x)
+        assert y.shape == ((2, *outputs) if len(outputs) == 1 else (2, outputs[-1], *outputs[:-1])), layer.key
+        assert np.isfinite(y).all()
