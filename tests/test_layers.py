@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
+
+from compofa.cli import main
 
 from compofa.devices.lut import LookupTable, LutError, layer_keys
 from compofa.space import get_space
 from compofa.space.plan import plan_subnet
 from compofa.supernet.fresh import fresh_supernet
 from compofa.supernet.onnx_graph import build_layer_model, build_onnx_model, count_layers
+from compofa.tables import LatencyTable
 from compofa.tables.layers import check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
+from compofa.tables.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 
 
 def run_graph(graph, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -83,3 +89,40 @@ def test_every_distinct_layer_builds_with_the_shapes_its_key_names() -> None:
         y = run_graph(graph, x)
         assert y.shape == ((2, *outputs) if len(outputs) == 1 else (2, outputs[-1], *outputs[:-1])), layer.key
         assert np.isfinite(y).all()
+
+
+# -- building a lookup table -----------------------------------------------------------------------
+
+QUICK = layer_config(max_rounds=3, round_seconds=0.01)
+
+
+def test_build_writes_an_ofa_format_table_that_estimates_every_subnet(tmp_path: Path) -> None:
+    folder = tmp_path / "lut"
+    request = LutBuildRequest(folder, "onnxruntime", "compofa", 1.2, (160,), config=QUICK, cache_dir=tmp_path / "c")
+    summary = build_lut(request)
+    assert summary.layers == summary.measured == 36 and summary.already_done == 0
+    assert summary.paths == [folder / "160_lookup_table.yaml"] and (folder / STORE_NAME).exists()
+    lut = LookupTable.read(folder)
+    assert len(lut.layer_table(160).entries) == 36
+    assert all(entry.count >= 10 and entry.mean > 0 for entry in lut.layer_table(160).entries.values())
+    check_coverage(lut, "compofa", 1.2, [160])
+    estimates = lut.predict_many(get_space("compofa").enumerate([160]), 1.2)
+    assert len(estimates) == 243 and (estimates > 0).all()
+    with LatencyTable.open(folder / STORE_NAME) as store:  # the richer record: every round and statistic
+        entries = store.entries()
+    assert len(entries) == 36 and all(e.key.space == "layers/mobilenetv3" and e.rounds >= 1 for e in entries)
+    again = build_lut(request)  # a rerun finds everything measured and rewrites the same table
+    assert again.measured == 0 and again.already_done == 36
+    assert LookupTable.read(folder).layer_table(160).entries == lut.layer_table(160).entries
+
+
+def test_cli_lut_build_bad_input(tmp_path: Path) -> None:
+    for args, fragment in (
+        (("--device", "torch"), "cannot do yet"),
+        (("--resolution", "100"), "resolution 100"),
+        (("--width", "0"), "width multiplier must be positive"),
+        (("--device", "nope"), "unknown device"),
+    ):
+        result = CliRunner().invoke(main, ["lut", "build", *args, "-o", str(tmp_path / "out"), "--quiet"])
+        assert result.exit_code == 2 and fragment in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import click
 
-from compofa.cli.common import CompofaGroup, echo_rows, print_json
+from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, print_json
+from compofa.cli.profile import parse_options, progress_bar
+from compofa.devices import Settings, get_backend
 from compofa.devices.lut import LookupTable
+from compofa.space import DEFAULT_SPACE, get_space
+from compofa.tables.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 from compofa.tables import LatencyTable
 from compofa.tables.lutcheck import DEFAULT_CALIBRATION_SUBNETS, Agreement, LutValidation, validate_lut
 
@@ -15,6 +20,44 @@ from compofa.tables.lutcheck import DEFAULT_CALIBRATION_SUBNETS, Agreement, LutV
 @click.group("lut", cls=CompofaGroup)
 def lut_group() -> None:
     """Layer lookup tables (OFA's {R}_lookup_table.yaml format)."""
+
+
+@lut_group.command("build")
+@click.option("--device", default="onnxruntime", show_default=True, help="Backend that times the layers.")
+@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space whose layers to measure.")
+@click.option("--width", type=float, help="Width multiplier (default: the family's).")
+@click.option("--resolution", default="160,192,224", show_default=True, help="Comma-separated input resolutions.")
+@click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@click.option("-O", "--option", "options", multiple=True, help="Backend option NAME=VALUE (repeatable).")
+@click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
+@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="Rounds per layer, at most.")
+@click.option("--round-seconds", default=0.2, show_default=True, type=float, help="Timed runs per layer and round.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the tables.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build_command(
+    device: str, space: str, width: float | None, resolution: str, batch: int | None, threads: int, precision: str,
+    options: tuple[str, ...], target_ci: float, max_rounds: int, round_seconds: float, output: str, quiet: bool,
+) -> None:
+    """Measure every distinct layer of SPACE on DEVICE into OUTPUT/{R}_lookup_table.yaml; rerunning resumes."""
+    design = get_space(space)
+    width = width if width is not None else design.family.default_width
+    design.family.check_width(width)
+    resolutions = parse_int_list(resolution, "--resolution") or (224,)
+    for value in resolutions:
+        design.check_resolution(value)
+    backend = get_backend(device)
+    settings = Settings(batch or backend.default_batch, precision, threads, parse_options(options))
+    config = layer_config(target_ci, max_rounds, round_seconds)
+    folder = Path(output)
+    request = LutBuildRequest(folder, device, space, width, tuple(resolutions), settings, config)
+    with progress_bar(f"{device} layers of {space}", folder / STORE_NAME, quiet) as listener:
+        summary = build_lut(request, listener)
+    click.echo(f"measured {summary.measured} layers ({summary.already_done} were already measured, "
+               f"{summary.layers} in all); wrote {', '.join(str(p) for p in summary.paths)}")
+    if summary.times is not None:
+        click.echo(f"time: {summary.times.total:.0f} s")
 
 
 @lut_group.command("validate")

@@ -113,13 +113,15 @@ class OnnxRuntimeDevice:
         return options
 
     def prepare(self, spec: SubnetSpec) -> OrtSubnet:
+        # The source decides what is timed: a subnet, or one layer for a lookup table
+        # (compofa.tables.layers.LayerSource), each an ONNX file with one input and one output.
         path = self.source.onnx(spec, self.settings.batch)
         session = self._ort.InferenceSession(str(path), self._session_options(), providers=[self.provider])
-        shape = (self.settings.batch, 3, spec.resolution, spec.resolution)
+        shape = self.source.input_shape(spec, self.settings.batch)
         image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         binding = session.io_binding()
         binding.bind_cpu_input("input", image)
-        binding.bind_output("logits")
+        binding.bind_output(self.source.output_name)
         return OrtSubnet(spec, session, binding)
 
     def time(self, handle: OrtSubnet, n: int) -> list[float]:

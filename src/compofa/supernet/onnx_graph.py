@@ -298,6 +298,11 @@ def count_layers(plan: NetworkPlan) -> int:
     return len(_steps(plan))
 
 
+def layer_input_shape(plan: NetworkPlan, layer: int, batch: int = 1) -> tuple[int, ...]:
+    """The input shape of `build_layer_model(plan, ..., layer, batch)`."""
+    return (batch, *_steps(plan)[layer].input_shape)
+
+
 def _model(
     writer: _GraphWriter, name: str, input_shape: tuple[int, ...], output: str, output_shape: tuple[int, ...],
     batch: int, metadata: Mapping[str, str] | None,

@@ -16,6 +16,7 @@ from typing import Any
 from compofa.space import SubnetSpec, get_space
 from compofa.supernet.export import OnnxExporter, load_or_build_supernet, weights_fingerprint
 from compofa.supernet.network import Subnet, Supernet
+from compofa.supernet.onnx_graph import OUTPUT_NAME
 
 
 @dataclass
@@ -54,6 +55,13 @@ class SubnetSource:
         if batch not in self._exporters:
             self._exporters[batch] = OnnxExporter(self.supernet, batch, self.cache_dir)
         return self._exporters[batch].path(spec)
+
+    #: Name of the output of the ONNX files `onnx` hands out.
+    output_name = OUTPUT_NAME
+
+    def input_shape(self, spec: SubnetSpec, batch: int) -> tuple[int, ...]:
+        """The NCHW input shape of `spec`'s ONNX file at `batch`."""
+        return (batch, 3, spec.resolution, spec.resolution)
 
     def module(self, spec: SubnetSpec) -> Subnet:
         """`spec` as a standalone PyTorch module in eval mode."""

@@ -11,8 +11,11 @@ ONNX model of the layer alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Mapping
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
 import torch
 
@@ -20,7 +23,10 @@ from compofa.devices.lut import KEY_GRAMMARS, LookupTable, LutError
 from compofa.space import SubnetSpec, get_space, list_spaces
 from compofa.space.family import Family
 from compofa.space.plan import plan_subnet
-from compofa.supernet.onnx_graph import OnnxGraph, build_layer_model
+from compofa.fileio import atomic_output
+from compofa.supernet.export import EXPORTER_VERSION, default_cache_dir
+from compofa.supernet.network import Supernet
+from compofa.supernet.onnx_graph import LAYER_OUTPUT_NAME, OnnxGraph, build_layer_model, layer_input_shape
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class Layer:
     resolution: int
     spec: SubnetSpec
     index: int
+
+    def __str__(self) -> str:
+        return self.key  # the key names the input shape, so the resolution too
 
 
 def widest_space(family: Family) -> str:
@@ -115,3 +124,47 @@ def check_coverage(lut: LookupTable, space: str, width: float, resolutions: Iter
 def layer_graph(layer: Layer, state: Mapping[str, torch.Tensor], width: float, batch: int = 1) -> OnnxGraph:
     """The ONNX model of `layer` alone; `state` is the state_dict of `layer.spec`'s subnet."""
     return build_layer_model(plan_subnet(layer.spec, width), state, layer.index, batch, {"lut_key": layer.key})
+
+
+@dataclass
+class LayerSource:
+    """Single-layer ONNX files for timing, as a device backend asks its source for networks.
+
+    Hands a backend what `compofa.supernet.source.SubnetSource` hands it for a
+    subnet, for a `Layer` instead: a cached ONNX file, its input shape and the
+    output's name. Weights are a fresh, seeded supernet's (latency does not
+    depend on their values); files are cached by everything that shapes them.
+    """
+
+    family: Family
+    width: float
+    cache_dir: str | os.PathLike[str] | None = None
+    _supernet: Supernet | None = field(default=None, init=False, repr=False)
+
+    output_name = LAYER_OUTPUT_NAME
+
+    @property
+    def supernet(self) -> Supernet:
+        if self._supernet is None:
+            from compofa.supernet.fresh import fresh_supernet
+
+            self._supernet = fresh_supernet(self.family, self.width)
+        return self._supernet
+
+    def onnx(self, layer: Layer, batch: int) -> Path:
+        identity = f"{EXPORTER_VERSION}|{self.family.name}|{self.width}|{batch}|{layer.resolution}|{layer.key}|seed0"
+        folder = Path(self.cache_dir or default_cache_dir()) / "layers"
+        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.onnx"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            state = self.supernet.subnet_state_dict(layer.spec, copy=False)
+            graph = layer_graph(layer, state, self.width, batch)
+            with atomic_output(path, "wb", durable=False) as handle:  # a cache: rebuilt if lost
+                graph.write(handle)
+        return path
+
+    def input_shape(self, layer: Layer, batch: int) -> tuple[int, ...]:
+        return layer_input_shape(plan_subnet(layer.spec, self.width), layer.index, batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"layers_of": self.family.name, "width": self.width, "weights": "fresh, seed 0"}

@@ -1,0 +1,137 @@
+"""Build a layer lookup table for any device: every distinct layer timed alone.
+
+Each distinct layer of the space (`compofa.tables.layers`) is exported as a
+one-layer ONNX model and measured by the same profiler as whole subnets:
+interleaved rounds in fresh sessions, a reference layer timed between blocks
+to divide out the machine's drift, until each median's confidence interval is
+tight. Rounds and results go into a table store beside the lookup table
+(``DIR/layers.db``), so an interrupted build resumes; the lookup table itself
+is written in OFA's format, one ``DIR/{R}_lookup_table.yaml`` per resolution,
+with ``mean`` holding the drift-corrected median.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compofa.devices import Settings, open_device
+from compofa.devices.base import host_details
+from compofa.devices.lut import LayerTable, LookupTable, LutEntry, write_lut
+from compofa.errors import CompofaError
+from compofa.profiler import ProfileConfig, ProfileListener, Profiler, TimeAccount
+from compofa.space import get_space
+from compofa.tables.job import JobSummary, _check_same_device, _Committer, exclusive
+from compofa.tables.layers import Layer, LayerSource, distinct_layers
+from compofa.tables.store import EntryKey, LatencyTable
+
+#: The store of a lookup table's measurements, inside its folder.
+STORE_NAME = "layers.db"
+#: Backends that can time a layer alone (they run the ONNX file their source hands them).
+LAYER_DEVICES = ("onnxruntime",)
+
+
+def layer_config(target_ci: float = 0.01, max_rounds: int = 8, round_seconds: float = 0.2) -> ProfileConfig:
+    """Profiler settings for layers: a layer takes from 0.01 to 1 ms, so a round needs more samples
+    than a subnet's, and the reference blocks between them more than 2 samples each to tell the
+    machine's drift from a single sample's noise."""
+    return ProfileConfig(target_ci=target_ci, max_rounds=max_rounds, round_seconds=round_seconds,
+                         max_samples=2000, reference_samples=20)
+
+
+@dataclass(frozen=True)
+class LutBuildRequest:
+    """Everything `compofa lut build` is asked to do."""
+
+    folder: Path
+    device: str
+    space: str
+    width: float
+    resolutions: tuple[int, ...]
+    settings: Settings = field(default_factory=Settings)
+    config: ProfileConfig = field(default_factory=layer_config)
+    cache_dir: Path | None = None
+
+
+@dataclass
+class LutBuildSummary:
+    layers: int
+    already_done: int
+    measured: int
+    paths: list[Path]
+    times: TimeAccount | None = None
+    reasons: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+
+
+def _entry_key(request: LutBuildRequest, layer: Layer) -> EntryKey:
+    family = get_space(request.space).family.name
+    return EntryKey(f"layers/{family}", request.width, layer.key, layer.resolution, request.settings.batch,
+                    request.settings.precision)
+
+
+def _reference(layers: list[Layer]) -> Layer:
+    """A block of middling cost at the highest resolution: timed between every round's blocks."""
+    top = max(layer.resolution for layer in layers)
+    blocks = [layer for layer in layers if layer.resolution == top and layer.key.startswith("expanded_conv")]
+    return blocks[len(blocks) // 2] if blocks else layers[0]
+
+
+def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None) -> LutBuildSummary:
+    """Measure every distinct layer of the request's space into its folder; rerunning resumes."""
+    listener = listener or ProfileListener()
+    if request.device not in LAYER_DEVICES:
+        raise CompofaError(
+            f"compofa lut build times each layer as its own ONNX model, which the {request.device!r} backend "
+            f"cannot do yet; use --device {' or '.join(LAYER_DEVICES)}"
+        )
+    design = get_space(request.space)
+    layers = distinct_layers(request.space, request.width, request.resolutions)
+    store = request.folder / STORE_NAME
+    request.folder.mkdir(parents=True, exist_ok=True)
+    LatencyTable.check_path(store, writable=True, create=True)
+    source = LayerSource(design.family, request.width, request.cache_dir)
+    device = open_device(request.device, source, request.settings)  # type: ignore[arg-type]
+    with contextlib.closing(device), exclusive(store), LatencyTable.open(store, writable=True, create=True) as table:
+        fingerprint = device.fingerprint()
+        _check_same_device(table, device.name, fingerprint, force=False)
+        device_id = table.device_id(device.name, fingerprint)
+        done = table.finished_keys(device_id)
+        keys = {layer: _entry_key(request, layer) for layer in layers}
+        todo = [layer for layer in layers if keys[layer] not in done]
+        summary = LutBuildSummary(len(layers), len(layers) - len(todo), 0, [])
+        if todo:
+            by_key = {layer.key: layer for layer in layers}
+            chosen = _reference(layers)
+            stored = table.reference(device_id, keys[chosen])
+            reference = by_key.get(stored[0], chosen) if stored else chosen
+            baseline = stored[1] if stored and stored[0] in by_key else None
+            settings = request.settings
+            run_settings = {"batch": settings.batch, "precision": settings.precision, "threads": settings.threads,
+                            "options": dict(settings.options), "config": vars(request.config), **host_details()}
+            run_id = table.start_run(device_id, run_settings, source.describe(), fingerprint, None)
+            job = JobSummary(planned=len(layers), already_done=summary.already_done, device_id=device_id)
+            committer = _Committer(table, run_id, device_id, keys, _entry_key(request, reference), job, listener)
+            prior = {layer: table.rounds(device_id, keys[layer]) for layer in todo}
+            result = Profiler(device, request.config).run(todo, reference, baseline, prior, committer)  # type: ignore[arg-type]
+            table.finish_run(run_id)
+            summary.measured, summary.times, summary.reasons = job.measured, result.times, job.reasons
+        entries = {e.key: e for e in table.entries(device_id=device_id)}
+    unfinished = [layer for layer in layers if keys[layer] not in entries]
+    if unfinished:  # the profiler finishes every layer or raises; this guards the table we write
+        raise CompofaError(
+            f"{len(unfinished)} layers have no finished measurement (e.g. {unfinished[0].key}); "
+            "rerun the same command to measure them"
+        )
+    tables = []
+    for resolution in request.resolutions:
+        measured = {
+            layer.key: LutEntry(entries[keys[layer]].n, entries[keys[layer]].median_ms, entries[keys[layer]].std_ms)
+            for layer in layers if layer.resolution == resolution
+        }
+        tables.append(LayerTable(resolution, measured, origin=f"{request.folder}/{resolution}_lookup_table.yaml"))
+    if not tables:
+        raise CompofaError("no resolutions to build a lookup table for")
+    summary.paths = write_lut(LookupTable(tables, str(request.folder)), request.folder)
+    return summary
