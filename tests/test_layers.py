@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -93,7 +94,9 @@ def test_every_distinct_layer_builds_with_the_shapes_its_key_names() -> None:
 
 # -- building a lookup table -----------------------------------------------------------------------
 
-QUICK = layer_config(max_rounds=3, round_seconds=0.01)
+# Rounds this short are at the mercy of the machine's drift; this test checks the pipeline, not noise
+# handling (tests/test_profiler.py does), so it tolerates drift rather than discard rounds and fail.
+QUICK = dataclasses.replace(layer_config(max_rounds=3, round_seconds=0.01), drift_threshold=0.5)
 
 
 def test_build_writes_an_ofa_format_table_that_estimates_every_subnet(tmp_path: Path) -> None:
