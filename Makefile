@@ -36,3 +36,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/export_speed.py
 	$(BIN)/python benchmarks/profile_speed.py
 	$(BIN)/python benchmarks/search_speed.py
+	$(BIN)/python benchmarks/lut_speed.py
