@@ -15,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner, Result
 
+from cli_helpers import assert_one_line_error, run
 from compofa import __version__
 from compofa.cli import main
 from compofa.space import get_space, list_spaces, parse_spec
@@ -27,17 +27,6 @@ from compofa.supernet.fresh import fresh_supernet
 SMALL = "compofa-r128-k33e33_k55e33_k33e33_k33e33_k55e33"
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

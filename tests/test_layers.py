@@ -125,6 +125,7 @@ def test_cli_lut_build_bad_input(tmp_path: Path) -> None:
         (("--resolution", "100"), "resolution 100"),
         (("--width", "0"), "width multiplier must be positive"),
         (("--device", "nope"), "unknown device"),
+        (("-O", "bogus=1"), "options provider and optimization"),
     ):
         result = CliRunner().invoke(main, ["lut", "build", *args, "-o", str(tmp_path / "out"), "--quiet"])
         assert result.exit_code == 2 and fragment in result.stderr, (args, result.stderr)

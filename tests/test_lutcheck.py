@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
 import fake_device  # noqa: F401  (registers the "fake" backend)
-from compofa.cli import main
+from cli_helpers import run
 from compofa.devices import Settings
 from compofa.devices.lut import LookupTable, LutError
 from compofa.profiler import ProfileConfig
@@ -28,9 +27,6 @@ from compofa.tables.lutcheck import (
 
 FAST = ProfileConfig(round_seconds=0.01, min_samples=10, max_samples=20)
 
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def profiled(tmp_path: Path, device: str, count: int, resolution: int = 160, width: float | None = None,

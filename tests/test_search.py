@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
 import fake_device  # noqa: F401  (registers the "fake" backend)
-from compofa.cli import main
+from cli_helpers import assert_one_line_error, run
 from compofa.devices import Settings
 from compofa.devices.lut import LookupTable
 from compofa.profiler import ProfileConfig
@@ -38,16 +37,6 @@ FAST = ProfileConfig(round_seconds=0.01, min_samples=10, max_samples=20)
 NOTE10_TARGETS = "15,20,25,30"
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_one_line_error(result: Result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def random_batch(space: str, count: int, seed: int) -> ArchBatch:

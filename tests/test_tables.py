@@ -11,9 +11,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from compofa.cli import main
+from cli_helpers import run
 from compofa.devices.base import Settings
 from compofa.profiler import ProfileConfig
 from compofa.space import get_space, parse_spec
@@ -36,9 +35,6 @@ def request(table: Path, limit: int | None = 12, shard: Shard | None = None, for
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 # -- the store refuses what it cannot use, without touching it ---------------------------------------

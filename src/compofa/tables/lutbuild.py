@@ -89,10 +89,14 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
     design = get_space(request.space)
     layers = distinct_layers(request.space, request.width, request.resolutions)
     store = request.folder / STORE_NAME
-    request.folder.mkdir(parents=True, exist_ok=True)
-    LatencyTable.check_path(store, writable=True, create=True)
     source = LayerSource(design.family, request.width, request.cache_dir)
     device = open_device(request.device, source, request.settings)  # type: ignore[arg-type]
+    try:  # only once the device is known to work: a refused build leaves nothing behind
+        request.folder.mkdir(parents=True, exist_ok=True)
+        LatencyTable.check_path(store, writable=True, create=True)
+    except BaseException:
+        device.close()
+        raise
     with contextlib.closing(device), exclusive(store), LatencyTable.open(store, writable=True, create=True) as table:
         fingerprint = device.fingerprint()
         _check_same_device(table, device.name, fingerprint, force=False)
