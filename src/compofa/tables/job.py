@@ -135,7 +135,7 @@ def exclusive(table: Path) -> Iterator[None]:
         os.close(descriptor)
 
 
-def _check_same_device(table: LatencyTable, name: str, fingerprint: dict, force: bool) -> None:  # type: ignore[type-arg]
+def check_same_device(table: LatencyTable, name: str, fingerprint: dict, force: bool) -> None:  # type: ignore[type-arg]
     for device in table.devices():
         if device.name != name or device.fingerprint == fingerprint:
             continue
@@ -149,7 +149,7 @@ def _check_same_device(table: LatencyTable, name: str, fingerprint: dict, force:
             )
 
 
-class _Committer(ProfileListener):
+class StoreCommitter(ProfileListener):
     """Writes every event of the profiler to the table, then passes it on."""
 
     def __init__(self, table: LatencyTable, run_id: int, device_id: int, keys: dict[SubnetSpec, EntryKey],
@@ -195,7 +195,7 @@ def profile_space(request: ProfileRequest, listener: ProfileListener | None = No
     with contextlib.closing(device), exclusive(request.table), \
             LatencyTable.open(request.table, writable=True, create=True) as table:
         fingerprint = device.fingerprint()
-        _check_same_device(table, device.name, fingerprint, request.force)
+        check_same_device(table, device.name, fingerprint, request.force)
         device_id = table.device_id(device.name, fingerprint)
         done = table.finished_keys(device_id)
         todo = [spec for spec in specs if key(spec) not in done]
@@ -213,7 +213,7 @@ def profile_space(request: ProfileRequest, listener: ProfileListener | None = No
                         "options": dict(settings.options), "config": vars(request.config), **host_details()}
         run_id = table.start_run(device_id, run_settings, request.source.describe(), fingerprint,
                                  str(request.shard) if request.shard else None)
-        committer = _Committer(table, run_id, device_id, keys, key(reference), summary, listener)
+        committer = StoreCommitter(table, run_id, device_id, keys, key(reference), summary, listener)
         result = Profiler(device, request.config).run(todo, reference, baseline, prior, committer)
         table.finish_run(run_id)
         summary.times = result.times

@@ -23,7 +23,7 @@ from compofa.devices.lut import LayerTable, LookupTable, LutEntry, write_lut
 from compofa.errors import CompofaError
 from compofa.profiler import ProfileConfig, ProfileListener, Profiler, TimeAccount
 from compofa.space import get_space
-from compofa.tables.job import JobSummary, _check_same_device, _Committer, exclusive
+from compofa.tables.job import JobSummary, StoreCommitter, check_same_device, exclusive
 from compofa.tables.layers import Layer, LayerSource, distinct_layers
 from compofa.tables.store import EntryKey, LatencyTable
 
@@ -99,7 +99,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
         raise
     with contextlib.closing(device), exclusive(store), LatencyTable.open(store, writable=True, create=True) as table:
         fingerprint = device.fingerprint()
-        _check_same_device(table, device.name, fingerprint, force=False)
+        check_same_device(table, device.name, fingerprint, force=False)
         device_id = table.device_id(device.name, fingerprint)
         done = table.finished_keys(device_id)
         keys = {layer: _entry_key(request, layer) for layer in layers}
@@ -116,7 +116,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
                             "options": dict(settings.options), "config": vars(request.config), **host_details()}
             run_id = table.start_run(device_id, run_settings, source.describe(), fingerprint, None)
             job = JobSummary(planned=len(layers), already_done=summary.already_done, device_id=device_id)
-            committer = _Committer(table, run_id, device_id, keys, _entry_key(request, reference), job, listener)
+            committer = StoreCommitter(table, run_id, device_id, keys, _entry_key(request, reference), job, listener)
             prior = {layer: table.rounds(device_id, keys[layer]) for layer in todo}
             result = Profiler(device, request.config).run(todo, reference, baseline, prior, committer)  # type: ignore[arg-type]
             table.finish_run(run_id)
