@@ -41,7 +41,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2", help="comma-separated intra-op thread counts (default 1,2)")
     parser.add_argument("--quick", action="store_true", help="160 px and short rounds: a smoke run")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep each thread count's table and LUT under DIR/t{threads} (a new folder)")
     args = parser.parse_args()
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"{args.keep} already exists: a resumed table would not time a whole profile; give a new folder")
     resolution = 160 if args.quick else 224
     # Short rounds are at the mercy of drift: the smoke run tolerates it rather than discard rounds.
     table_config = ProfileConfig(round_seconds=0.05, max_rounds=3, drift_threshold=0.2) if args.quick \
@@ -49,19 +53,20 @@ def main() -> None:
     lut_config = dataclasses.replace(layer_config(max_rounds=3, round_seconds=0.02), drift_threshold=0.2) \
         if args.quick else layer_config()
     rows = []
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.keep or Path(scratch)
         for threads in (int(t) for t in args.threads.split(",")):
             settings = Settings(threads=threads)
-            folder = Path(work) / f"t{threads}"
+            folder = work / f"t{threads}"
             table = folder / "latency.db"
             folder.mkdir(parents=True)
             start = time.perf_counter()
-            profile_space(ProfileRequest(table, "onnxruntime", SubnetSource("compofa", 1.2, cache_dir=Path(work) / "cache"),
+            profile_space(ProfileRequest(table, "onnxruntime", SubnetSource("compofa", 1.2, cache_dir=work / "cache"),
                                          (resolution,), settings, table_config))
             profiled = time.perf_counter() - start
             start = time.perf_counter()
             build_lut(LutBuildRequest(folder / "lut", "onnxruntime", "compofa", 1.2, (resolution,), settings,
-                                      lut_config, Path(work) / "cache"))
+                                      lut_config, work / "cache"))
             built = time.perf_counter() - start
             with LatencyTable.open(table) as store:
                 entries = store.entries()

@@ -316,3 +316,15 @@ def test_streamed_write_equals_to_proto(space: str, onnx_supernet: Callable[[str
     assert list(streamed.metadata_props) == list(built.metadata_props)
     assert streamed == built
     onnx.checker.check_model(streamed)
+
+
+def test_onnx_runtime_sessions_do_not_spin(tmp_path: Path) -> None:
+    """The profiler keeps two sessions (subnet and reference) alive: an idle one's spinning workers
+    would steal the cores the other is timed on (with 2 threads the reference read 2-3x slow)."""
+    from compofa.devices import Settings, get_backend
+    from compofa.supernet.source import SubnetSource
+
+    device = get_backend("onnxruntime").factory(Settings(threads=2), SubnetSource("compofa", cache_dir=tmp_path))
+    options = device._session_options()  # type: ignore[attr-defined]
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2

@@ -45,6 +45,8 @@ def atomic_output(
         mode, dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
     )
     try:
+        # temporary files are private (0600); the output gets a plain file's permissions
+        os.chmod(handle.name, 0o666 & ~_umask())
         with handle:
             yield handle
             handle.flush()
@@ -55,6 +57,12 @@ def atomic_output(
         with contextlib.suppress(OSError):
             os.unlink(handle.name)
         raise
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:

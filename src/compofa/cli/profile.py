@@ -38,6 +38,9 @@ class _Bar(ProfileListener):
     def __init__(self, progress: Progress, task: int) -> None:
         self.progress, self.task = progress, task
 
+    def on_staged(self, done: int, total: int) -> None:
+        self.progress.update(self.task, subnet=f"preparing every subnet once before timing: {done}/{total}")
+
     def on_progress(self, progress: ProfileProgress) -> None:
         eta = "--" if progress.eta_seconds is None else _duration(progress.eta_seconds)
         self.progress.update(

@@ -103,6 +103,9 @@ class OnnxRuntimeDevice:
         options.intra_op_num_threads = self.settings.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # The profiler interleaves two sessions (the subnet and the reference); an idle
+        # session's workers spinning for work would steal the cores the other one times on.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         levels = {
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,

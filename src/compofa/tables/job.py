@@ -179,6 +179,9 @@ class StoreCommitter(ProfileListener):
     def on_progress(self, progress: Progress) -> None:
         self.forward.on_progress(progress)
 
+    def on_staged(self, done: int, total: int) -> None:
+        self.forward.on_staged(done, total)
+
 
 def profile_space(request: ProfileRequest, listener: ProfileListener | None = None) -> JobSummary:
     """Profile the request's subnets into its table; rerunning resumes."""
