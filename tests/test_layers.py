@@ -9,17 +9,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from click.testing import CliRunner
 
 from compofa.cli import main
 
-from compofa.devices.lut import LookupTable, LutError, layer_keys
+from cli_helpers import assert_one_line_error, run
+from compofa.devices.lut import LookupTable, LutError, layer_keys, write_lut
+from compofa.errors import CompofaError
 from compofa.space import get_space
 from compofa.space.plan import plan_subnet
 from compofa.supernet.fresh import fresh_supernet
 from compofa.supernet.onnx_graph import build_layer_model, build_onnx_model, count_layers
 from compofa.tables import LatencyTable
-from compofa.tables.layers import check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
+from compofa.supernet.network import layer_modules
+from compofa.tables.layers import LayerSource, check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
 from compofa.tables.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 
 
@@ -92,6 +96,33 @@ def test_every_distinct_layer_builds_with_the_shapes_its_key_names() -> None:
         assert np.isfinite(y).all()
 
 
+@pytest.mark.parametrize(("space", "width"), [("compofa", 1.2), ("compofa-proxyless", 1.3)])
+def test_torch_layers_compute_what_the_onnx_layers_compute(space: str, width: float, tmp_path: Path) -> None:
+    """The torch and cuda backends time `LayerSource.module(layer)`; ONNX Runtime and TensorRT its ONNX file."""
+    source = LayerSource(get_space(space).family, width, tmp_path)
+    for layer in distinct_layers(space, width, [160]):
+        x = np.random.default_rng(0).standard_normal(source.input_shape(layer, 1)).astype(np.float32)
+        with torch.inference_mode():
+            expected = source.module(layer)(torch.from_numpy(x)).numpy()
+        session = ort.InferenceSession(str(source.onnx(layer, 1)), providers=["CPUExecutionProvider"])
+        y = session.run([source.output_name], {"input": x})[0]
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()), err_msg=str(layer))
+
+
+@pytest.mark.parametrize(("space", "width"), [("compofa", 1.2), ("ofa-proxyless", 1.3)])
+def test_torch_layer_modules_chain_into_the_subnet(space: str, width: float) -> None:
+    subnet = fresh_supernet(get_space(space).family, width).subnet(
+        get_space(space).sample(np.random.default_rng(2), [160])).eval()
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32))
+    layers = layer_modules(subnet)
+    assert len(layers) == count_layers(subnet.plan)
+    with torch.inference_mode():
+        y = x
+        for layer in layers:
+            y = layer(y)
+        torch.testing.assert_close(y, subnet(x))
+
+
 # -- building a lookup table -----------------------------------------------------------------------
 
 # Rounds this short are at the mercy of the machine's drift; this test checks the pipeline, not noise
@@ -117,11 +148,30 @@ def test_build_writes_an_ofa_format_table_that_estimates_every_subnet(tmp_path: 
     again = build_lut(request)  # a rerun finds everything measured and rewrites the same table
     assert again.measured == 0 and again.already_done == 36
     assert LookupTable.read(folder).layer_table(160).entries == lut.layer_table(160).entries
+    with pytest.raises(CompofaError, match="holds measurements of mobilenetv3 width 1.2, not mobilenetv3 width 1;"):
+        build_lut(dataclasses.replace(request, width=1.0))  # never mixed into, nor overwriting, this table
+
+
+def test_build_on_the_torch_backend(tmp_path: Path) -> None:
+    folder = tmp_path / "lut"
+    summary = build_lut(LutBuildRequest(folder, "torch", "compofa", 1.2, (160,), config=QUICK, cache_dir=tmp_path / "c"))
+    assert summary.measured == 36 and summary.paths == [folder / "160_lookup_table.yaml"]
+    check_coverage(LookupTable.read(folder), "compofa", 1.2, [160])
+    with LatencyTable.open(folder / STORE_NAME) as store:
+        assert {d.fingerprint["backend"] for d in store.devices()} == {"torch"}
+
+
+def test_build_refuses_a_folder_holding_lookup_tables_of_another_width(tmp_path: Path) -> None:
+    write_lut(LookupTable.shipped("note10"), tmp_path / "note10")  # MobileNetV3 w1.2
+    result = run("lut", "build", "--width", "1.0", "--resolution", "160", "-o", str(tmp_path / "note10"), "--quiet")
+    assert_one_line_error(result, "already holds lookup tables that do not fit", "width 1.2", "another folder")
+    assert sorted(p.name for p in (tmp_path / "note10").iterdir()) == sorted(
+        f"{r}_lookup_table.yaml" for r in LookupTable.shipped("note10").resolutions)
 
 
 def test_cli_lut_build_bad_input(tmp_path: Path) -> None:
     for args, fragment in (
-        (("--device", "torch"), "cannot do yet"),
+        (("--device", "lut:note10"), "cannot do"),
         (("--resolution", "100"), "resolution 100"),
         (("--width", "0"), "width multiplier must be positive"),
         (("--device", "nope"), "unknown device"),

@@ -14,6 +14,7 @@ from compofa.cli.devices import devices_command
 from compofa.cli.export import export_command
 from compofa.cli.lut import lut_group
 from compofa.cli.profile import profile_command
+from compofa.cli.report import report_command
 from compofa.cli.search import search_command
 from compofa.cli.spaces import space_group, spaces_command
 from compofa.cli.subnet import subnet_group
@@ -37,5 +38,6 @@ main.add_command(profile_command)
 main.add_command(table_group)
 main.add_command(search_command)
 main.add_command(lut_group)
+main.add_command(report_command)
 
 __all__ = ["main"]

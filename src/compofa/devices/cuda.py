@@ -290,7 +290,7 @@ class CudaDevice:
 
     def prepare(self, spec: SubnetSpec) -> CudaSubnet:
         module = self.source.module(spec).to(self.device, self.dtype)
-        shape = (self.settings.batch, 3, spec.resolution, spec.resolution)
+        shape = self.source.input_shape(spec, self.settings.batch)  # a subnet's image, or a layer's input
         image = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
         # cuDNN autotuning picks the fastest convolution algorithms per input
         # shape on the first forward of that shape; the warm-up forward below

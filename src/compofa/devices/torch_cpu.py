@@ -55,7 +55,7 @@ class TorchCpuDevice:
 
     def prepare(self, spec: SubnetSpec) -> TorchSubnet:
         torch.set_num_threads(self.settings.threads)
-        shape = (self.settings.batch, 3, spec.resolution, spec.resolution)
+        shape = self.source.input_shape(spec, self.settings.batch)  # a subnet's image, or a layer's input
         image = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         return TorchSubnet(spec, self.source.module(spec), image)
 

@@ -68,6 +68,39 @@ class Subnet(_Network):
         return self._head(x)
 
 
+class _Pool(nn.Module):
+    """Global average pooling, kept 4-D (the MobileNetV3 head pools before its 1x1 feature mix)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+class _Classify(nn.Module):
+    """The classifier on a pooled (or, ProxylessNAS, first pooled here) feature map."""
+
+    def __init__(self, classifier: Classifier, pool_first: bool) -> None:
+        super().__init__()
+        self.classifier, self.pool_first = classifier, pool_first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_first:
+            x = x.mean((2, 3), keepdim=True)
+        return self.classifier(torch.flatten(x, 1))
+
+
+def layer_modules(subnet: Subnet) -> list[nn.Module]:
+    """`subnet`'s layers in execution order, split as OFA's lookup tables key them (and as
+    `compofa.supernet.onnx_graph.build_layer_model` splits the graph): stem, blocks, final expand,
+    pooling, feature mix, classifier (ProxylessNAS: stem, blocks, feature mix, pooled classifier).
+    Chained, they compute `subnet(x)`."""
+    layers: list[nn.Module] = [subnet.first_conv, *subnet.blocks]
+    if subnet.final_expand_layer is not None:
+        layers.append(subnet.final_expand_layer)
+    if subnet._mix_after_pool:
+        return [*layers, _Pool(), subnet.feature_mix_layer, _Classify(subnet.classifier, pool_first=False)]
+    return [*layers, subnet.feature_mix_layer, _Classify(subnet.classifier, pool_first=True)]
+
+
 class Supernet(_Network):
     """An OFA-style elastic supernet of one family at one width multiplier.
 

@@ -166,5 +166,11 @@ class LayerSource:
     def input_shape(self, layer: Layer, batch: int) -> tuple[int, ...]:
         return layer_input_shape(plan_subnet(layer.spec, self.width), layer.index, batch)
 
+    def module(self, layer: Layer) -> torch.nn.Module:
+        """The layer as a PyTorch module in eval mode (for the torch and cuda backends)."""
+        from compofa.supernet.network import layer_modules
+
+        return layer_modules(self.supernet.subnet(layer.spec).eval())[layer.index]
+
     def describe(self) -> dict[str, Any]:
         return {"layers_of": self.family.name, "width": self.width, "weights": "fresh, seed 0"}

@@ -29,8 +29,9 @@ from compofa.tables.store import EntryKey, LatencyTable
 
 #: The store of a lookup table's measurements, inside its folder.
 STORE_NAME = "layers.db"
-#: Backends that can time a layer alone (they run the ONNX file their source hands them).
-LAYER_DEVICES = ("onnxruntime",)
+#: Backends that can time a layer alone: they run what their source hands them (an ONNX file,
+#: or a PyTorch module, with its input shape), which `LayerSource` hands them for a layer.
+LAYER_DEVICES = ("onnxruntime", "torch", "cuda", "tensorrt")
 
 
 def layer_config(target_ci: float = 0.01, max_rounds: int = 8, round_seconds: float = 0.2) -> ProfileConfig:
@@ -78,16 +79,39 @@ def _reference(layers: list[Layer]) -> Layer:
     return blocks[len(blocks) // 2] if blocks else layers[0]
 
 
+def check_folder(request: LutBuildRequest) -> None:
+    """Refuse to resume into, or overwrite, a folder that holds a lookup table of another family or width."""
+    family = get_space(request.space).family
+    store = request.folder / STORE_NAME
+    if store.exists():
+        with LatencyTable.open(store) as table:
+            held = {(entry.key.space, entry.key.width) for entry in table.entries()}
+        others = sorted(held - {(f"layers/{family.name}", request.width)})
+        if others:
+            space, width = others[0]
+            raise CompofaError(
+                f"{store} holds measurements of {space.removeprefix('layers/')} width {width:g}, not {family.name} "
+                f"width {request.width:g}; build into another folder (-o), or rerun with that space and width to resume"
+            )
+    elif any(request.folder.glob("*_lookup_table.yaml")):
+        try:
+            LookupTable.read(request.folder).predictor(family, request.width)
+        except CompofaError as error:
+            raise CompofaError(f"{request.folder} already holds lookup tables that do not fit: {error}; "
+                               "build into another folder (-o)") from None
+
+
 def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None) -> LutBuildSummary:
     """Measure every distinct layer of the request's space into its folder; rerunning resumes."""
     listener = listener or ProfileListener()
     if request.device not in LAYER_DEVICES:
         raise CompofaError(
-            f"compofa lut build times each layer as its own ONNX model, which the {request.device!r} backend "
-            f"cannot do yet; use --device {' or '.join(LAYER_DEVICES)}"
+            f"compofa lut build times each layer alone, which the {request.device!r} backend cannot do; "
+            f"use --device {', '.join(LAYER_DEVICES)}"
         )
     design = get_space(request.space)
     layers = distinct_layers(request.space, request.width, request.resolutions)
+    check_folder(request)
     store = request.folder / STORE_NAME
     source = LayerSource(design.family, request.width, request.cache_dir)
     device = open_device(request.device, source, request.settings)  # type: ignore[arg-type]

@@ -385,6 +385,15 @@ class LatencyTable:
             for r in rows
         ]
 
+    def round_drifts(self, device_id: int, batch: int, precision: str) -> list[tuple[float, float, bool]]:
+        """Every round of one device setup in time order: when it was timed, its drift factor, if discarded."""
+        rows = self.connection.execute(
+            "SELECT timed_at, drift, discarded IS NOT NULL FROM rounds WHERE device_id = ? AND batch = ?"
+            " AND precision = ? ORDER BY timed_at",
+            (device_id, batch, precision),
+        ).fetchall()
+        return [(float(r[0]), float(r[1]), bool(r[2])) for r in rows]
+
     # -- entries -------------------------------------------------------------------------------------
 
     def put_entry(

@@ -1,0 +1,56 @@
+"""`compofa report`: figures and numbers of latency tables, as one HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from compofa.report import PAGE_NAME, ReportRequest, write_report
+from compofa.space import DEFAULT_SPACE
+
+
+@click.command("report")
+@click.option("--table", "tables", multiple=True, type=click.Path(),
+              help="A measured latency table (repeatable; every device in it is a source).")
+@click.option("--lut", "luts", multiple=True,
+              help="A layer lookup table, note10 or a folder (repeatable; default note10 for MobileNetV3 spaces).")
+@click.option("--no-lut", is_flag=True, help="No lookup table: only the measured tables.")
+@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="The CompOFA space (compared with its OFA space).")
+@click.option("--width", type=float, help="Width multiplier (default: the family's).")
+@click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
+              help="predictor, predictor:PATH or table:PATH (as for search).")
+@click.option("--bucket", "bucket_ms", type=click.FloatRange(min=0, min_open=True),
+              help="Latency bucket width (ms) of the design-space views (default: about six over the range).")
+@click.option("--per-bucket", default=50, show_default=True, type=click.IntRange(min=2),
+              help="Random subnets per bucket and space.")
+@click.option("--generations", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Evolution generations per target of OFA's front on a LUT.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random subnets and the evolution.")
+@click.option("-o", "--output", default="report", show_default=True, type=click.Path(),
+              help="Folder to write the page, figures and report.json into.")
+@click.option("--quiet", is_flag=True, help="No progress messages.")
+def report_command(
+    tables: tuple[str, ...], luts: tuple[str, ...], no_lut: bool, space: str, width: float | None,
+    accuracy_text: str, bucket_ms: float | None, per_bucket: int, generations: int, seed: int, output: str,
+    quiet: bool,
+) -> None:
+    """Pareto fronts, the paper's design-space views, cross-device rank agreement and noise, as OUTPUT/index.html."""
+    from compofa.space import get_space
+
+    if no_lut and luts:
+        raise click.UsageError("--no-lut and --lut contradict each other")
+    if not luts and not no_lut:
+        luts = ("note10",) if get_space(space).family.name == "mobilenetv3" else ()
+    request = ReportRequest(tuple(Path(t) for t in tables), Path(output), luts, space, width, accuracy_text, bucket_ms,
+                            per_bucket, generations, seed)
+    console = Console(stderr=True)
+    if quiet:
+        result = write_report(request)
+    else:
+        with console.status("report") as status:
+            result = write_report(request, lambda step: status.update(f"report: {step}"))
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {Path(output) / PAGE_NAME} and {len(result.files) - 1} other files in {result.seconds:.1f} s")

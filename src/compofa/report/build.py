@@ -1,0 +1,282 @@
+"""Writing a report: every figure as PNG, the figures' numbers as JSON, and one self-contained HTML page.
+
+Inputs are checked before anything is computed or written (a table with too
+few entries, a LUT of another family or width, an unknown accuracy source, no
+matplotlib): a refused report leaves no folder behind. Parts that cannot be
+drawn for one source (no accuracy for OFA subnets from measured accuracy rows,
+say) are left out with a note saying why, and the rest is written. Every file
+is written whole (temporary file, then rename); the page comes last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import numpy as np
+
+from compofa import __version__
+from compofa.errors import CompofaError
+from compofa.fileio import write_bytes_atomic
+from compofa.report import page, plots
+from compofa.report.crossdevice import cross_device
+from compofa.report.design import MIN_BUCKET_SAMPLES, bucket_samples, uniform_grid
+from compofa.report.noise import noise_report
+from compofa.report.pareto import lut_pareto, table_pareto
+from compofa.report.scoring import Scorer
+from compofa.report.series import (
+    LutSeries,
+    ReportError,
+    TableSeries,
+    counterpart,
+    read_lut_series,
+    read_table_series,
+    unique_labels,
+)
+from compofa.search.arrays import ArchBatch
+from compofa.space import get_space
+
+PAGE_NAME = "index.html"
+SUMMARY_NAME = "report.json"
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """What to report on.
+
+    Attributes:
+        tables: measured latency tables (every device and setup in each is a source).
+        output: the folder to write into (created if missing).
+        luts: layer lookup tables (``note10`` or paths): estimators that also
+            give the design-space views, which need any OFA subnet's latency.
+        space: the CompOFA space; its OFA counterpart is compared with it.
+        width: width multiplier (default: the family's).
+        accuracy: accuracy source, as `compofa search --accuracy`.
+        bucket_ms: latency bucket width of the design-space views (default:
+            about six buckets over CompOFA's range; 5 ms on the Note10).
+        per_bucket: random subnets per bucket and space (the paper: 50).
+        generations: evolution generations per target of OFA's front on a LUT.
+        seed: seeds the random samples and the evolution.
+    """
+
+    tables: tuple[Path, ...]
+    output: Path
+    luts: tuple[str, ...] = ("note10",)
+    space: str = "compofa"
+    width: float | None = None
+    accuracy: str = "predictor"
+    bucket_ms: float | None = None
+    per_bucket: int = 50
+    generations: int = 500
+    seed: int = 0
+
+
+@dataclass
+class ReportResult:
+    files: list[Path] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+Progress = Callable[[str], None]
+T = TypeVar("T")
+
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "source"
+
+
+def _check_output(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise ReportError(f"report folder {str(output)!r} is a file; give a folder name such as report/")
+
+
+def _gather(request: ReportRequest) -> tuple[list[TableSeries], list[LutSeries], float]:
+    design = get_space(request.space)
+    width = request.width if request.width is not None else design.family.default_width
+    design.family.check_width(width)
+    spaces = tuple(s for s in (request.space, counterpart(request.space)) if s)
+    tables = [s for path in request.tables for s in read_table_series(path, spaces, width)]
+    luts = [read_lut_series(source, request.space, width) for source in request.luts]
+    if not tables and not luts:
+        raise ReportError("nothing to report on: give a measured table (--table PATH) or a LUT (--lut note10)")
+    return tables, luts, width
+
+
+class _Builder:
+    """The report in the making: the request's sources, the figures drawn so far and their numbers."""
+
+    def __init__(self, request: ReportRequest, tables: list[TableSeries], luts: list[LutSeries], width: float,
+                 say: Progress) -> None:
+        self.labels = unique_labels([s.label for s in [*tables, *luts]])
+        tables = [dataclasses.replace(s, label=label) for s, label in zip(tables, self.labels)]
+        for lut, label in zip(luts, self.labels[len(tables):]):
+            lut.label = label
+        self.request, self.tables, self.luts, self.width, self.say = request, tables, luts, width, say
+        self.scorer = Scorer(request.accuracy, width)
+        self.scorer.source(request.space)  # an unusable accuracy source is refused now, not noted per figure
+        self.ofa_space = counterpart(request.space)
+        self.spaces = tuple(s for s in (request.space, self.ofa_space) if s)
+        self.rng = np.random.default_rng(request.seed)
+        self.files: dict[str, bytes] = {}
+        self.summary: dict[str, Any] = {"pareto": [], "grid": [], "buckets": [], "cross_device": None, "noise": []}
+
+    def figure(self, section: page.Section, name: str, figure: Any, caption: str) -> None:
+        data = plots.png(figure)
+        self.files[name] = data
+        section.figures.append(page.Figure(name, data, caption))
+
+    @staticmethod
+    def attempt(section: page.Section, label: str, work: Callable[[], T]) -> T | None:
+        """Run one part for one source; if that source cannot give it, say why and go on (None)."""
+        try:
+            return work()
+        except CompofaError as error:
+            section.notes.append(f"{label}: left out: {error}")
+            return None
+
+    # -- sections -------------------------------------------------------------------------------
+
+    def fronts_and_views(self) -> tuple[page.Section, page.Section]:
+        fronts = page.Section("Pareto fronts", "Accuracy against latency of every subnet a source answers for, and "
+                              "the front of subnets no other subnet beats (faster and more accurate). Accuracy: "
+                              f"{self.scorer.describe()}.")
+        views = page.Section("Design space", "The paper's views of the two spaces on each lookup table: accuracy and "
+                             "latency of uniform depth and expand ratio (Figure 2), and random subnets per latency "
+                             "bucket (Figures 4 and 5): how much of each space is accurate.")
+        # each part runs at once (attempt calls it), so the loop variables are the current ones
+        for series, label in zip(self.tables, self.labels):
+            self.say(f"Pareto front of {label}")
+            self.attempt(fronts, label, lambda: self._table_front(fronts, series, label))
+        for lut, label in zip(self.luts, self.labels[len(self.tables):]):
+            samples = None
+            if self.ofa_space is not None:
+                self.say(f"design-space views on {label}")
+                samples = self.attempt(views, label, lambda: self._views(views, lut, label))
+            self.say(f"Pareto fronts on {label} (evolution for {self.ofa_space})")
+            self.attempt(fronts, label, lambda: self._lut_front(fronts, lut, label, samples))
+        return fronts, views
+
+    def _table_front(self, section: page.Section, series: TableSeries, label: str) -> None:
+        panel = table_pareto(series, self.spaces, self.scorer)
+        self.summary["pareto"].append(panel.summary())
+        self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto front, {label}")
+        if self.ofa_space and not series.of_space(self.ofa_space):
+            section.notes.append(f"{label}: no {self.ofa_space} subnets measured, so only {self.request.space} is drawn")
+
+    def _lut_front(self, section: page.Section, series: LutSeries, label: str, samples: ArchBatch | None) -> None:
+        request = self.request
+        panel = lut_pareto(series, request.space, self.ofa_space, self.scorer, samples, request.seed,
+                           request.generations)
+        self.summary["pareto"].append(panel.summary())
+        self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto fronts, {label}")
+
+    def _views(self, section: page.Section, series: LutSeries, label: str) -> ArchBatch | None:
+        """Figures 2, 4 and 5 on one LUT; returns the random OFA subnets drawn (the Pareto plot's cloud)."""
+        request, ofa_space = self.request, self.ofa_space
+        assert ofa_space is not None
+        grid = uniform_grid(series, request.space, ofa_space, self.scorer)
+        self.summary["grid"].append(grid.summary())
+        self.figure(section, f"uniform-grid-{_slug(label)}.png", plots.grid_figure(grid),
+                    f"Uniform depth x expand ratio, {label} (Figure 2)")
+        buckets, samples = bucket_samples(series, request.space, ofa_space, self.scorer, request.bucket_ms,
+                                          request.per_bucket, self.rng)
+        self.summary["buckets"].append(buckets.summary())
+        for low, a, b in buckets.left_out:
+            section.notes.append(f"{label}: bucket {low:g}-{low + buckets.width_ms:g} ms left out: {a} "
+                                 f"{request.space} and {b} {ofa_space} subnets (at least {MIN_BUCKET_SAMPLES} of "
+                                 "each are needed)")
+        if buckets.rows:
+            self.figure(section, f"bucket-cdf-{_slug(label)}.png", plots.cdf_figure(buckets),
+                        f"Accuracy CDF per latency bucket, {label} (Figure 4)")
+            self.figure(section, f"bucket-mean-{_slug(label)}.png", plots.mean_figure(buckets),
+                        f"Mean accuracy per latency bucket, {label} (Figure 5)")
+        return samples
+
+    def across_devices(self) -> page.Section:
+        section = page.Section("Across devices", "Kendall rank correlation of subnet latency between every pair of "
+                               f"sources, over the {self.request.space} subnets both answer for: near 1, a table from "
+                               "one source picks nearly the same subnets as the other's; lower, profile the new device.")
+        sources: list[TableSeries | LutSeries] = [*self.tables, *self.luts]
+        if len(sources) < 2:
+            section.notes.append("one latency source only: give another --table (or --lut) to compare devices")
+            return section
+        self.say("rank correlation across sources")
+        result = self.attempt(section, "comparison", lambda: cross_device(sources, self.labels, self.request.space))
+        if result is None:
+            return section
+        self.summary["cross_device"] = result.summary()
+        self.figure(section, "rank-correlation.png", plots.correlation_figure(result), "Kendall tau between sources")
+        if result.scatters:
+            self.figure(section, "latency-scatter.png", plots.scatter_figure(result.scatters),
+                        "Latency on one source against another")
+        return section
+
+    def noise(self) -> page.Section:
+        section = page.Section("Noise", "Per measured table: the 95% confidence interval of each entry relative to "
+                               "its median, entries the profiler could not make stable, and the drift of the "
+                               "machine's speed per round (discarded rounds were measured again).")
+        for series, label in zip(self.tables, self.labels):
+            self.say(f"noise of {label}")
+            report = noise_report(series)
+            self.summary["noise"].append(report.summary())
+            self.figure(section, f"noise-{_slug(label)}.png", plots.noise_figure(report), f"Noise, {label}")
+            if report.unstable:
+                section.tables.append(page.Table(
+                    ("unstable entry", "median ms", "CI half-width", "warnings"),
+                    [(s, f"{m:.3f}", f"{c:.1%}", "; ".join(w)) for s, m, c, w in report.unstable]))
+        return section
+
+
+def write_report(request: ReportRequest, progress: Progress | None = None) -> ReportResult:
+    """Compute, draw and write every part of the report for `request` (see the module docstring)."""
+    start = time.perf_counter()
+    plots.require_matplotlib()
+    _check_output(request.output)
+    if request.per_bucket < 2:
+        raise ReportError(f"per_bucket must be at least 2 to draw a distribution, got {request.per_bucket}")
+    tables, luts, width = _gather(request)
+    builder = _Builder(request, tables, luts, width, progress or (lambda _: None))
+    fronts, views = builder.fronts_and_views()
+    sections = [fronts, *([views] if luts else []), builder.across_devices(), *([builder.noise()] if tables else [])]
+    notes = [note for section in sections for note in section.notes]
+    builder.summary.update(_header(request, builder.labels, width, notes))
+    builder.say("writing")
+    return _write(request.output, builder.files, builder.summary, sections, notes, start)
+
+
+def _header(request: ReportRequest, labels: Sequence[str], width: float, notes: list[str]) -> dict[str, Any]:
+    return {"compofa_version": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "space": request.space, "width": width, "accuracy": request.accuracy, "sources": list(labels),
+            "tables": [str(p) for p in request.tables], "luts": list(request.luts), "seed": request.seed,
+            "notes": notes}
+
+
+def _write(output: Path, files: dict[str, bytes], summary: dict[str, Any], sections: list[page.Section],
+           notes: list[str], start: float) -> ReportResult:
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in files.items():
+        write_bytes_atomic(output / name, data, durable=False)
+        written.append(output / name)
+    summary["files"] = sorted(files)
+    write_bytes_atomic(output / SUMMARY_NAME, (json.dumps(summary, indent=1, default=_plain) + "\n").encode())
+    meta = [f"compofa {__version__}, {summary['created_at']}; space {summary['space']} w{summary['width']:g}; "
+            f"sources: {', '.join(summary['sources'])}"]
+    write_bytes_atomic(output / PAGE_NAME, page.render("compofa report", meta, sections).encode())
+    written += [output / SUMMARY_NAME, output / PAGE_NAME]
+    return ReportResult(written, summary, notes, time.perf_counter() - start)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to the report summary")

@@ -1,0 +1,153 @@
+"""Accuracy against latency per latency source: the clouds of subnets and their Pareto fronts.
+
+A measured table gives the subnets it holds (every CompOFA subnet, and OFA
+subnets if some were measured). A LUT answers for any subnet, so CompOFA's
+front is exact (every subnet at every search resolution) and OFA's, whose
+space cannot be enumerated, is the evolutionary search's best subnet at ten
+targets spread over CompOFA's latency range, as a user would find it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from compofa.search.arrays import ArchBatch, enumerate_batch
+from compofa.search.evolution import EvolutionConfig
+from compofa.search.exhaustive import pareto_front
+from compofa.search.run import SearchRequest, search
+from compofa.report.scoring import Scorer
+from compofa.report.series import LutSeries, ReportError, TableSeries, specs_batch
+from compofa.search.results import TargetResult
+from compofa.search.targets import InfeasibleTargetError
+from compofa.space import get_space
+
+#: Evolution targets per OFA front, evenly spread over CompOFA's latency range.
+FRONT_TARGETS = 10
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """Subnets of one space with latency (ms) and accuracy; `front` indexes the Pareto front by latency."""
+
+    space: str
+    method: str
+    latency: np.ndarray
+    accuracy: np.ndarray
+    specs: tuple[str, ...]
+    front: np.ndarray
+    show_points: bool = True
+
+    def front_points(self) -> list[dict[str, float | str]]:
+        return [{"spec": self.specs[i], "latency_ms": float(self.latency[i]), "accuracy": float(self.accuracy[i])}
+                for i in self.front]
+
+    def best_under(self, limit_ms: float) -> float:
+        """The highest accuracy among subnets no slower than `limit_ms` (nan if none)."""
+        fits = self.latency <= limit_ms
+        return float(self.accuracy[fits].max()) if fits.any() else float("nan")
+
+
+@dataclass(frozen=True)
+class ParetoPanel:
+    series: str
+    clouds: tuple[Cloud, ...]
+
+    def summary(self) -> dict[str, object]:
+        clouds = {}
+        for cloud in self.clouds:
+            clouds[cloud.space] = {
+                "method": cloud.method, "subnets": len(cloud.specs), "front": cloud.front_points(),
+                "fastest_ms": float(cloud.latency.min()), "slowest_ms": float(cloud.latency.max()),
+                "best_accuracy": float(cloud.accuracy.max()),
+            }
+        return {"series": self.series, "spaces": clouds, "gaps": self.gaps()}
+
+    def gaps(self) -> list[dict[str, float]]:
+        """At each point of the OFA front: OFA's accuracy and CompOFA's best no slower (when both exist)."""
+        if len(self.clouds) < 2:
+            return []
+        coupled, free = self.clouds[0], self.clouds[1]
+        rows = []
+        for point in free.front_points():
+            latency = float(point["latency_ms"])
+            rows.append({"latency_ms": latency, "ofa": float(point["accuracy"]),
+                         "compofa": coupled.best_under(latency)})
+        return rows
+
+
+def _cloud(space: str, method: str, batch: ArchBatch, latency: np.ndarray, accuracy: np.ndarray,
+           show_points: bool = True) -> Cloud:
+    return Cloud(space, method, latency, accuracy, tuple(str(s) for s in batch.specs()),
+                 pareto_front(accuracy, latency), show_points)
+
+
+def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -> ParetoPanel:
+    """Every measured subnet of each space in `spaces` the table holds."""
+    clouds = []
+    for space in spaces:
+        entries = series.of_space(space)
+        if not entries:
+            continue
+        batch = specs_batch(space, [e.key.spec for e in entries])
+        latency = np.array([e.median_ms for e in entries])
+        resolutions = sorted({e.key.resolution for e in entries})
+        method = f"{len(entries)} subnets measured at {', '.join(map(str, resolutions))} px"
+        clouds.append(_cloud(space, method, batch, latency, scorer.accuracy(batch)))
+    return ParetoPanel(series.label, tuple(clouds))
+
+
+def lut_pareto(
+    series: LutSeries, space: str, ofa_space: str | None, scorer: Scorer, samples: ArchBatch | None,
+    seed: int, generations: int,
+) -> ParetoPanel:
+    """CompOFA exact at the space's search resolutions the LUT covers; OFA by evolution at `FRONT_TARGETS` targets.
+
+    `samples` (random OFA subnets) are drawn as OFA's cloud behind its front.
+    """
+    resolutions = tuple(r for r in get_space(space).search_resolutions if r in series.resolutions(space))
+    batch = enumerate_batch(space, resolutions or series.resolutions(space))
+    latency = series.latency(batch)
+    coupled = _cloud(space, f"all {len(batch)} subnets at {_describe(resolutions)}", batch, latency,
+                     scorer.accuracy(batch))
+    clouds = [coupled]
+    if ofa_space is not None:
+        clouds.append(_searched_front(series, ofa_space, resolutions, latency, scorer, samples, seed, generations))
+    return ParetoPanel(series.label, tuple(clouds))
+
+
+def _searched_front(
+    series: LutSeries, ofa_space: str, resolutions: tuple[int, ...], coupled_latency: np.ndarray, scorer: Scorer,
+    samples: ArchBatch | None, seed: int, generations: int,
+) -> Cloud:
+    """OFA's best subnets found by evolution at targets over CompOFA's range (its lowest tenth left out:
+    there, almost no random OFA subnet fits, and evolution cannot start)."""
+    low, high = float(coupled_latency.min()), float(coupled_latency.max())
+    found: list[TargetResult] = []
+    for target in np.linspace(low + 0.1 * (high - low), high, FRONT_TARGETS):
+        request = SearchRequest(ofa_space, series.width, (float(target),), resolutions, "evolution", seed=seed,
+                                evolution=EvolutionConfig(generations=generations, max_rejections=200_000))
+        try:
+            found.extend(search(request, scorer.source(ofa_space), series.model(ofa_space)).results)
+        except InfeasibleTargetError:
+            continue
+    method = f"evolution ({generations} generations), best at {len(found)} targets"
+    if not found:
+        raise ReportError(f"evolution found no {ofa_space} subnet within {series.label}'s {low:.3g}-{high:.3g} ms")
+    batch = ArchBatch.from_specs([r.spec for r in found])
+    latency = np.array([r.latency_ms for r in found])
+    accuracy = np.array([r.accuracy for r in found])
+    front = pareto_front(accuracy, latency)
+    if samples is None or not len(samples):
+        return Cloud(ofa_space, method, latency, accuracy, tuple(str(s) for s in batch.specs()), front, False)
+    # the random samples are drawn as the cloud; the front stays the searched one (its rows come first)
+    both = ArchBatch.concatenate([batch, samples])
+    return Cloud(ofa_space, method + f"; {len(samples)} random subnets", np.concatenate([latency, series.latency(samples)]),
+                 np.concatenate([accuracy, scorer.accuracy(samples)]), tuple(str(s) for s in both.specs()), front)
+
+
+def _describe(resolutions: tuple[int, ...]) -> str:
+    if len(resolutions) > 3:
+        return f"{len(resolutions)} resolutions ({resolutions[0]}-{resolutions[-1]} px)"
+    return ", ".join(map(str, resolutions)) + " px"
