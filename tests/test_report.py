@@ -213,3 +213,19 @@ def test_missing_matplotlib_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
                           "pip install 'compofa[report]'")
     with pytest.raises(ReportError, match="matplotlib"):
         write_report(ReportRequest((table,), tmp_path / "r2"))
+
+
+def test_a_lut_of_the_compofa_layers_alone_still_gives_compofa_s_front(tmp_path: Path) -> None:
+    """A LUT built for `compofa` lacks most OFA layers: OFA's parts are left out with a note, the rest stays."""
+    from compofa.devices.lut import LayerTable, write_lut
+    from compofa.tables.layers import distinct_layers
+
+    note10 = LookupTable.shipped("note10").layer_table(160)
+    keys = {layer.key for layer in distinct_layers("compofa", 1.2, [160])}
+    write_lut([LayerTable(160, {k: v for k, v in note10.entries.items() if k in keys})], tmp_path / "lut")
+    result = write_report(ReportRequest((), tmp_path / "r", luts=(str(tmp_path / "lut"),), **QUICK))  # type: ignore[arg-type]
+    (panel,) = result.summary["pareto"]
+    assert list(panel["spaces"]) == ["compofa"] and panel["spaces"]["compofa"]["subnets"] == 243
+    assert result.summary["grid"] == [] and result.summary["buckets"] == []
+    assert any("ofa-mbv3 front: left out" in note and "has no entry" in note for note in result.notes)
+    assert any("views with ofa-mbv3: left out" in note for note in result.notes)

@@ -27,7 +27,7 @@ from compofa.report import page, plots
 from compofa.report.crossdevice import cross_device
 from compofa.report.design import MIN_BUCKET_SAMPLES, bucket_samples, uniform_grid
 from compofa.report.noise import noise_report
-from compofa.report.pareto import lut_pareto, table_pareto
+from compofa.report.pareto import ParetoPanel, exact_cloud, searched_cloud, table_pareto
 from compofa.report.scoring import Scorer
 from compofa.report.series import (
     LutSeries,
@@ -114,7 +114,7 @@ class _Builder:
 
     def __init__(self, request: ReportRequest, tables: list[TableSeries], luts: list[LutSeries], width: float,
                  say: Progress) -> None:
-        self.labels = unique_labels([s.label for s in [*tables, *luts]])
+        self.labels = unique_labels([table.label for table in tables] + [lut.label for lut in luts])
         tables = [dataclasses.replace(s, label=label) for s, label in zip(tables, self.labels)]
         for lut, label in zip(luts, self.labels[len(tables):]):
             lut.label = label
@@ -158,7 +158,7 @@ class _Builder:
             samples = None
             if self.ofa_space is not None:
                 self.say(f"design-space views on {label}")
-                samples = self.attempt(views, label, lambda: self._views(views, lut, label))
+                samples = self.attempt(views, f"{label}: views with {self.ofa_space}", lambda: self._views(views, lut, label))
             self.say(f"Pareto fronts on {label} (evolution for {self.ofa_space})")
             self.attempt(fronts, label, lambda: self._lut_front(fronts, lut, label, samples))
         return fronts, views
@@ -171,9 +171,13 @@ class _Builder:
             section.notes.append(f"{label}: no {self.ofa_space} subnets measured, so only {self.request.space} is drawn")
 
     def _lut_front(self, section: page.Section, series: LutSeries, label: str, samples: ArchBatch | None) -> None:
-        request = self.request
-        panel = lut_pareto(series, request.space, self.ofa_space, self.scorer, samples, request.seed,
-                           request.generations)
+        request, ofa_space = self.request, self.ofa_space
+        clouds = [exact_cloud(series, request.space, self.scorer)]
+        if ofa_space is not None:  # a LUT built for the CompOFA space alone still gives CompOFA's front
+            searched = self.attempt(section, f"{label}: {ofa_space} front", lambda: searched_cloud(
+                series, ofa_space, clouds[0], self.scorer, samples, request.seed, request.generations))
+            clouds += [searched] if searched is not None else []
+        panel = ParetoPanel(label, tuple(clouds))
         self.summary["pareto"].append(panel.summary())
         self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto fronts, {label}")
 

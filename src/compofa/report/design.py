@@ -145,13 +145,15 @@ def bucket_samples(
         bucket = np.floor(series.latency(draw) / width).astype(np.int64)
         for b in picked_free:
             need = per_bucket - counts[b]
-            rows = np.flatnonzero(bucket == b)[:need]
-            if need > 0 and len(rows):
-                picked_free[b].append(draw.take(rows))
-                counts[b] += len(rows)
+            in_bucket = np.flatnonzero(bucket == b)[:need]
+            if need > 0 and len(in_bucket):
+                picked_free[b].append(draw.take(in_bucket))
+                counts[b] += len(in_bucket)
         if all(count >= per_bucket for count in counts.values()):
             break
-    rows, left_out, drawn = [], [], []
+    rows: list[tuple[BucketSample, BucketSample]] = []
+    left_out: list[tuple[float, int, int]] = []
+    drawn: list[ArchBatch] = []
     for b in picked_free:
         low, high = b * width, (b + 1) * width
         free = ArchBatch.concatenate(picked_free[b]) if picked_free[b] else None

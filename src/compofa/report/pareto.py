@@ -98,23 +98,27 @@ def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -
     return ParetoPanel(series.label, tuple(clouds))
 
 
-def lut_pareto(
-    series: LutSeries, space: str, ofa_space: str | None, scorer: Scorer, samples: ArchBatch | None,
-    seed: int, generations: int,
-) -> ParetoPanel:
-    """CompOFA exact at the space's search resolutions the LUT covers; OFA by evolution at `FRONT_TARGETS` targets.
+def exact_cloud(series: LutSeries, space: str, scorer: Scorer) -> Cloud:
+    """Every subnet of enumerable `space` at its search resolutions the LUT covers."""
+    resolutions = _lut_resolutions(series, space)
+    batch = enumerate_batch(space, resolutions)
+    return _cloud(space, f"all {len(batch)} subnets at {_describe(resolutions)}", batch, series.latency(batch),
+                  scorer.accuracy(batch))
 
-    `samples` (random OFA subnets) are drawn as OFA's cloud behind its front.
-    """
-    resolutions = tuple(r for r in get_space(space).search_resolutions if r in series.resolutions(space))
-    batch = enumerate_batch(space, resolutions or series.resolutions(space))
-    latency = series.latency(batch)
-    coupled = _cloud(space, f"all {len(batch)} subnets at {_describe(resolutions)}", batch, latency,
-                     scorer.accuracy(batch))
-    clouds = [coupled]
-    if ofa_space is not None:
-        clouds.append(_searched_front(series, ofa_space, resolutions, latency, scorer, samples, seed, generations))
-    return ParetoPanel(series.label, tuple(clouds))
+
+def _lut_resolutions(series: LutSeries, space: str) -> tuple[int, ...]:
+    covered = series.resolutions(space)
+    return tuple(r for r in get_space(space).search_resolutions if r in covered) or covered
+
+
+def searched_cloud(
+    series: LutSeries, ofa_space: str, coupled: Cloud, scorer: Scorer, samples: ArchBatch | None, seed: int,
+    generations: int,
+) -> Cloud:
+    """OFA's front by evolution at `FRONT_TARGETS` targets over `coupled`'s latency range; `samples`
+    (random OFA subnets), where given, are drawn as its cloud."""
+    return _searched_front(series, ofa_space, _lut_resolutions(series, coupled.space), coupled.latency, scorer,
+                           samples, seed, generations)
 
 
 def _searched_front(

@@ -180,10 +180,11 @@ def noise_figure(noise: NoiseReport) -> Figure:
     left.set_title(f"{len(noise.relative_ci)} entries, {noise.unstable_count} unstable", fontsize=10)
     right = figure.add_subplot(1, 2, 2)
     kept = ~noise.discarded
-    right.scatter(noise.hours[kept], noise.drift[kept], s=4, alpha=0.5, linewidths=0, label="round")
-    if noise.discarded.any():
-        right.scatter(noise.hours[noise.discarded], noise.drift[noise.discarded], s=10, color="red",
-                      label="discarded (moved within the round)")
+    if noise.discarded.any():  # drawn first, faint: the kept rounds are what the entries rest on
+        right.scatter(noise.hours[noise.discarded], noise.drift[noise.discarded], s=6, color="red", alpha=0.3,
+                      linewidths=0, label="discarded (moved within the round)")
+    right.scatter(noise.hours[kept], noise.drift[kept], s=6, alpha=0.7, linewidths=0, color=COLOURS[0],
+                  label="round used")
     right.axhline(1.0, color="grey", linewidth=1)
     right.set_xlabel("hours since the first round")
     right.set_ylabel("drift (reference / baseline)")
