@@ -431,3 +431,29 @@ def test_tensorrt_engine_cache_fp16(tmp_path: Path, small_spec: Any, monkeypatch
     assert device.builds == 1 and device.engine_cache_hits == 1
     assert device.timing_cache_path is not None and device.timing_cache_path.is_file()
     assert device.fingerprint()["precision"] == "fp16"
+
+
+def _time_every_layer(device_name: str, tmp_path: Path, precision: str = "fp32") -> None:
+    """Every distinct compofa layer at 160, as `compofa lut build` hands them to the device."""
+    from compofa.space import get_space as space_of
+    from compofa.tables.layers import LayerSource, distinct_layers
+
+    source = LayerSource(space_of("compofa").family, 1.2, tmp_path)
+    device = open_device(device_name, source, Settings(batch=SMALL_BATCH, precision=precision))  # type: ignore[arg-type]
+    try:
+        for layer in distinct_layers("compofa", 1.2, [160]):
+            handle = device.prepare(layer)  # type: ignore[arg-type]
+            _check_samples(device.time(handle, 3), 3)
+            handle.close()
+    finally:
+        device.close()
+
+
+@needs_gpu
+def test_cuda_times_every_layer_of_a_lut(tmp_path: Path) -> None:
+    _time_every_layer("cuda", tmp_path)
+
+
+@needs_tensorrt
+def test_tensorrt_times_every_layer_of_a_lut(tmp_path: Path) -> None:
+    _time_every_layer("tensorrt", tmp_path, "fp16")
