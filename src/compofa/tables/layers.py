@@ -140,6 +140,7 @@ class LayerSource:
     width: float
     cache_dir: str | os.PathLike[str] | None = None
     _supernet: Supernet | None = field(default=None, init=False, repr=False)
+    _modules: dict[Layer, torch.nn.Module] = field(default_factory=dict, init=False, repr=False)
 
     output_name = LAYER_OUTPUT_NAME
 
@@ -167,10 +168,15 @@ class LayerSource:
         return layer_input_shape(plan_subnet(layer.spec, self.width), layer.index, batch)
 
     def module(self, layer: Layer) -> torch.nn.Module:
-        """The layer as a PyTorch module in eval mode (for the torch and cuda backends)."""
+        """The layer as a PyTorch module in eval mode (for the torch and cuda backends).
+
+        Kept once extracted: every round asks again, and extracting means copying a whole
+        subnet's weights; the layers of a space together weigh about one subnet."""
         from compofa.supernet.network import layer_modules
 
-        return layer_modules(self.supernet.subnet(layer.spec).eval())[layer.index]
+        if layer not in self._modules:
+            self._modules[layer] = layer_modules(self.supernet.subnet(layer.spec).eval())[layer.index]
+        return self._modules[layer]
 
     def describe(self) -> dict[str, Any]:
         return {"layers_of": self.family.name, "width": self.width, "weights": "fresh, seed 0"}
