@@ -1,0 +1,224 @@
+"""Running one training phase: epochs of steps, a checkpoint and a log row after every epoch, exact resume.
+
+The checkpoint (``OUTPUT/checkpoint.pt``) is a compofa supernet checkpoint
+(`compofa.supernet.load_supernet` reads it, so every command that takes
+``--checkpoint`` does) with the training state beside the weights: the phase,
+epochs done, optimizer, the torch random state and the log. It is written to a
+temporary file and renamed, so an interruption or a full disk leaves the
+previous epoch's checkpoint valid; rerunning the same command continues after
+the last finished epoch. Which subnets, resolution and image order a step uses
+follow from (seed, epoch, step), so a resumed run trains what the uninterrupted
+one would have.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from compofa.errors import CompofaError
+from compofa.fileio import write_bytes_atomic
+from compofa.space import Family, get_space, list_spaces
+from compofa.supernet.checkpoint import load_state, read_checkpoint, save_checkpoint
+from compofa.supernet.network import Supernet
+from compofa.supernet.train.data import check_dataset, image_folder, train_transform
+from compofa.supernet.train.optim import build_optimizer, learning_rate, set_learning_rate
+from compofa.supernet.train.phases import Phase
+from compofa.supernet.train.sampling import PhaseSampler
+from compofa.supernet.train.step import StepLosses, resize_batch, train_step
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "log.csv"
+LOG_FIELDS = ("epoch", "lr", "loss", "cross_entropy", "distillation", "top1", "images", "seconds", "images_per_s")
+
+
+class TrainError(CompofaError):
+    """A training run that cannot start or continue as asked."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """One phase to run.
+
+    Attributes:
+        phase: what to train.
+        data: dataset folder (ImageFolder layout, see `compofa.supernet.train.data`).
+        output: the run's folder: checkpoint and log (a rerun resumes from it).
+        width: width multiplier (default: the family's).
+        kernel_transform: OFA's learned kernel transform (default: the phase space's).
+        batch_size: images per step.
+        workers: data-loading processes.
+        seed: seeds the weights of a fresh supernet, the data order and every draw.
+        init: a checkpoint to start from (the previous phase's); None starts fresh.
+        teacher: the checkpoint whose full network is distilled from (default: `init`).
+        device: where to train ("cpu", "cuda", "cuda:1").
+        max_steps: steps per epoch at most (a quick try); None: the whole training set.
+    """
+
+    phase: Phase
+    data: Path
+    output: Path
+    width: float | None = None
+    kernel_transform: bool | None = None
+    batch_size: int = 64
+    workers: int = 2
+    seed: int = 0
+    init: Path | None = None
+    teacher: Path | None = None
+    device: str = "cpu"
+    max_steps: int | None = None
+
+
+@dataclass
+class PhaseResult:
+    epochs_done: int
+    resumed_from: int
+    log: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+StepListener = Callable[[int, int, StepLosses], None]  # epoch, step, losses
+
+
+def full_network_space(family: Family) -> str:
+    """The unconstrained space of `family`, whose largest subnet is the full network (the teacher)."""
+    spaces = [s for s in list_spaces() if s.family == family]
+    return max(spaces, key=lambda s: s.cardinality).name
+
+
+def _fresh_supernet(request: TrainRequest, width: float) -> Supernet:
+    torch.manual_seed(request.seed)
+    design = get_space(request.phase.space)
+    transform = design.kernel_transform if request.kernel_transform is None else request.kernel_transform
+    return Supernet(design.family, width, transform)
+
+
+def _teacher(request: TrainRequest, supernet: Supernet) -> nn.Module | None:
+    if request.phase.distill <= 0:
+        return None
+    source = request.teacher or request.init
+    if source is None:
+        raise TrainError(f"phase {request.phase.name!r} distills from the full network: give the teacher's "
+                         "checkpoint (--teacher), or --init to start from it")
+    teacher = Supernet(supernet.family, supernet.width, supernet.kernel_transform)
+    load_state(teacher, read_checkpoint(source)[0])
+    full = get_space(full_network_space(supernet.family)).largest(max(request.phase.resolutions))
+    module = teacher.subnet(full).eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module
+
+
+def _resume_state(path: Path, phase: Phase) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a bad file
+        raise TrainError(f"cannot resume from {path}: unreadable ({type(error).__name__}); move it away to start over") \
+            from None
+    state = content.get("training") if isinstance(content, dict) else None
+    if not isinstance(state, dict) or "epochs_done" not in state:
+        raise TrainError(f"{path} is not a training checkpoint; give another --output folder")
+    if state.get("phase") != phase.to_dict():
+        raise TrainError(f"{path} belongs to phase {state.get('phase', {}).get('name')!r} with other settings; "
+                         "give another --output folder for this phase")
+    return state
+
+
+def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> PhaseResult:
+    """Run `request.phase` to its last epoch, resuming from the output folder's checkpoint if there is one."""
+    phase = request.phase
+    check_dataset(request.data)
+    design = get_space(phase.space)
+    width = request.width if request.width is not None else design.family.default_width
+    design.family.check_width(width)
+    if request.batch_size < 1:
+        raise TrainError(f"batch size must be at least 1, got {request.batch_size}")
+    checkpoint = request.output / CHECKPOINT_NAME
+    state = _resume_state(checkpoint, phase)
+    supernet = _fresh_supernet(request, width)
+    if state is not None:
+        load_state(supernet, read_checkpoint(checkpoint)[0])
+    elif request.init is not None:
+        load_state(supernet, read_checkpoint(request.init)[0])
+    teacher = _teacher(request, supernet)
+    device = torch.device(request.device)
+    supernet.to(device)
+    if teacher is not None:
+        teacher.to(device)
+    optimizer = build_optimizer(supernet, phase, request.batch_size)
+    log: list[dict[str, float]] = []
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        log, start = list(state["log"]), int(state["epochs_done"])
+    elif phase.sort_channels:
+        supernet.sort_middle_channels()
+    dataset = image_folder(request.data, "train", train_transform(max(phase.resolutions)))
+    steps = len(dataset) // request.batch_size
+    if steps == 0:
+        raise TrainError(f"the training set has {len(dataset)} images, fewer than one batch of {request.batch_size}")
+    steps = min(steps, request.max_steps or steps)
+    request.output.mkdir(parents=True, exist_ok=True)
+    sampler = PhaseSampler(phase)
+    for epoch in range(start, phase.epochs):
+        row = _epoch(request, supernet, teacher, optimizer, sampler, dataset, epoch, steps, device, on_step)
+        log.append(row)
+        _save(request, supernet, optimizer, epoch + 1, log)
+    return PhaseResult(phase.epochs, start, log, checkpoint)
+
+
+def _epoch(
+    request: TrainRequest, supernet: Supernet, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
+    sampler: PhaseSampler, dataset: Any, epoch: int, steps: int, device: torch.device,
+    on_step: StepListener | None,
+) -> dict[str, float]:
+    phase = request.phase
+    order = torch.Generator().manual_seed(request.seed * 100_003 + epoch)  # the same order on a resumed run
+    loader = torch.utils.data.DataLoader(dataset, batch_size=request.batch_size, drop_last=True,
+                                         sampler=torch.utils.data.RandomSampler(dataset, generator=order),
+                                         num_workers=request.workers, persistent_workers=False)
+    supernet.train()
+    sums = [0.0, 0.0, 0.0, 0.0]
+    began = time.perf_counter()
+    rate = 0.0
+    for step, (images, labels) in enumerate(loader):
+        if step >= steps:
+            break
+        resolution, specs = sampler.draw_step(request.seed, epoch, step)
+        rate = learning_rate(phase, request.batch_size, epoch * steps + step, steps)
+        set_learning_rate(optimizer, rate)
+        images = resize_batch(images.to(device, non_blocking=True), resolution)
+        losses = train_step(supernet, supernet, optimizer, images, labels.to(device), specs, phase.label_smoothing,
+                            phase.distill, teacher)
+        for index, value in enumerate((losses.loss, losses.cross_entropy, losses.distillation, losses.top1)):
+            sums[index] += value
+        if on_step is not None:
+            on_step(epoch, step, losses)
+    seconds = time.perf_counter() - began
+    images_seen = steps * request.batch_size
+    return {"epoch": epoch + 1, "lr": rate, "loss": sums[0] / steps, "cross_entropy": sums[1] / steps,
+            "distillation": sums[2] / steps, "top1": sums[3] / steps, "images": images_seen,
+            "seconds": seconds, "images_per_s": images_seen / seconds if seconds > 0 else 0.0}
+
+
+def _save(request: TrainRequest, supernet: Supernet, optimizer: torch.optim.Optimizer, epochs_done: int,
+          log: list[dict[str, float]]) -> None:
+    training = {"phase": request.phase.to_dict(), "epochs_done": epochs_done, "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "log": log, "seed": request.seed}
+    save_checkpoint(supernet, request.output / CHECKPOINT_NAME, {"training": training})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(log)
+    write_bytes_atomic(request.output / LOG_NAME, text.getvalue().encode())
+

@@ -1,0 +1,75 @@
+"""A training phase end to end on the digits dataset: teacher, then compound, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from compofa.supernet import load_supernet
+from compofa.supernet.train import preset
+from compofa.supernet.train.data import write_digits
+from compofa.supernet.train.loop import CHECKPOINT_NAME, LOG_NAME, TrainError, TrainRequest, train_phase
+
+
+def small(phase_index: int, **changes: object):  # type: ignore[no-untyped-def]
+    phase = preset("compofa")[phase_index]
+    settings = {"epochs": 2, "warmup_epochs": min(phase.warmup_epochs, 1), "resolutions": (128,), **changes}
+    return dataclasses.replace(phase, **settings)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("digits")
+    write_digits(root, size=32)
+    return root
+
+
+@pytest.fixture(scope="module")
+def teacher(digits: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("teacher")
+    request = TrainRequest(small(0, epochs=1, warmup_epochs=0), digits, out, width=1.0, kernel_transform=False, batch_size=8,
+                           workers=0, max_steps=2)
+    result = train_phase(request)
+    assert result.epochs_done == 1 and result.resumed_from == 0
+    return out / CHECKPOINT_NAME
+
+
+def test_compound_phase_trains_logs_and_resumes_exactly(digits: Path, teacher: Path, tmp_path: Path) -> None:
+    phase = small(1, subnets_per_step=2)
+
+    def request(out: Path) -> TrainRequest:
+        return TrainRequest(phase, digits, out, width=1.0, batch_size=8, workers=0, max_steps=2, init=teacher)
+
+    whole = train_phase(request(tmp_path / "whole"))
+    assert whole.epochs_done == 2 and [row["epoch"] for row in whole.log] == [1, 2]
+    with open(tmp_path / "whole" / LOG_NAME) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and all(float(r["images_per_s"]) > 0 for r in rows)
+    assert all(float(r["distillation"]) > 0 for r in rows)  # the teacher is distilled from
+
+    def interrupt(epoch: int, step: int, losses: object) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_phase(request(tmp_path / "cut"), on_step=interrupt)
+    resumed = train_phase(request(tmp_path / "cut"))
+    assert resumed.resumed_from == 1 and resumed.epochs_done == 2
+    a, b = (load_supernet(tmp_path / run / CHECKPOINT_NAME, "mobilenetv3") for run in ("whole", "cut"))
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=name)  # the resumed run trained exactly what the whole one did
+    assert train_phase(request(tmp_path / "whole")).resumed_from == 2  # nothing left to do
+
+
+def test_refusals(digits: Path, teacher: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="distills from the full network"):
+        train_phase(TrainRequest(small(1), digits, tmp_path / "a", width=1.0, workers=0))
+    other = dataclasses.replace(small(1), name="other")
+    with pytest.raises(TrainError, match="belongs to phase 'teacher'"):
+        train_phase(TrainRequest(other, digits, teacher.parent, width=1.0, workers=0, init=teacher))
+    with pytest.raises(TrainError, match="fewer than one batch"):
+        train_phase(TrainRequest(small(0), digits, tmp_path / "b", width=1.0, workers=0, batch_size=5000))
