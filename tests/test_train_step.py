@@ -75,3 +75,18 @@ def test_soft_cross_entropy_and_resizing() -> None:
     torch.testing.assert_close(soft_cross_entropy(logits, confident), F.cross_entropy(logits, labels))
     images = torch.randn(2, 3, 224, 224)
     assert resize_batch(images, 160).shape == (2, 3, 160, 160) and resize_batch(images, 224) is images
+
+
+def test_schedule_warms_up_then_follows_a_cosine_to_zero() -> None:
+    from compofa.supernet.train.optim import build_optimizer, learning_rate
+
+    phase = preset("compofa")[2]  # 125 epochs, 5 of warm-up, 0.03 per 256
+    steps = 10
+    rates = [learning_rate(phase, 1536, step, steps) for step in range(phase.epochs * steps)]
+    assert rates[0] == pytest.approx(0.03) and rates[50] == pytest.approx(0.18)  # 0.18 at batch 1536 after warm-up
+    assert all(a <= b for a, b in zip(rates[:50], rates[1:51])) and all(a >= b for a, b in zip(rates[50:], rates[51:]))
+    assert rates[-1] < 0.18 * 1e-3
+    groups = build_optimizer(Supernet("mobilenetv3", 1.0), phase, 256).param_groups
+    assert groups[0]["weight_decay"] == 3e-5 and groups[1]["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
+    assert groups[0]["nesterov"] and groups[0]["momentum"] == 0.9

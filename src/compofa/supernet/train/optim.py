@@ -19,8 +19,9 @@ from compofa.supernet.train.phases import Phase
 
 
 def build_optimizer(model: nn.Module, phase: Phase, global_batch: int) -> torch.optim.SGD:
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for parameter in model.parameters():
         if not parameter.requires_grad:
             continue
         # 1-D parameters are BatchNorm scales and shifts and biases
