@@ -73,3 +73,27 @@ def test_refusals(digits: Path, teacher: Path, tmp_path: Path) -> None:
         train_phase(TrainRequest(other, digits, teacher.parent, width=1.0, workers=0, init=teacher))
     with pytest.raises(TrainError, match="fewer than one batch"):
         train_phase(TrainRequest(small(0), digits, tmp_path / "b", width=1.0, workers=0, batch_size=5000))
+
+
+def test_train_command_runs_a_schedule_file_and_resumes(digits: Path, tmp_path: Path) -> None:
+    import yaml
+
+    from cli_helpers import assert_one_line_error, run
+
+    phases = [dataclasses.replace(small(0, epochs=1, warmup_epochs=0), name="t").to_dict(),
+              dataclasses.replace(small(1, epochs=1, subnets_per_step=2), name="c").to_dict()]
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(phases))
+    args = ("train", "--schedule", str(tmp_path / "s.yaml"), "--data", str(digits), "-o", str(tmp_path / "run"),
+            "--width", "1.0", "--batch-size", "8", "--workers", "0", "--max-steps", "1", "--quiet")
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "run" / "t" / CHECKPOINT_NAME).exists() and (tmp_path / "run" / "c" / LOG_NAME).exists()
+    again = run(*args, "--phase", "c")  # finished: nothing to do
+    assert again.exit_code == 0 and "1 epochs" in again.stdout
+    assert_one_line_error(run(*args[:-1], "--phase", "nope"), "has no phase 'nope'; its phases: t, c")
+    assert_one_line_error(run("train", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "x")), "does not exist")
+    (tmp_path / "bad.yaml").write_text("name: x\nkind: compound\nspace: compofa\nepochs: 1\nlr_per_256: 0.1\nlr: 2\n")
+    assert_one_line_error(run("train", "--schedule", str(tmp_path / "bad.yaml"), "--data", str(digits), "-o",
+                              str(tmp_path / "y")), "unknown key(s) 'lr'")
+    assert_one_line_error(run("train", "--schedule", "bogus", "--data", str(digits), "-o", str(tmp_path / "z")),
+                          "unknown schedule 'bogus'")

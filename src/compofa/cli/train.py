@@ -1,0 +1,78 @@
+"""`compofa train`: run a training schedule (the paper's, or phases from a file) on an ImageFolder dataset."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
+from compofa.supernet.train.loop import TrainRequest
+from compofa.supernet.train.phases import Phase
+from compofa.supernet.train.schedule import ScheduleRequest, check_schedule, load_schedule, run_schedule, shortened
+from compofa.supernet.train.step import StepLosses
+
+
+@click.command("train")
+@click.option("--schedule", default="compofa", show_default=True,
+              help="compofa, ofa, compofa-ek (the paper's), or a YAML/JSON file of phases.")
+@click.option("--phase", "only", help="Run this phase alone (the ones before it must have finished).")
+@click.option("--data", required=True, type=click.Path(), help="Dataset folder: DATA/train/<class>/..., DATA/val/...")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Run folder: one subfolder per phase.")
+@click.option("--width", type=float, help="Width multiplier (default: the family's).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per step.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Data-loading processes.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--init", type=click.Path(), help="Checkpoint the first phase run starts from.")
+@click.option("--teacher", type=click.Path(), help="Checkpoint whose full network is distilled from.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Cut every phase to this many epochs (a quick try).")
+@click.option("--resolution", help="Comma-separated training resolutions for every phase (default: each phase's).")
+@click.option("--max-steps", type=click.IntRange(min=1), help="Steps per epoch at most (a quick try).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_command(
+    schedule: str, only: str | None, data: str, output: str, width: float | None, batch_size: int, workers: int,
+    device: str, seed: int, init: str | None, teacher: str | None, epochs: int | None, resolution: str | None,
+    max_steps: int | None, quiet: bool,
+) -> None:
+    """Train the supernet phase by phase; rerunning resumes after the last finished epoch."""
+    phases = load_schedule(schedule)
+    if epochs is not None:
+        phases = shortened(phases, epochs)
+    resolutions = parse_int_list(resolution, "--resolution")
+    if resolutions is not None:
+        phases = tuple(dataclasses.replace(p, resolutions=resolutions) for p in phases)
+    base = TrainRequest(phases[0], Path(data), Path(output), width, None, batch_size, workers, seed,
+                        Path(init) if init else None, Path(teacher) if teacher else None, device, max_steps)
+    request = ScheduleRequest(phases, Path(output), base, only)
+    check_schedule(request)  # refused in one line before the progress bar starts
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("", total=None, loss="")
+
+        def on_phase(phase: Phase, index: int) -> None:
+            progress.update(task, description=f"{phase.name} ({index + 1}/{len(phases)})", completed=0,
+                            total=phase.epochs, loss="")
+
+        def on_step(epoch: int, step: int, losses: StepLosses) -> None:
+            progress.update(task, completed=epoch, loss=f"epoch {epoch + 1} step {step + 1}: loss {losses.loss:.3f}, "
+                            f"top-1 {losses.top1:.1%}")
+
+        try:
+            results = run_schedule(request, on_phase, on_step)
+        except KeyboardInterrupt:
+            progress.stop()
+            click.echo(f"interrupted: every finished epoch is saved under {output}; rerun the same command to resume",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
+    for result in results:
+        last = result.log[-1] if result.log else None
+        summary = (f"loss {last['loss']:.3f}, top-1 {last['top1']:.1%}, {last['images_per_s']:.1f} images/s"
+                   if last else "nothing to do")
+        click.echo(f"{result.checkpoint}: {result.epochs_done} epochs ({summary})")
