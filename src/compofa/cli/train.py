@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -76,3 +77,59 @@ def train_command(
         summary = (f"loss {last['loss']:.3f}, top-1 {last['top1']:.1%}, {last['images_per_s']:.1f} images/s"
                    if last else "nothing to do")
         click.echo(f"{result.checkpoint}: {result.epochs_done} epochs ({summary})")
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(), help="Supernet weights (e.g. RUN/compound-2/checkpoint.pt).")
+@click.option("--space", default="compofa", show_default=True, help="Design space whose subnets to evaluate.")
+@click.option("--data", required=True, type=click.Path(), help="Dataset folder (DATA/train for BatchNorm, DATA/val).")
+@click.option("--resolution", default="224", show_default=True, help="Comma-separated resolutions.")
+@click.option("--sample", type=click.IntRange(min=1), help="Evaluate this many random subnets (default: all).")
+@click.option("--table", default="accuracy.db", show_default=True, type=click.Path(),
+              help="Table store the accuracy rows go into (a latency table works too).")
+@click.option("--calibration-images", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Training images BatchNorm statistics are re-estimated on.")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0))
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def eval_command(
+    checkpoint: str, space: str, data: str, resolution: str, sample: int | None, table: str,
+    calibration_images: int, batch_size: int, workers: int, device: str, seed: int, quiet: bool,
+) -> None:
+    """Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE."""
+    from compofa.space import get_space
+    from compofa.supernet.train.data import check_dataset
+    from compofa.supernet.train.evaluate import EvalRequest, evaluate_subnets, specs_to_evaluate
+    from compofa.tables import LatencyTable
+
+    resolutions = parse_int_list(resolution, "--resolution") or (224,)
+    for value in resolutions:
+        get_space(space).check_resolution(value)
+    check_dataset(data)
+    LatencyTable.check_path(table, writable=True, create=True)
+    specs = specs_to_evaluate(space, resolutions, sample, seed)
+    request = EvalRequest(Path(checkpoint), space, Path(data), specs, Path(table), calibration_images, batch_size,
+                          workers, device, seed)
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=quiet, transient=True) as progress:
+        task = progress.add_task("", total=None, last="")
+
+        def on_done(result: Any, done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, last=f"{result.spec}: top-1 {result.top1:.1%}")
+
+        try:
+            results = evaluate_subnets(request, on_done)
+        except KeyboardInterrupt:
+            progress.stop()
+            click.echo(f"interrupted: every finished subnet is saved in {table}; rerun to continue", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+    skipped = len(specs) - len(results)
+    if results:
+        best = max(results, key=lambda r: r.top1)
+        click.echo(f"evaluated {len(results)} subnets into {table} (best: {best.spec}, top-1 {best.top1:.2%}, "
+                   f"top-5 {best.top5:.2%})" + (f"; {skipped} already there" if skipped else ""))
+    else:
+        click.echo(f"all {len(specs)} subnets already evaluated in {table}")

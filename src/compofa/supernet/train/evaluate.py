@@ -1,0 +1,121 @@
+"""Measured accuracy of subnets: BatchNorm recalibrated, then top-1 and top-5 on the validation set.
+
+A subnet's BatchNorm statistics are slices of the supernet's, gathered over
+many subnets; OFA and CompOFA re-estimate them on a few thousand training
+images before evaluating one (DESIGN.md, "Training"). The images are a fixed,
+seeded subset seen with the evaluation transform, so a subnet scores the same
+every time. Each result is committed to the table store as an accuracy row the
+moment it exists (`compofa search --accuracy table:PATH` reads them); rerunning
+skips the subnets the table already has for these weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from compofa.space import SubnetSpec, get_space
+from compofa.supernet.bn import recalibrate_batchnorm
+from compofa.supernet.checkpoint import load_supernet
+from compofa.supernet.train.data import check_dataset, eval_transform, image_folder
+from compofa.tables import LatencyTable
+
+#: Training images BatchNorm statistics are re-estimated on (OFA's default subset size).
+CALIBRATION_IMAGES = 2000
+
+
+def weights_id(path: Path) -> str:
+    """Names the weights accuracies were measured with: file name and content digest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.name}:{digest.hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    checkpoint: Path
+    space: str
+    data: Path
+    specs: tuple[SubnetSpec, ...]
+    table: Path
+    calibration_images: int = CALIBRATION_IMAGES
+    batch_size: int = 100
+    workers: int = 2
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SubnetAccuracy:
+    spec: SubnetSpec
+    top1: float
+    top5: float
+    images: int
+
+
+def _loader(dataset: Any, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+def _calibration(request: EvalRequest, resolution: int) -> torch.utils.data.DataLoader:
+    train = image_folder(request.data, "train", eval_transform(resolution))
+    count = min(request.calibration_images, len(train))
+    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(request.seed))[:count]
+    return _loader(torch.utils.data.Subset(train, chosen.tolist()), request.batch_size, request.workers)
+
+
+def evaluate_subnets(
+    request: EvalRequest, on_done: Callable[[SubnetAccuracy, int, int], None] | None = None,
+) -> list[SubnetAccuracy]:
+    """Evaluate every spec the table lacks for these weights; returns those evaluated now."""
+    check_dataset(request.data)
+    design = get_space(request.space)
+    supernet = load_supernet(request.checkpoint, design.family)  # refuses another family, names the misfit
+    weights = weights_id(request.checkpoint)
+    device = torch.device(request.device)
+    with LatencyTable.open(request.table, writable=True, create=True) as table:
+        done = set(table.accuracies(request.space, supernet.width, weights))
+    todo = [spec for spec in request.specs if str(spec) not in done]
+    results = []
+    for index, spec in enumerate(todo):
+        subnet = supernet.subnet(spec).to(device)
+        calibration = (images.to(device) for images, _ in _calibration(request, spec.resolution))
+        recalibrate_batchnorm(subnet, calibration)
+        result = _score(subnet.eval(), spec, request, device)
+        with LatencyTable.open(request.table, writable=True) as table:
+            table.put_accuracy(request.space, supernet.width, str(spec), spec.resolution, weights, result.top1,
+                               result.top5, result.images, {"calibration_images": request.calibration_images,
+                                                            "seed": request.seed, "data": str(request.data)})
+        results.append(result)
+        if on_done is not None:
+            on_done(result, index + 1, len(todo))
+    return results
+
+
+def _score(subnet: torch.nn.Module, spec: SubnetSpec, request: EvalRequest, device: torch.device) -> SubnetAccuracy:
+    val = image_folder(request.data, "val", eval_transform(spec.resolution))
+    top1 = top5 = 0
+    with torch.no_grad():
+        for images, labels in _loader(val, request.batch_size, request.workers):
+            logits = subnet(images.to(device))
+            best = logits.topk(5, dim=1).indices.cpu()
+            top1 += int((best[:, 0] == labels).sum())
+            top5 += int((best == labels[:, None]).any(dim=1).sum())
+    return SubnetAccuracy(spec, top1 / len(val), top5 / len(val), len(val))
+
+
+def specs_to_evaluate(space: str, resolutions: Sequence[int], sample: int | None, seed: int) -> tuple[SubnetSpec, ...]:
+    """Every subnet of an enumerable space at `resolutions`, or `sample` of them drawn with `seed`."""
+    import numpy as np
+
+    design = get_space(space)
+    if sample is None:
+        return tuple(design.enumerate(resolutions))
+    rng = np.random.default_rng(seed)
+    return tuple(dict.fromkeys(design.sample(rng, resolutions) for _ in range(sample)))  # each once
