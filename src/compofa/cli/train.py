@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ def train_command(
                         Path(init) if init else None, Path(teacher) if teacher else None, device, max_steps)
     request = ScheduleRequest(phases, Path(output), base, only)
     check_schedule(request)  # refused in one line before the progress bar starts
+    quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, the first process speaks for all
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                TimeElapsedColumn())
@@ -72,6 +74,8 @@ def train_command(
             click.echo(f"interrupted: every finished epoch is saved under {output}; rerun the same command to resume",
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
+    if os.environ.get("RANK", "0") != "0":
+        return
     for result in results:
         last = result.log[-1] if result.log else None
         summary = (f"loss {last['loss']:.3f}, top-1 {last['top1']:.1%}, {last['images_per_s']:.1f} images/s"

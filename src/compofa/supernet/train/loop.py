@@ -29,6 +29,7 @@ from compofa.space import Family, get_space, list_spaces
 from compofa.supernet.checkpoint import load_state, read_checkpoint, save_checkpoint
 from compofa.supernet.network import Supernet
 from compofa.supernet.train.data import check_dataset, image_folder, train_transform
+from compofa.supernet.train.distributed import Ranks, average_gradients, barrier, check_in_sync, device_for, join
 from compofa.supernet.train.optim import build_optimizer, learning_rate, set_learning_rate
 from compofa.supernet.train.phases import Phase
 from compofa.supernet.train.sampling import PhaseSampler
@@ -150,11 +151,12 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
     elif request.init is not None:
         load_state(supernet, read_checkpoint(request.init)[0])
     teacher = _teacher(request, supernet)
-    device = torch.device(request.device)
+    ranks = join(request.device)
+    device = device_for(request.device, ranks)
     supernet.to(device)
     if teacher is not None:
         teacher.to(device)
-    optimizer = build_optimizer(supernet, phase, request.batch_size)
+    optimizer = build_optimizer(supernet, phase, request.batch_size * ranks.world)
     log: list[dict[str, float]] = []
     start = 0
     if state is not None:
@@ -164,28 +166,34 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
     elif phase.sort_channels:
         supernet.sort_middle_channels()
     dataset = image_folder(request.data, "train", train_transform(max(phase.resolutions)))
-    steps = len(dataset) // request.batch_size
+    steps = len(dataset) // (request.batch_size * ranks.world)
     if steps == 0:
-        raise TrainError(f"the training set has {len(dataset)} images, fewer than one batch of {request.batch_size}")
+        raise TrainError(f"the training set has {len(dataset)} images, fewer than one batch of {request.batch_size} "
+                         f"for each of {ranks.world} processes")
     steps = min(steps, request.max_steps or steps)
-    request.output.mkdir(parents=True, exist_ok=True)
+    if ranks.leader:
+        request.output.mkdir(parents=True, exist_ok=True)
     sampler = PhaseSampler(phase)
     for epoch in range(start, phase.epochs):
-        row = _epoch(request, supernet, teacher, optimizer, sampler, dataset, epoch, steps, device, on_step)
+        row = _epoch(request, supernet, teacher, optimizer, sampler, dataset, epoch, steps, device, ranks, on_step)
+        check_in_sync(supernet, ranks)
         log.append(row)
-        _save(request, supernet, optimizer, epoch + 1, log)
+        if ranks.leader:
+            _save(request, supernet, optimizer, epoch + 1, log)
+        barrier(ranks)  # no rank starts the next epoch before the checkpoint of this one exists
     return PhaseResult(phase.epochs, start, log, checkpoint)
 
 
 def _epoch(
     request: TrainRequest, supernet: Supernet, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
-    sampler: PhaseSampler, dataset: Any, epoch: int, steps: int, device: torch.device,
+    sampler: PhaseSampler, dataset: Any, epoch: int, steps: int, device: torch.device, ranks: Ranks,
     on_step: StepListener | None,
 ) -> dict[str, float]:
     phase = request.phase
-    order = torch.Generator().manual_seed(request.seed * 100_003 + epoch)  # the same order on a resumed run
-    loader = torch.utils.data.DataLoader(dataset, batch_size=request.batch_size, drop_last=True,
-                                         sampler=torch.utils.data.RandomSampler(dataset, generator=order),
+    # one shuffled order per epoch, the same on a resumed run; each rank takes its own share of it
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(request.seed * 100_003 + epoch))
+    mine = order[ranks.rank :: ranks.world][: steps * request.batch_size].tolist()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=request.batch_size, drop_last=True, sampler=mine,
                                          num_workers=request.workers, persistent_workers=False)
     supernet.train()
     sums = [0.0, 0.0, 0.0, 0.0]
@@ -199,13 +207,13 @@ def _epoch(
         set_learning_rate(optimizer, rate)
         images = resize_batch(images.to(device, non_blocking=True), resolution)
         losses = train_step(supernet, supernet, optimizer, images, labels.to(device), specs, phase.label_smoothing,
-                            phase.distill, teacher)
+                            phase.distill, teacher, reduce=lambda: average_gradients(supernet, ranks))
         for index, value in enumerate((losses.loss, losses.cross_entropy, losses.distillation, losses.top1)):
             sums[index] += value
         if on_step is not None:
             on_step(epoch, step, losses)
     seconds = time.perf_counter() - began
-    images_seen = steps * request.batch_size
+    images_seen = steps * request.batch_size * ranks.world  # losses and top-1 are this rank's
     return {"epoch": epoch + 1, "lr": rate, "loss": sums[0] / steps, "cross_entropy": sums[1] / steps,
             "distillation": sums[2] / steps, "top1": sums[3] / steps, "images": images_seen,
             "seconds": seconds, "images_per_s": images_seen / seconds if seconds > 0 else 0.0}

@@ -8,9 +8,8 @@ with weight `distill`, the soft cross-entropy to the teacher's outputs
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +51,13 @@ def train_step(
     label_smoothing: float,
     distill: float,
     teacher: nn.Module | None = None,
-    no_sync: Callable[[], ContextManager[None]] | None = None,
+    reduce: Callable[[], None] | None = None,
 ) -> StepLosses:
     """Train `specs` on one batch and take one optimizer step.
 
-    `model` is what runs the active subnet: the supernet itself, or a wrapper
-    around it (DistributedDataParallel); `no_sync` (DDP's) skips the gradient
-    all-reduce for all but the last subnet, so the summed gradient is reduced once.
+    `model` is what runs the active subnet (the supernet, or a wrapper around
+    it); `reduce` runs once the subnets' gradients are summed, before the step
+    (the all-reduce over ranks in distributed training).
     """
     optimizer.zero_grad(set_to_none=True)
     teacher_logits = None
@@ -66,10 +65,8 @@ def train_step(
         with torch.no_grad():
             teacher_logits = teacher(images)
     totals = [0.0, 0.0, 0.0, 0.0]
-    for index, spec in enumerate(specs):
-        last = index == len(specs) - 1
-        syncing = contextlib.nullcontext() if last or no_sync is None else no_sync()
-        with syncing, supernet.active(spec):
+    for spec in specs:
+        with supernet.active(spec):
             logits = model(images)
             cross_entropy = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
             distillation = soft_cross_entropy(logits, teacher_logits) if teacher_logits is not None \
@@ -80,6 +77,8 @@ def train_step(
         totals[1] += float(cross_entropy.detach())
         totals[2] += float(distillation.detach())
         totals[3] += float((logits.detach().argmax(dim=1) == labels).float().mean())
+    if reduce is not None:
+        reduce()
     optimizer.step()
     count = len(specs)
     return StepLosses(*(total / count for total in totals))
