@@ -55,3 +55,26 @@ def test_eval_refusals(setup: tuple[Path, Path], tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert_one_line_error(run(*base, "--checkpoint", str(tmp_path / "junk.pt")), "not a PyTorch checkpoint")
     assert_one_line_error(run("eval", "--checkpoint", str(weights), "--data", str(tmp_path)), "has no train/ folder")
+
+
+def test_predictor_train_fits_the_rows_and_search_uses_it(tmp_path: Path) -> None:
+    import numpy as np
+
+    from compofa.search.predictor import AccuracyPredictor
+
+    specs = list(get_space("compofa").enumerate([160]))[:60]
+    truth = AccuracyPredictor.shipped().predict(ArchBatch.from_specs(specs))  # stands in for measured rows
+    table = tmp_path / "acc.db"
+    with LatencyTable.open(table, writable=True, create=True) as store:
+        for spec, top1 in zip(specs, truth):
+            store.put_accuracy("compofa", 1.2, str(spec), 160, "w.pt:abc", float(top1), None, 100, {})
+    result = run("predictor", "train", "--table", str(table), "--epochs", "30", "-o", str(tmp_path / "p.pth"))
+    assert result.exit_code == 0 and "trained on 48 subnets" in result.stdout, result.output
+    fitted = AccuracyPredictor.load(tmp_path / "p.pth", "mobilenetv3")
+    error = np.abs(fitted.predict(ArchBatch.from_specs(specs)) - truth)
+    assert float(np.sqrt((error ** 2).mean())) < 0.05
+    searched = run("search", "--latency", "flops", "--accuracy", f"predictor:{tmp_path / 'p.pth'}", "--target", "50%",
+                   "--resolution", "160", "--json")
+    assert searched.exit_code == 0, searched.output
+    assert_one_line_error(run("predictor", "train", "--table", str(table), "--width", "1.0", "-o",
+                              str(tmp_path / "q.pth")), "has 0 compofa accuracy rows at width 1", "compofa eval")

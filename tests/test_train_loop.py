@@ -97,3 +97,41 @@ def test_train_command_runs_a_schedule_file_and_resumes(digits: Path, tmp_path: 
                               str(tmp_path / "y")), "unknown key(s) 'lr'")
     assert_one_line_error(run("train", "--schedule", "bogus", "--data", str(digits), "-o", str(tmp_path / "z")),
                           "unknown schedule 'bogus'")
+
+
+def test_mixed_precision_needs_a_gpu(digits: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainError, match="mixed precision needs a GPU"):
+        train_phase(TrainRequest(small(0), digits, tmp_path / "a", width=1.0, workers=0, mixed_precision=True))
+
+
+def test_an_init_checkpoint_of_another_width_is_refused(digits: Path, teacher: Path, tmp_path: Path) -> None:
+    from compofa.supernet.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        train_phase(TrainRequest(small(1), digits, tmp_path / "b", width=1.2, workers=0, init=teacher))
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(digits: Path, teacher: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of disk while saving epoch 2: epoch 1's checkpoint stays valid, and a rerun resumes from it."""
+    import compofa.supernet.checkpoint as checkpoint_module
+
+    request = TrainRequest(small(1, subnets_per_step=1), digits, tmp_path / "c", width=1.0, batch_size=8, workers=0,
+                           max_steps=1, init=teacher)
+    real_save = torch.save
+    saves = []
+
+    def full_disk(obj: object, handle: object, *args: object, **kwargs: object) -> None:
+        saves.append(1)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train_phase(request)
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    state = torch.load(tmp_path / "c" / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    assert state["training"]["epochs_done"] == 1 and [p.name for p in (tmp_path / "c").iterdir()
+                                                      if p.name.endswith(".tmp")] == []
+    assert train_phase(request).resumed_from == 1

@@ -90,3 +90,14 @@ def test_schedule_warms_up_then_follows_a_cosine_to_zero() -> None:
     assert groups[0]["weight_decay"] == 3e-5 and groups[1]["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
     assert groups[0]["nesterov"] and groups[0]["momentum"] == 0.9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU (mixed precision runs on CUDA only)")
+def test_mixed_precision_step_on_a_gpu() -> None:
+    supernet = Supernet("mobilenetv3", 1.0).cuda()
+    specs = PhaseSampler(preset("compofa")[1]).draw_step(0, 0, 0)[1][:2]
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cuda")
+    images, labels = torch.randn(4, 3, 128, 128, device="cuda"), torch.tensor([1, 2, 3, 4], device="cuda")
+    losses = train_step(supernet, supernet, optimizer, images, labels, specs, 0.1, 0.0, scaler=scaler)
+    assert np.isfinite(losses.loss) and scaler.get_scale() > 0

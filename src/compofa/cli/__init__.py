@@ -13,6 +13,7 @@ from compofa.cli.common import CompofaGroup
 from compofa.cli.devices import devices_command
 from compofa.cli.export import export_command
 from compofa.cli.lut import lut_group
+from compofa.cli.predictor import predictor_group
 from compofa.cli.profile import profile_command
 from compofa.cli.report import report_command
 from compofa.cli.search import search_command
@@ -42,5 +43,6 @@ main.add_command(lut_group)
 main.add_command(report_command)
 main.add_command(train_command)
 main.add_command(eval_command)
+main.add_command(predictor_group)
 
 __all__ = ["main"]

@@ -35,11 +35,13 @@ from compofa.supernet.train.step import StepLosses
 @click.option("--epochs", type=click.IntRange(min=1), help="Cut every phase to this many epochs (a quick try).")
 @click.option("--resolution", help="Comma-separated training resolutions for every phase (default: each phase's).")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Steps per epoch at most (a quick try).")
+@click.option("--mixed-precision/--no-mixed-precision", default=None,
+              help="float16 autocast with loss scaling (default: on with a GPU).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_command(
     schedule: str, only: str | None, data: str, output: str, width: float | None, batch_size: int, workers: int,
     device: str, seed: int, init: str | None, teacher: str | None, epochs: int | None, resolution: str | None,
-    max_steps: int | None, quiet: bool,
+    max_steps: int | None, mixed_precision: bool | None, quiet: bool,
 ) -> None:
     """Train the supernet phase by phase; rerunning resumes after the last finished epoch."""
     phases = load_schedule(schedule)
@@ -49,7 +51,8 @@ def train_command(
     if resolutions is not None:
         phases = tuple(dataclasses.replace(p, resolutions=resolutions) for p in phases)
     base = TrainRequest(phases[0], Path(data), Path(output), width, None, batch_size, workers, seed,
-                        Path(init) if init else None, Path(teacher) if teacher else None, device, max_steps)
+                        Path(init) if init else None, Path(teacher) if teacher else None, device, max_steps,
+                        mixed_precision)
     request = ScheduleRequest(phases, Path(output), base, only)
     check_schedule(request)  # refused in one line before the progress bar starts
     quiet = quiet or os.environ.get("RANK", "0") != "0"  # under torchrun, the first process speaks for all

@@ -61,6 +61,7 @@ class TrainRequest:
         teacher: the checkpoint whose full network is distilled from (default: `init`).
         device: where to train ("cpu", "cuda", "cuda:1").
         max_steps: steps per epoch at most (a quick try); None: the whole training set.
+        mixed_precision: float16 autocast with loss scaling (default: on a GPU, not on a CPU).
     """
 
     phase: Phase
@@ -75,6 +76,7 @@ class TrainRequest:
     teacher: Path | None = None
     device: str = "cpu"
     max_steps: int | None = None
+    mixed_precision: bool | None = None
 
 
 @dataclass
@@ -157,10 +159,16 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
     if teacher is not None:
         teacher.to(device)
     optimizer = build_optimizer(supernet, phase, request.batch_size * ranks.world)
+    mixed = device.type == "cuda" if request.mixed_precision is None else request.mixed_precision
+    if mixed and device.type != "cuda":
+        raise TrainError("mixed precision needs a GPU (--device cuda)")
+    scaler = torch.amp.GradScaler("cuda") if mixed else None
     log: list[dict[str, float]] = []
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         log, start = list(state["log"]), int(state["epochs_done"])
     elif phase.sort_channels:
@@ -175,18 +183,19 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
         request.output.mkdir(parents=True, exist_ok=True)
     sampler = PhaseSampler(phase)
     for epoch in range(start, phase.epochs):
-        row = _epoch(request, supernet, teacher, optimizer, sampler, dataset, epoch, steps, device, ranks, on_step)
+        row = _epoch(request, supernet, teacher, optimizer, scaler, sampler, dataset, epoch, steps, device, ranks,
+                     on_step)
         check_in_sync(supernet, ranks)
         log.append(row)
         if ranks.leader:
-            _save(request, supernet, optimizer, epoch + 1, log)
+            _save(request, supernet, optimizer, scaler, epoch + 1, log)
         barrier(ranks)  # no rank starts the next epoch before the checkpoint of this one exists
     return PhaseResult(phase.epochs, start, log, checkpoint)
 
 
 def _epoch(
     request: TrainRequest, supernet: Supernet, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
-    sampler: PhaseSampler, dataset: Any, epoch: int, steps: int, device: torch.device, ranks: Ranks,
+    scaler: torch.amp.GradScaler | None, sampler: PhaseSampler, dataset: Any, epoch: int, steps: int, device: torch.device, ranks: Ranks,
     on_step: StepListener | None,
 ) -> dict[str, float]:
     phase = request.phase
@@ -207,7 +216,7 @@ def _epoch(
         set_learning_rate(optimizer, rate)
         images = resize_batch(images.to(device, non_blocking=True), resolution)
         losses = train_step(supernet, supernet, optimizer, images, labels.to(device), specs, phase.label_smoothing,
-                            phase.distill, teacher, reduce=lambda: average_gradients(supernet, ranks))
+                            phase.distill, teacher, reduce=lambda: average_gradients(supernet, ranks), scaler=scaler)
         for index, value in enumerate((losses.loss, losses.cross_entropy, losses.distillation, losses.top1)):
             sums[index] += value
         if on_step is not None:
@@ -219,10 +228,11 @@ def _epoch(
             "seconds": seconds, "images_per_s": images_seen / seconds if seconds > 0 else 0.0}
 
 
-def _save(request: TrainRequest, supernet: Supernet, optimizer: torch.optim.Optimizer, epochs_done: int,
-          log: list[dict[str, float]]) -> None:
+def _save(request: TrainRequest, supernet: Supernet, optimizer: torch.optim.Optimizer,
+          scaler: torch.amp.GradScaler | None, epochs_done: int, log: list[dict[str, float]]) -> None:
     training = {"phase": request.phase.to_dict(), "epochs_done": epochs_done, "optimizer": optimizer.state_dict(),
-                "torch_rng": torch.get_rng_state(), "log": log, "seed": request.seed}
+                "torch_rng": torch.get_rng_state(), "log": log, "seed": request.seed,
+                "scaler": scaler.state_dict() if scaler is not None else {}}
     save_checkpoint(supernet, request.output / CHECKPOINT_NAME, {"training": training})
     text = io.StringIO()
     writer = csv.DictWriter(text, LOG_FIELDS)

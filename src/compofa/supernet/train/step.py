@@ -8,6 +8,7 @@ with weight `distill`, the soft cross-entropy to the teacher's outputs
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -52,33 +53,44 @@ def train_step(
     distill: float,
     teacher: nn.Module | None = None,
     reduce: Callable[[], None] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepLosses:
     """Train `specs` on one batch and take one optimizer step.
 
     `model` is what runs the active subnet (the supernet, or a wrapper around
     it); `reduce` runs once the subnets' gradients are summed, before the step
-    (the all-reduce over ranks in distributed training).
+    (the all-reduce over ranks in distributed training). With `scaler`, the
+    forward passes run in float16 autocast (mixed precision on a GPU) and the
+    loss is scaled; the gradients are reduced still scaled, so every rank finds
+    the same overflow and skips or takes the same step.
     """
+    autocast = torch.autocast(images.device.type, dtype=torch.float16) if scaler is not None \
+        else contextlib.nullcontext()
     optimizer.zero_grad(set_to_none=True)
     teacher_logits = None
     if teacher is not None and distill > 0:
-        with torch.no_grad():
-            teacher_logits = teacher(images)
+        with torch.no_grad(), autocast:
+            teacher_logits = teacher(images).float()
     totals = [0.0, 0.0, 0.0, 0.0]
     for spec in specs:
         with supernet.active(spec):
-            logits = model(images)
+            with autocast:
+                logits = model(images).float()
             cross_entropy = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
             distillation = soft_cross_entropy(logits, teacher_logits) if teacher_logits is not None \
                 else logits.new_zeros(())
             loss = cross_entropy + distill * distillation
-            loss.backward()  # gradients accumulate over the step's subnets
+            (scaler.scale(loss) if scaler is not None else loss).backward()  # summed over the step's subnets
         totals[0] += float(loss.detach())
         totals[1] += float(cross_entropy.detach())
         totals[2] += float(distillation.detach())
         totals[3] += float((logits.detach().argmax(dim=1) == labels).float().mean())
     if reduce is not None:
         reduce()
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     count = len(specs)
     return StepLosses(*(total / count for total in totals))
