@@ -20,7 +20,7 @@ from compofa.cli.search import search_command
 from compofa.cli.spaces import space_group, spaces_command
 from compofa.cli.subnet import subnet_group
 from compofa.cli.table import table_group
-from compofa.cli.train import eval_command, train_command
+from compofa.cli.train import digits_command, eval_command, train_command
 
 
 @click.group(cls=CompofaGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,5 +44,6 @@ main.add_command(report_command)
 main.add_command(train_command)
 main.add_command(eval_command)
 main.add_command(predictor_group)
+main.add_command(digits_command)
 
 __all__ = ["main"]

@@ -140,3 +140,15 @@ def eval_command(
                    f"top-5 {best.top5:.2%})" + (f"; {skipped} already there" if skipped else ""))
     else:
         click.echo(f"all {len(specs)} subnets already evaluated in {table}")
+
+
+@click.command("digits")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Folder to write train/ and val/ into.")
+@click.option("--size", default=32, show_default=True, type=click.IntRange(min=8), help="Image side in pixels.")
+def digits_command(output: str, size: int) -> None:
+    """Write scikit-learn's handwritten digits (1797 real scans, no download) as an ImageFolder dataset."""
+    from compofa.supernet.train.data import write_digits
+
+    info = write_digits(output, size)
+    click.echo(f"wrote {info.train_images} training and {info.val_images} validation images of "
+               f"{len(info.classes)} classes to {output}")
