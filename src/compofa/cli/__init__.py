@@ -27,8 +27,8 @@ from compofa.cli.train import digits_command, eval_command, train_command
 @click.version_option(__version__, prog_name="compofa")
 def main() -> None:
     """Profile every subnet of a CompOFA supernet on a device, keep the
-    measurements as latency tables, and search them for the best subnet per
-    latency target."""
+    measurements as latency tables, search them for the best subnet per
+    latency target, report on them, and train the supernet itself."""
 
 
 main.add_command(spaces_command)
