@@ -135,3 +135,10 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(digits: Path, teacher:
     assert state["training"]["epochs_done"] == 1 and [p.name for p in (tmp_path / "c").iterdir()
                                                       if p.name.endswith(".tmp")] == []
     assert train_phase(request).resumed_from == 1
+
+
+def test_epochs_go_to_tensorboard_when_it_is_installed(digits: Path, teacher: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (log.csv holds the same numbers)")
+    train_phase(TrainRequest(small(0, epochs=1, warmup_epochs=0), digits, tmp_path / "t", width=1.0, batch_size=8,
+                             workers=0, max_steps=1))
+    assert any((tmp_path / "t" / "tensorboard").iterdir())

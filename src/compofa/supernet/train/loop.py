@@ -189,8 +189,21 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
         log.append(row)
         if ranks.leader:
             _save(request, supernet, optimizer, scaler, epoch + 1, log)
+            _tensorboard(request.output, row)
         barrier(ranks)  # no rank starts the next epoch before the checkpoint of this one exists
     return PhaseResult(phase.epochs, start, log, checkpoint)
+
+
+def _tensorboard(output: Path, row: dict[str, float]) -> None:
+    """The epoch's log row as TensorBoard scalars in OUTPUT/tensorboard, when tensorboard is installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: log.csv holds the same numbers
+        return
+    with SummaryWriter(str(output / "tensorboard")) as writer:
+        for name, value in row.items():
+            if name != "epoch":
+                writer.add_scalar(name, value, int(row["epoch"]))
 
 
 def _epoch(
