@@ -153,6 +153,7 @@ def test_bucket_samples_lie_in_their_buckets() -> None:
     lows = sorted({row[1].low_ms for row in buckets.rows} | {low for low, _, _ in buckets.left_out})
     assert all(any(low <= value < low + 5.0 for low in lows) for value in latency)
     assert counterpart("compofa") == "ofa-mbv3" and counterpart("compofa-proxyless") == "ofa-proxyless"
+    assert counterpart("ofa-mbv3") is None  # the unconstrained space has nothing to be compared with
 
 
 # -- the command and its refusals --------------------------------------------------------------------

@@ -55,6 +55,7 @@ def test_eval_refusals(setup: tuple[Path, Path], tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert_one_line_error(run(*base, "--checkpoint", str(tmp_path / "junk.pt")), "not a PyTorch checkpoint")
     assert_one_line_error(run("eval", "--checkpoint", str(weights), "--data", str(tmp_path)), "has no train/ folder")
+    assert_one_line_error(run(*base, "--checkpoint", str(weights), "--device", "tpu"), "unknown device 'tpu'")
 
 
 def test_predictor_train_fits_the_rows_and_search_uses_it(tmp_path: Path) -> None:

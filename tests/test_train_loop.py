@@ -71,6 +71,13 @@ def test_refusals(digits: Path, teacher: Path, tmp_path: Path) -> None:
     other = dataclasses.replace(small(1), name="other")
     with pytest.raises(TrainError, match="belongs to phase 'teacher'"):
         train_phase(TrainRequest(other, digits, teacher.parent, width=1.0, workers=0, init=teacher))
+    from compofa.supernet.train.distributed import DistributedError
+
+    with pytest.raises(DistributedError, match="unknown device 'gpu'"):
+        train_phase(TrainRequest(small(0), digits, tmp_path / "d", width=1.0, workers=0, device="gpu"))
+    with pytest.raises(DistributedError, match="'cuda:99'"):  # no GPU here, or not 100 of them
+        train_phase(TrainRequest(small(0), digits, tmp_path / "d", width=1.0, workers=0, device="cuda:99"))
+    assert not (tmp_path / "d").exists()
     with pytest.raises(TrainError, match="fewer than one batch"):
         train_phase(TrainRequest(small(0), digits, tmp_path / "b", width=1.0, workers=0, batch_size=5000))
 

@@ -68,7 +68,7 @@ def _latencies(series: Sequence[TableSeries | LutSeries], space: str) -> list[di
             texts = [t for t in wanted if parse_spec(t).resolution in covered]
         else:
             texts = [str(s) for s in enumerate_batch(space, [max(covered)]).specs()]
-        values = source.latency(specs_batch(space, texts)) if texts else np.zeros(0)
+        values = source.latency(specs_batch(texts)) if texts else np.zeros(0)
         result.append(dict(zip(texts, (float(v) for v in values))))
     return result
 

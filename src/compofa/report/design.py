@@ -160,7 +160,7 @@ def bucket_samples(
         n_coupled, n_free = len(picked_coupled[b]), len(free) if free is not None else 0
         if free is not None:
             drawn.append(free)
-        if n_coupled < MIN_BUCKET_SAMPLES or n_free < MIN_BUCKET_SAMPLES or free is None:
+        if free is None or n_coupled < MIN_BUCKET_SAMPLES or n_free < MIN_BUCKET_SAMPLES:
             left_out.append((low, n_coupled, n_free))
             continue
         rows.append((BucketSample(low, high, scorer.accuracy(coupled.take(picked_coupled[b]))),

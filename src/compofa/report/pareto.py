@@ -90,7 +90,7 @@ def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -
         entries = series.of_space(space)
         if not entries:
             continue
-        batch = specs_batch(space, [e.key.spec for e in entries])
+        batch = specs_batch([e.key.spec for e in entries])
         latency = np.array([e.median_ms for e in entries])
         resolutions = sorted({e.key.resolution for e in entries})
         method = f"{len(entries)} subnets measured at {', '.join(map(str, resolutions))} px"

@@ -17,7 +17,7 @@ import numpy as np
 from compofa.errors import CompofaError
 from compofa.search.arrays import ArchBatch
 from compofa.search.latency import LutLatency
-from compofa.space import get_space, list_spaces, parse_spec
+from compofa.space import get_space, parse_spec, unconstrained_space
 from compofa.tables import Entry, LatencyTable
 
 #: Fewer subnet entries than this in a table is too little to plot or summarize.
@@ -29,12 +29,9 @@ class ReportError(CompofaError):
 
 
 def counterpart(space: str) -> str | None:
-    """The unconstrained OFA space of `space`'s family (``ofa-mbv3`` for ``compofa``), if registered."""
-    family = get_space(space).family
-    for design in list_spaces():
-        if design.family == family and design.name.startswith("ofa-"):
-            return design.name
-    return None
+    """The unconstrained OFA space `space` was cut from (``ofa-mbv3`` for ``compofa``); None for that space itself."""
+    name = unconstrained_space(get_space(space).family).name
+    return None if name == space else name
 
 
 @dataclass(frozen=True)
@@ -124,7 +121,7 @@ def read_lut_series(source: str, space: str, width: float) -> LutSeries:
     return series
 
 
-def specs_batch(space: str, texts: Sequence[str]) -> ArchBatch:
+def specs_batch(texts: Sequence[str]) -> ArchBatch:
     return ArchBatch.from_specs([parse_spec(text) for text in texts])
 
 

@@ -12,7 +12,7 @@ from compofa.space.design import (
     StageChoices,
 )
 from compofa.space.family import Family, StageDef, get_family, list_families, make_divisible
-from compofa.space.registry import DEFAULT_SPACE, get_space, list_spaces, register_space
+from compofa.space.registry import DEFAULT_SPACE, get_space, list_spaces, register_space, unconstrained_space
 from compofa.space.spec import BlockSetting, SubnetSpec, format_spec, parse_spec, read_spec
 
 __all__ = [
@@ -35,4 +35,5 @@ __all__ = [
     "parse_spec",
     "read_spec",
     "register_space",
+    "unconstrained_space",
 ]

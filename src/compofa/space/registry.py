@@ -19,7 +19,7 @@ from __future__ import annotations
 from compofa.errors import UnknownSpaceError
 from compofa.registry import Registry
 from compofa.space.design import DesignSpace, StageChoices
-from compofa.space.family import MOBILENET_V3, PROXYLESSNAS
+from compofa.space.family import MOBILENET_V3, PROXYLESSNAS, Family
 
 DEFAULT_SPACE = "compofa"
 
@@ -45,6 +45,12 @@ def get_space(name: str) -> DesignSpace:
 
 def list_spaces() -> tuple[DesignSpace, ...]:
     return _SPACES.values()
+
+
+def unconstrained_space(family: Family) -> DesignSpace:
+    """The registered space of `family` with the most subnets: OFA's, every choice free. Its largest
+    subnet is the full network (the teacher), and every other space of the family is cut from it."""
+    return max((s for s in _SPACES.values() if s.family == family), key=lambda s: s.cardinality)
 
 
 def _ofa_stage(max_depth: int = 4) -> StageChoices:

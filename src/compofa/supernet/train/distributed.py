@@ -24,7 +24,7 @@ from compofa.errors import CompofaError
 
 
 class DistributedError(CompofaError):
-    """Ranks that cannot start together or that drifted apart."""
+    """A device that is not here, or ranks that cannot start together or that drifted apart."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,19 @@ def join(device: str) -> Ranks:
     return Ranks(rank, world, local_rank)
 
 
-def device_for(requested: str, ranks: Ranks) -> torch.device:
-    """``cuda`` under torchrun means this rank's GPU (its local rank)."""
+def device_for(requested: str, ranks: Ranks = Ranks()) -> torch.device:
+    """The device `requested` names, checked to exist here; ``cuda`` under torchrun means this rank's GPU."""
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise DistributedError(f"unknown device {requested!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DistributedError(f"device {requested!r} needs an NVIDIA GPU with a driver, and none is visible here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise DistributedError(f"device {requested!r}: only {torch.cuda.device_count()} GPU(s) are visible")
     if requested == "cuda" and ranks.distributed:
         return torch.device("cuda", ranks.local_rank)
-    return torch.device(requested)
+    return device
 
 
 def average_gradients(model: nn.Module, ranks: Ranks) -> None:

@@ -22,6 +22,7 @@ from compofa.space import SubnetSpec, get_space
 from compofa.supernet.bn import recalibrate_batchnorm
 from compofa.supernet.checkpoint import load_supernet
 from compofa.supernet.train.data import check_dataset, eval_transform, image_folder
+from compofa.supernet.train.distributed import device_for
 from compofa.tables import LatencyTable
 
 #: Training images BatchNorm statistics are re-estimated on (OFA's default subset size).
@@ -63,11 +64,23 @@ def _loader(dataset: Any, batch_size: int, workers: int) -> torch.utils.data.Dat
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
 
 
-def _calibration(request: EvalRequest, resolution: int) -> torch.utils.data.DataLoader:
-    train = image_folder(request.data, "train", eval_transform(resolution))
-    count = min(request.calibration_images, len(train))
-    chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(request.seed))[:count]
-    return _loader(torch.utils.data.Subset(train, chosen.tolist()), request.batch_size, request.workers)
+class _Images:
+    """The calibration subset and the validation set at each resolution, each listed once
+    (listing an ImageNet folder takes seconds; there are 243 subnets per resolution)."""
+
+    def __init__(self, request: EvalRequest) -> None:
+        self.request = request
+        self._sets: dict[int, tuple[Any, Any]] = {}
+
+    def at(self, resolution: int) -> tuple[Any, Any]:
+        if resolution not in self._sets:
+            request = self.request
+            train = image_folder(request.data, "train", eval_transform(resolution))
+            count = min(request.calibration_images, len(train))
+            chosen = torch.randperm(len(train), generator=torch.Generator().manual_seed(request.seed))[:count]
+            val = image_folder(request.data, "val", eval_transform(resolution))
+            self._sets[resolution] = (torch.utils.data.Subset(train, chosen.tolist()), val)
+        return self._sets[resolution]
 
 
 def evaluate_subnets(
@@ -78,16 +91,18 @@ def evaluate_subnets(
     design = get_space(request.space)
     supernet = load_supernet(request.checkpoint, design.family)  # refuses another family, names the misfit
     weights = weights_id(request.checkpoint)
-    device = torch.device(request.device)
+    device = device_for(request.device)
     with LatencyTable.open(request.table, writable=True, create=True) as table:
         done = set(table.accuracies(request.space, supernet.width, weights))
     todo = [spec for spec in request.specs if str(spec) not in done]
     results = []
+    images = _Images(request)
     for index, spec in enumerate(todo):
         subnet = supernet.subnet(spec).to(device)
-        calibration = (images.to(device) for images, _ in _calibration(request, spec.resolution))
-        recalibrate_batchnorm(subnet, calibration)
-        result = _score(subnet.eval(), spec, request, device)
+        calibration_set, val = images.at(spec.resolution)
+        loader = _loader(calibration_set, request.batch_size, request.workers)
+        recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in loader))
+        result = _score(subnet.eval(), spec, val, request, device)
         with LatencyTable.open(request.table, writable=True) as table:
             table.put_accuracy(request.space, supernet.width, str(spec), spec.resolution, weights, result.top1,
                                result.top5, result.images, {"calibration_images": request.calibration_images,
@@ -98,8 +113,9 @@ def evaluate_subnets(
     return results
 
 
-def _score(subnet: torch.nn.Module, spec: SubnetSpec, request: EvalRequest, device: torch.device) -> SubnetAccuracy:
-    val = image_folder(request.data, "val", eval_transform(spec.resolution))
+def _score(
+    subnet: torch.nn.Module, spec: SubnetSpec, val: Any, request: EvalRequest, device: torch.device,
+) -> SubnetAccuracy:
     top1 = top5 = 0
     with torch.no_grad():
         for images, labels in _loader(val, request.batch_size, request.workers):

@@ -25,8 +25,8 @@ from torch import nn
 
 from compofa.errors import CompofaError
 from compofa.fileio import write_bytes_atomic
-from compofa.space import Family, get_space, list_spaces
-from compofa.supernet.checkpoint import load_state, read_checkpoint, save_checkpoint
+from compofa.space import get_space, unconstrained_space
+from compofa.supernet.checkpoint import load_state, read_checkpoint, save_checkpoint, unwrap_checkpoint
 from compofa.supernet.network import Supernet
 from compofa.supernet.train.data import check_dataset, image_folder, train_transform
 from compofa.supernet.train.distributed import Ranks, average_gradients, barrier, check_in_sync, device_for, join
@@ -90,12 +90,6 @@ class PhaseResult:
 StepListener = Callable[[int, int, StepLosses], None]  # epoch, step, losses
 
 
-def full_network_space(family: Family) -> str:
-    """The unconstrained space of `family`, whose largest subnet is the full network (the teacher)."""
-    spaces = [s for s in list_spaces() if s.family == family]
-    return max(spaces, key=lambda s: s.cardinality).name
-
-
 def _fresh_supernet(request: TrainRequest, width: float) -> Supernet:
     torch.manual_seed(request.seed)
     design = get_space(request.phase.space)
@@ -112,7 +106,7 @@ def _teacher(request: TrainRequest, supernet: Supernet) -> nn.Module | None:
                          "checkpoint (--teacher), or --init to start from it")
     teacher = Supernet(supernet.family, supernet.width, supernet.kernel_transform)
     load_state(teacher, read_checkpoint(source)[0])
-    full = get_space(full_network_space(supernet.family)).largest(max(request.phase.resolutions))
+    full = unconstrained_space(supernet.family).largest(max(request.phase.resolutions))
     module = teacher.subnet(full).eval()
     for parameter in module.parameters():
         parameter.requires_grad_(False)
@@ -120,6 +114,7 @@ def _teacher(request: TrainRequest, supernet: Supernet) -> nn.Module | None:
 
 
 def _resume_state(path: Path, phase: Phase) -> dict[str, Any] | None:
+    """The whole checkpoint a rerun continues from (weights and training state), checked to be this phase's."""
     if not path.exists():
         return None
     try:
@@ -133,7 +128,7 @@ def _resume_state(path: Path, phase: Phase) -> dict[str, Any] | None:
     if state.get("phase") != phase.to_dict():
         raise TrainError(f"{path} belongs to phase {state.get('phase', {}).get('name')!r} with other settings; "
                          "give another --output folder for this phase")
-    return state
+    return content
 
 
 def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> PhaseResult:
@@ -145,11 +140,13 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
     design.family.check_width(width)
     if request.batch_size < 1:
         raise TrainError(f"batch size must be at least 1, got {request.batch_size}")
+    device_for(request.device)  # an unknown or absent device is refused before anything is loaded
     checkpoint = request.output / CHECKPOINT_NAME
-    state = _resume_state(checkpoint, phase)
+    resumed = _resume_state(checkpoint, phase)
+    state = resumed["training"] if resumed is not None else None
     supernet = _fresh_supernet(request, width)
-    if state is not None:
-        load_state(supernet, read_checkpoint(checkpoint)[0])
+    if resumed is not None:
+        load_state(supernet, unwrap_checkpoint(resumed, str(checkpoint))[0])  # read once, above
     elif request.init is not None:
         load_state(supernet, read_checkpoint(request.init)[0])
     teacher = _teacher(request, supernet)
