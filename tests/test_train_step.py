@@ -84,6 +84,9 @@ def test_schedule_warms_up_then_follows_a_cosine_to_zero() -> None:
     steps = 10
     rates = [learning_rate(phase, 1536, step, steps) for step in range(phase.epochs * steps)]
     assert rates[0] == pytest.approx(0.03) and rates[50] == pytest.approx(0.18)  # 0.18 at batch 1536 after warm-up
+    small = [learning_rate(phase, 32, step, steps) for step in range(phase.warmup_epochs * steps + 1)]
+    # under 256 images the rate never starts above the batch's own (a warm-up down from 0.03 diverged)
+    assert small == pytest.approx([0.03 * 32 / 256] * len(small))
     assert all(a <= b for a, b in zip(rates[:50], rates[1:51])) and all(a >= b for a, b in zip(rates[50:], rates[51:]))
     assert rates[-1] < 0.18 * 1e-3
     groups = build_optimizer(Supernet("mobilenetv3", 1.0), phase, 256).param_groups

@@ -3,9 +3,10 @@
 SGD with Nesterov momentum; weight decay on convolution and linear weights
 only (not on BatchNorm parameters and biases, as the reference's
 ``no_decay_keys='bn#bias'``). The rate warms up linearly for the phase's
-warm-up epochs, from the rate of one 256-image batch to the rate of the
-global batch, then follows a cosine to zero over the remaining steps, set
-every step.
+warm-up epochs, from the rate of one 256-image batch (the reference's
+one-GPU rate) to the rate of the global batch, then follows a cosine to zero
+over the remaining steps, set every step. A global batch under 256 images
+has a rate below the 256-image one and runs its warm-up epochs at it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def learning_rate(phase: Phase, global_batch: int, step: int, steps_per_epoch: i
     peak = phase.lr(global_batch)
     warmup_steps = phase.warmup_epochs * steps_per_epoch
     if step < warmup_steps:
-        start = phase.lr_per_256
+        # Below 256 images the 256-image rate is above `peak`, and a "warm-up" down from it diverged (OFA's
+        # elastic-kernel phase on 32-image batches): such a batch has nothing to ramp up to and starts at `peak`.
+        start = min(phase.lr_per_256, peak)
         return start + (peak - start) * step / warmup_steps
     total = max(1, phase.epochs * steps_per_epoch - warmup_steps)
     return 0.5 * peak * (1 + math.cos(math.pi * min(step - warmup_steps, total) / total))
