@@ -189,6 +189,20 @@ def test_checkpoint_of_another_family(random_supernet: Callable[..., Supernet], 
     _one_line_error(lambda: load_supernet(tmp_path / "proxyless.pt", "mobilenetv3"), "proxylessnas", "mobilenetv3")
 
 
+def test_checkpoint_trained_on_a_smaller_space(random_supernet: Callable[..., Supernet], tmp_path: Path) -> None:
+    """Weights trained on CompOFA's subnets load for CompOFA (and its subsets), not for all of OFA's subnets."""
+    supernet = random_supernet("mobilenetv3", 1.0, False)
+    for space in ("compofa", "ofa-mbv3", "nonesuch"):
+        save_checkpoint(supernet, tmp_path / f"{space}.pt", {"training": {"phase": {"space": space}}})
+    assert _same_state(load_supernet(tmp_path / "compofa.pt", "mobilenetv3", space="compofa"), supernet)
+    load_supernet(tmp_path / "ofa-mbv3.pt", "mobilenetv3", space="compofa")  # CompOFA's subnets are OFA's too
+    _one_line_error(lambda: load_supernet(tmp_path / "compofa.pt", "mobilenetv3", space="ofa-mbv3"),
+                    "trained on space 'compofa'", "kernel size 5 in stage 0 of space 'ofa-mbv3'", "--space compofa")
+    _one_line_error(lambda: load_supernet(tmp_path / "nonesuch.pt", "mobilenetv3", space="compofa"),
+                    "'nonesuch', which this compofa does not know")
+    load_supernet(tmp_path / "compofa.pt", "mobilenetv3")  # no space asked: nothing to check
+
+
 def test_conflicting_width_and_unknown_version(random_supernet: Callable[..., Supernet], tmp_path: Path) -> None:
     """Our checkpoint at another width than asked, or of a newer format version, is refused."""
     supernet = random_supernet("mobilenetv3", 1.2, False)

@@ -287,6 +287,15 @@ def test_contains_is_false_for_other_spaces() -> None:
         get_space("ofa-mbv3").check(compofa_spec)
 
 
+def test_missing_from_names_the_first_choice_another_space_lacks() -> None:
+    compofa, ek, ofa = get_space("compofa"), get_space("compofa-ek"), get_space("ofa-mbv3")
+    assert compofa.missing_from(ofa) is None and ek.missing_from(ofa) is None and compofa.missing_from(ek) is None
+    assert ofa.missing_from(compofa) == "kernel size 5 in stage 0"  # CompOFA fixes each stage's kernel size
+    assert ek.missing_from(compofa) == "kernel size 5 in stage 0"
+    assert ofa.missing_from(get_space("compofa-ek")) == "expand ratio 4 at depth 2 in stage 0"
+    assert compofa.missing_from(get_space("compofa-proxyless")) == "the mobilenetv3 family"
+
+
 @pytest.mark.parametrize(
     ("space", "resolution", "depths", "kernels", "expands", "field"),
     [

@@ -56,6 +56,11 @@ def test_eval_refusals(setup: tuple[Path, Path], tmp_path: Path) -> None:
     assert_one_line_error(run(*base, "--checkpoint", str(tmp_path / "junk.pt")), "not a PyTorch checkpoint")
     assert_one_line_error(run("eval", "--checkpoint", str(weights), "--data", str(tmp_path)), "has no train/ folder")
     assert_one_line_error(run(*base, "--checkpoint", str(weights), "--device", "tpu"), "unknown device 'tpu'")
+    trained = tmp_path / "compound.pt"  # as `compofa train` writes it after a CompOFA phase
+    torch.save({**torch.load(weights, weights_only=True), "training": {"phase": {"space": "compofa"}}}, trained)
+    assert_one_line_error(run(*base, "--checkpoint", str(trained), "--space", "ofa-mbv3"),
+                          "trained on space 'compofa'")
+    assert not (tmp_path / "a.db").exists()
 
 
 def test_predictor_train_fits_the_rows_and_search_uses_it(tmp_path: Path) -> None:

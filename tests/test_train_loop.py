@@ -149,3 +149,26 @@ def test_epochs_go_to_tensorboard_when_it_is_installed(digits: Path, teacher: Pa
     train_phase(TrainRequest(small(0, epochs=1, warmup_epochs=0), digits, tmp_path / "t", width=1.0, batch_size=8,
                              workers=0, max_steps=1))
     assert any((tmp_path / "t" / "tensorboard").iterdir())
+
+
+def test_a_phase_alone_refuses_an_unfinished_predecessor(digits: Path, teacher: Path, tmp_path: Path) -> None:
+    from compofa.supernet.train.schedule import ScheduleRequest, run_schedule
+
+    phases = (small(0, epochs=2, warmup_epochs=0), small(1, epochs=1, subnets_per_step=1))
+    base = TrainRequest(phases[0], digits, tmp_path, width=1.0, kernel_transform=False, batch_size=8, workers=0,
+                        max_steps=1)
+
+    def interrupt(epoch: int, step: int, losses: object) -> None:
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_schedule(ScheduleRequest(phases, tmp_path / "run", base), on_step=interrupt)
+    with pytest.raises(TrainError, match="phase 'teacher' in .* stopped after 1 of 2 epochs: finish it first"):
+        run_schedule(ScheduleRequest(phases, tmp_path / "run", base, only=phases[1].name))
+    assert not (tmp_path / "run" / phases[1].name).exists()
+    given = dataclasses.replace(base, init=teacher, teacher=teacher)  # another start replaces the unfinished one
+    epochs: list[tuple[int, int]] = []
+    (result,) = run_schedule(ScheduleRequest(phases, tmp_path / "run", given, only=phases[1].name),
+                             on_epoch=lambda epoch, steps: epochs.append((epoch, steps)))
+    assert result.epochs_done == 1 and epochs == [(0, 1)]  # the progress bar's epoch and its steps

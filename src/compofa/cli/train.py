@@ -61,17 +61,20 @@ def train_command(
                TimeElapsedColumn())
     with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
         task = progress.add_task("", total=None, loss="")
+        current = ""
 
         def on_phase(phase: Phase, index: int) -> None:
-            progress.update(task, description=f"{phase.name} ({index + 1}/{len(phases)})", completed=0,
-                            total=phase.epochs, loss="")
+            nonlocal current
+            current = f"{phase.name} ({index + 1}/{len(phases)}), epoch {{}}/{phase.epochs}"
+
+        def on_epoch(epoch: int, steps: int) -> None:  # one bar per epoch, over its steps
+            progress.update(task, description=current.format(epoch + 1), completed=0, total=steps, loss="")
 
         def on_step(epoch: int, step: int, losses: StepLosses) -> None:
-            progress.update(task, completed=epoch, loss=f"epoch {epoch + 1} step {step + 1}: loss {losses.loss:.3f}, "
-                            f"top-1 {losses.top1:.1%}")
+            progress.update(task, completed=step + 1, loss=f"loss {losses.loss:.3f}, top-1 {losses.top1:.1%}")
 
         try:
-            results = run_schedule(request, on_phase, on_step)
+            results = run_schedule(request, on_phase, on_step, on_epoch)
         except KeyboardInterrupt:
             progress.stop()
             click.echo(f"interrupted: every finished epoch is saved under {output}; rerun the same command to resume",

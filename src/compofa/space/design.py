@@ -183,6 +183,25 @@ class DesignSpace:
                     )
                 block += 1
 
+    def missing_from(self, other: DesignSpace) -> str | None:
+        """A choice some subnet of this space makes that `other` does not allow, or None if `other` holds them all.
+
+        Resolution is left out: the weights are the same at every resolution.
+        """
+        if self.family.name != other.family.name:
+            return f"the {self.family.name} family"
+        for stage, (mine, theirs) in enumerate(zip(self.stages, other.stages)):
+            kernels = sorted(set(mine.kernel_sizes) - set(theirs.kernel_sizes))
+            if kernels:
+                return f"kernel size {kernels[0]} in stage {stage}"
+            for depth in mine.depths:
+                if depth not in theirs.depths:
+                    return f"depth {depth} in stage {stage}"
+                expands = sorted(set(mine.expand_options(depth)) - set(theirs.expand_options(depth)))
+                if expands:
+                    return f"expand ratio {expands[0]} at depth {depth} in stage {stage}"
+        return None
+
     def contains(self, spec: SubnetSpec) -> bool:
         try:
             self.check(spec)

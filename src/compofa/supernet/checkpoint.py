@@ -18,7 +18,7 @@ import torch
 
 from compofa.errors import CheckpointError
 from compofa.fileio import atomic_output
-from compofa.space import Family, get_family
+from compofa.space import Family, get_family, get_space
 from compofa.supernet.network import Supernet
 
 #: Our checkpoint format; bump on any incompatible change.
@@ -67,6 +67,9 @@ def unwrap_checkpoint(content: Any, source: str = "checkpoint") -> tuple[dict[st
                 f"{CHECKPOINT_VERSION}: upgrade compofa"
             )
         metadata = {key: content[key] for key in ("family", "width", "kernel_transform") if key in content}
+        phase = content.get("training", {}).get("phase") if isinstance(content.get("training"), Mapping) else None
+        if isinstance(phase, Mapping) and isinstance(phase.get("space"), str):
+            metadata["trained_space"] = phase["space"]  # written by `compofa train`
     if isinstance(content, Mapping) and "state_dict" in content:
         content = content["state_dict"]
     if not isinstance(content, Mapping) or not all(isinstance(v, torch.Tensor) for v in content.values()):
@@ -138,15 +141,20 @@ def load_supernet(
     family: Family | str,
     width: float | None = None,
     kernel_transform: bool = False,
+    space: str | None = None,
 ) -> Supernet:
     """Build a supernet of `family` and load the checkpoint at `path` into it.
 
     The width comes from `width`, else our checkpoint's metadata, else the
     stem's channel count. Our checkpoints also fix the kernel transform; a
-    conflicting `width` is an error.
+    conflicting `width` is an error. A checkpoint written by `compofa train`
+    names the space it was trained on: when `space` is given, it must hold no
+    subnet that space lacks (its other subnets' weights were never trained).
     """
     family = get_family(family) if isinstance(family, str) else family
     state, metadata = read_checkpoint(path)
+    if space is not None and "trained_space" in metadata:
+        _check_trained_space(str(path), metadata["trained_space"], space)
     if metadata:
         if metadata.get("family") != family.name:
             raise CheckpointError(
@@ -161,6 +169,19 @@ def load_supernet(
     supernet = Supernet(family, width, kernel_transform)
     load_state(supernet, state)
     return supernet
+
+
+def _check_trained_space(source: str, trained: str, space: str) -> None:
+    try:
+        trained_design = get_space(trained)
+    except KeyError:
+        raise CheckpointError(f"checkpoint {source!r} was trained on space {trained!r}, which this compofa does not "
+                              "know: upgrade compofa") from None
+    missing = get_space(space).missing_from(trained_design)
+    if missing is not None:
+        raise CheckpointError(f"checkpoint {source!r} was trained on space {trained!r}, whose subnets never use "
+                              f"{missing} of space {space!r}: use --space {trained}, or a checkpoint trained on "
+                              f"{space!r}")
 
 
 def save_checkpoint(supernet: Supernet, path: str | os.PathLike[str], extra: Mapping[str, Any] | None = None) -> None:

@@ -247,7 +247,7 @@ def load_or_build_supernet(
     if checkpoint is None:
         supernet = fresh_supernet(design.family, width, transform)
     else:
-        supernet = load_supernet(checkpoint, design.family, width, transform)
+        supernet = load_supernet(checkpoint, design.family, width, transform, space=space)
     return supernet.eval()
 
 

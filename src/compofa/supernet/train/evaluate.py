@@ -89,7 +89,8 @@ def evaluate_subnets(
     """Evaluate every spec the table lacks for these weights; returns those evaluated now."""
     check_dataset(request.data)
     design = get_space(request.space)
-    supernet = load_supernet(request.checkpoint, design.family)  # refuses another family, names the misfit
+    # refuses another family, a space the weights were not trained on, and names a misfit
+    supernet = load_supernet(request.checkpoint, design.family, space=request.space)
     weights = weights_id(request.checkpoint)
     device = device_for(request.device)
     with LatencyTable.open(request.table, writable=True, create=True) as table:

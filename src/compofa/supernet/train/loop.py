@@ -88,6 +88,7 @@ class PhaseResult:
 
 
 StepListener = Callable[[int, int, StepLosses], None]  # epoch, step, losses
+EpochListener = Callable[[int, int], None]  # epoch about to start, its steps
 
 
 def _fresh_supernet(request: TrainRequest, width: float) -> Supernet:
@@ -117,21 +118,35 @@ def _resume_state(path: Path, phase: Phase) -> dict[str, Any] | None:
     """The whole checkpoint a rerun continues from (weights and training state), checked to be this phase's."""
     if not path.exists():
         return None
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for a bad file
-        raise TrainError(f"cannot resume from {path}: unreadable ({type(error).__name__}); move it away to start over") \
-            from None
-    state = content.get("training") if isinstance(content, dict) else None
-    if not isinstance(state, dict) or "epochs_done" not in state:
-        raise TrainError(f"{path} is not a training checkpoint; give another --output folder")
+    content = _read_training_checkpoint(path)
+    state = content["training"]
     if state.get("phase") != phase.to_dict():
         raise TrainError(f"{path} belongs to phase {state.get('phase', {}).get('name')!r} with other settings; "
                          "give another --output folder for this phase")
     return content
 
 
-def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> PhaseResult:
+def _read_training_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a bad file
+        raise TrainError(f"cannot resume from {path}: unreadable ({type(error).__name__}); move it away to start over") \
+            from None
+    state = content.get("training") if isinstance(content, dict) else None
+    if not isinstance(state, dict) or "epochs_done" not in state or not isinstance(state.get("phase"), dict):
+        raise TrainError(f"{path} is not a training checkpoint; give another --output folder")
+    return content
+
+
+def epochs_done(path: Path) -> tuple[int, int]:
+    """(epochs finished, epochs of its phase) recorded in a training checkpoint."""
+    state = _read_training_checkpoint(path)["training"]
+    return int(state["epochs_done"]), int(state["phase"]["epochs"])
+
+
+def train_phase(
+    request: TrainRequest, on_step: StepListener | None = None, on_epoch: EpochListener | None = None,
+) -> PhaseResult:
     """Run `request.phase` to its last epoch, resuming from the output folder's checkpoint if there is one."""
     phase = request.phase
     check_dataset(request.data)
@@ -180,6 +195,8 @@ def train_phase(request: TrainRequest, on_step: StepListener | None = None) -> P
         request.output.mkdir(parents=True, exist_ok=True)
     sampler = PhaseSampler(phase)
     for epoch in range(start, phase.epochs):
+        if on_epoch is not None:
+            on_epoch(epoch, steps)
         row = _epoch(request, supernet, teacher, optimizer, scaler, sampler, dataset, epoch, steps, device, ranks,
                      on_step)
         check_in_sync(supernet, ranks)

@@ -15,7 +15,16 @@ from typing import Callable, Sequence
 
 from compofa.space import get_space
 from compofa.supernet.train.data import check_dataset
-from compofa.supernet.train.loop import CHECKPOINT_NAME, PhaseResult, StepListener, TrainError, TrainRequest, train_phase
+from compofa.supernet.train.loop import (
+    CHECKPOINT_NAME,
+    EpochListener,
+    PhaseResult,
+    StepListener,
+    TrainError,
+    TrainRequest,
+    epochs_done,
+    train_phase,
+)
 from compofa.supernet.train.phases import Phase, PhaseConfigError, preset, read_phases
 
 
@@ -56,6 +65,7 @@ def check_schedule(request: ScheduleRequest) -> None:
 def run_schedule(
     request: ScheduleRequest, on_phase: Callable[[Phase, int], None] | None = None,
     on_step: StepListener | None = None,
+    on_epoch: EpochListener | None = None,
 ) -> list[PhaseResult]:
     check_schedule(request)
     phases = request.phases
@@ -79,8 +89,12 @@ def run_schedule(
                 on_phase(phase, index)
             base = dataclasses.replace(request.base, phase=phase, output=folder, init=init, teacher=teacher,
                                        kernel_transform=transform)
-            results.append(train_phase(base, on_step))
+            results.append(train_phase(base, on_step, on_epoch))
         finished = folder / CHECKPOINT_NAME
+        if request.only == phase.name:
+            break  # the phases after it are not run
+        if request.only is not None and finished.exists() and _unfinished(finished, phase, request):
+            continue  # an --init given instead
         if finished.exists():
             init = finished
             if phase.kind == "teacher":
@@ -88,3 +102,14 @@ def run_schedule(
         elif request.only is None:
             raise TrainError(f"phase {phase.name!r} left no checkpoint in {folder}")
     return results
+
+
+def _unfinished(checkpoint: Path, phase: Phase, request: ScheduleRequest) -> bool:
+    """Whether a phase run before `request.only` stopped early: refused, unless an --init replaces it."""
+    done, epochs = epochs_done(checkpoint)
+    if done >= epochs:
+        return False
+    if request.base.init is None:
+        raise TrainError(f"phase {phase.name!r} in {request.run} stopped after {done} of {epochs} epochs: finish it "
+                         f"first (--phase {phase.name}), or give --init to start from another checkpoint")
+    return True
