@@ -153,8 +153,6 @@ def load_supernet(
     """
     family = get_family(family) if isinstance(family, str) else family
     state, metadata = read_checkpoint(path)
-    if space is not None and "trained_space" in metadata:
-        _check_trained_space(str(path), metadata["trained_space"], space)
     if metadata:
         if metadata.get("family") != family.name:
             raise CheckpointError(
@@ -164,6 +162,8 @@ def load_supernet(
         if width is not None and float(metadata["width"]) != float(width):
             raise CheckpointError(f"checkpoint {str(path)!r} has width {metadata['width']:g}, not {width:g}")
         width, kernel_transform = float(metadata["width"]), bool(metadata["kernel_transform"])
+        if space is not None and "trained_space" in metadata:  # after the family check, which names a misfit better
+            _check_trained_space(str(path), metadata["trained_space"], space)
     elif width is None:
         width = infer_width(state, family) or family.default_width
     supernet = Supernet(family, width, kernel_transform)
