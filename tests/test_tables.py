@@ -20,7 +20,7 @@ from compofa.supernet.source import SubnetSource
 from compofa.tables import LatencyTable, TableBusyError, TableError, TableMismatchError
 from compofa.tables.compare import kendall_tau
 from compofa.tables.exchange import EXPORT_FIELDS, merge_tables
-from compofa.tables.job import ProfileRequest, Shard, exclusive, profile_space
+from compofa.tables.job import ProfileRequest, Shard, profile_space
 from fake_device import true_latency_ms
 
 FAST = ProfileConfig(round_seconds=0.05, min_samples=10, max_samples=20)
@@ -124,7 +124,7 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with exclusive(path):
+        with LatencyTable.open(path, writable=True, create=True):
             holding.set()
             release.wait(10)
 
@@ -132,7 +132,7 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
     worker.start()
     try:
         assert holding.wait(10)
-        with pytest.raises(TableBusyError, match="being profiled"):
+        with pytest.raises(TableBusyError, match="being written by process"):
             profile_space(request(path, limit=2))
     finally:
         release.set()

@@ -8,12 +8,41 @@ error leaves the previous file (or none) in place, never a truncated one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
 from compofa.errors import OutputPathError
+
+#: Errors of the machine, not of compofa (a full disk, read-only storage), with what to do about them.
+ENVIRONMENT_ERRORS = {
+    errno.ENOSPC: "free some space and rerun (what was finished is kept)",
+    errno.EDQUOT: "free some space and rerun (what was finished is kept)",
+    errno.EFBIG: "write to another file system",
+    errno.EROFS: "write to a writable place",
+    errno.EACCES: "write to a place you may write to",
+    errno.EPERM: "write to a place you may write to",
+    errno.EIO: "check the disk and rerun",
+}
+
+
+def environment_message(error: OSError) -> str | None:
+    """One line for an error of the machine, naming the file when known; None for any other error."""
+    remedy = ENVIRONMENT_ERRORS.get(error.errno or 0)
+    if remedy is None:
+        return None
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}; {remedy}"
+
+
+def _write_failed(target: Path, error: OSError) -> Exception:
+    remedy = ENVIRONMENT_ERRORS.get(error.errno or 0)
+    if remedy is None:
+        return error
+    return OutputPathError(f"cannot write {str(target)!r}: {error.strerror or error}; {remedy}")
 
 
 def check_output_path(path: str | os.PathLike[str]) -> Path:
@@ -41,9 +70,12 @@ def atomic_output(
     loss cannot leave a renamed but empty file; caches that can be rebuilt skip it.
     """
     target = check_output_path(path)
-    handle = tempfile.NamedTemporaryFile(
-        mode, dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
+    try:
+        handle = tempfile.NamedTemporaryFile(
+            mode, dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        )
+    except OSError as error:
+        raise _write_failed(target, error) from None
     try:
         # temporary files are private (0600); the output gets a plain file's permissions
         os.chmod(handle.name, 0o666 & ~_umask())
@@ -53,6 +85,10 @@ def atomic_output(
             if durable:
                 os.fsync(handle.fileno())
         os.replace(handle.name, target)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(handle.name)
+        raise _write_failed(target, error) from None
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(handle.name)
@@ -68,3 +104,52 @@ def _umask() -> int:
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     with atomic_output(path, durable=durable) as handle:
         handle.write(data)
+
+
+def check_output_folder(path: str | os.PathLike[str]) -> Path:
+    """Fail early, in one line, if `path` cannot be made or filled as a folder of outputs."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputPathError(f"output folder {str(target)!r} is a file; give a folder name")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"cannot write {str(target)!r}: folder {str(parent)!r} does not exist")
+    for folder in (parent, target) if target.exists() else (parent,):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputPathError(f"cannot write {str(target)!r}: folder {str(folder)!r} is not writable")
+    return target
+
+
+def write_folder_atomic(path: str | os.PathLike[str], files: Sequence[tuple[str, bytes]]) -> list[Path]:
+    """Write `files` (name, content) into the folder `path`, whole or not at all.
+
+    They are written into a hidden folder beside `path` first. A new folder is then
+    renamed into place; into an existing one each file is renamed in turn, in the
+    given order (so the page that links the others goes last), and files already
+    there that are not among `files` are kept. A full disk or an interruption while
+    writing leaves `path` as it was.
+    """
+    target = check_output_folder(path)
+    for name, _ in files:
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise OutputPathError(f"{name!r} is not a plain file name")
+    try:
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as error:
+        raise _write_failed(target, error) from None
+    try:
+        for name, data in files:
+            with open(staging / name, "wb") as handle:
+                handle.write(data)
+        mode = 0o777 & ~_umask()
+        if not target.exists():
+            os.chmod(staging, mode)  # mkdtemp's folder is private
+            os.rename(staging, target)
+        else:
+            for name, _ in files:
+                os.replace(staging / name, target / name)
+    except OSError as error:
+        raise _write_failed(target, error) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [target / name for name, _ in files]

@@ -10,15 +10,32 @@ from typing import Any, Sequence
 import click
 
 from compofa.errors import CompofaError, SpecError
+from compofa.fileio import environment_message
 from compofa.space import SubnetSpec, get_space, read_spec
 
 #: Exit codes: bad input or a refused operation; interrupted by the user.
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-
 class CompofaGroup(click.Group):
-    """A click group that reports library errors in one line, never a traceback."""
+    """A click group that reports every error in one line on stderr, never a traceback or usage text."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as error:  # usage errors: one line, as the library's are
+            message = " ".join(error.format_message().split())
+            context = getattr(error, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if isinstance(error, click.UsageError) and context else ""
+            click.echo(f"error: {message}{hint}", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -30,15 +47,23 @@ class CompofaGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except Exception as error:  # a bug: still one line, with a way to see more
-            if os.environ.get("COMPOFA_DEBUG"):
-                raise
-            click.echo(
-                f"error: internal error ({type(error).__name__}: {error}); "
-                "rerun with COMPOFA_DEBUG=1 for the traceback and report it",
-                err=True,
-            )
-            sys.exit(1)
+        except OSError as error:
+            message = environment_message(error)
+            if message is None:
+                raise_internal(error)
+            fail(message)  # type: ignore[arg-type]
+        except Exception as error:  # noqa: BLE001 - a bug: still one line, with a way to see more
+            raise_internal(error)
+
+
+def raise_internal(error: Exception) -> None:
+    """Report a bug in one line (the traceback with COMPOFA_DEBUG=1) and exit 1."""
+    if os.environ.get("COMPOFA_DEBUG"):
+        raise error
+    message = " ".join(str(error).split())
+    click.echo(f"error: internal error ({type(error).__name__}: {message}); "
+               "rerun with COMPOFA_DEBUG=1 for the traceback and report it", err=True)
+    sys.exit(1)
 
 
 def fail(message: str) -> None:

@@ -9,13 +9,13 @@ from typing import Iterator
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
 from compofa.cli.table import print_summary
 from compofa.devices import Settings, get_backend
 from compofa.devices.base import DeviceOptionError
-from compofa.profiler import ProfileConfig, ProfileListener
+from compofa.profiler import NOISY, ProfileConfig, ProfileConfigError, ProfileListener
 from compofa.profiler import Progress as ProfileProgress
 from compofa.space import DEFAULT_SPACE, get_space
 from compofa.supernet.source import SubnetSource
@@ -33,18 +33,33 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 class _Bar(ProfileListener):
-    """Drives a rich progress bar: done/total, ETA, current subnet and its noise."""
+    """Drives a rich progress bar: done/total, ETA, current subnet and its noise.
 
-    def __init__(self, progress: Progress, task: int) -> None:
-        self.progress, self.task = progress, task
+    The bar appears with the first sign of work, so a command refused before any
+    (a bad option, an unavailable device) prints its one error line and nothing else.
+    """
+
+    def __init__(self, progress: Progress, description: str) -> None:
+        self.progress, self.description = progress, description
+        self.task: TaskID | None = None
+
+    def _task(self) -> TaskID:
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.description, total=None, eta="--", noise="", subnet="starting")
+        return self.task
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
 
     def on_staged(self, done: int, total: int) -> None:
-        self.progress.update(self.task, subnet=f"preparing every subnet once before timing: {done}/{total}")
+        self.progress.update(self._task(), subnet=f"preparing every subnet once before timing: {done}/{total}")
 
     def on_progress(self, progress: ProfileProgress) -> None:
         eta = "--" if progress.eta_seconds is None else _duration(progress.eta_seconds)
         self.progress.update(
-            self.task,
+            self._task(),
             completed=progress.done,
             total=progress.total,
             subnet=f"{progress.spec} (round {progress.round_index + 1})",
@@ -63,15 +78,22 @@ def progress_bar(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA {task.fields[eta]}"),
         TextColumn("{task.fields[noise]}"), TimeElapsedColumn(), TextColumn("{task.fields[subnet]}"),
     )
-    with Progress(*columns, console=console, disable=quiet, transient=transient) as progress:
-        task = progress.add_task(description, total=None, eta="--", noise="", subnet="starting")
-        try:
-            yield _Bar(progress, task)
-        except KeyboardInterrupt:
-            progress.stop()
-            click.echo(f"interrupted: every finished round is saved in {table}; rerun the same command to resume",
-                       err=True)
-            sys.exit(EXIT_INTERRUPTED)
+    bar = _Bar(Progress(*columns, console=console, disable=quiet, transient=transient), description)
+    try:
+        yield bar
+    except KeyboardInterrupt:
+        bar.stop()
+        click.echo(f"interrupted: every finished round is saved in {table}; rerun the same command to resume",
+                   err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        bar.stop()
+
+
+def check_rounds(min_rounds: int, max_rounds: int) -> None:
+    if min_rounds > max_rounds:
+        raise ProfileConfigError(f"--min-rounds {min_rounds} is more than --max-rounds {max_rounds}; "
+                                 "raise --max-rounds too")
 
 
 def _duration(seconds: float) -> str:
@@ -117,7 +139,8 @@ def profile_command(
         design.check_resolution(value)
     backend = get_backend(device)
     settings = Settings(batch or backend.default_batch, precision, threads, parse_options(options))
-    config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max(min_rounds, max_rounds),
+    check_rounds(min_rounds, max_rounds)
+    config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max_rounds,
                            round_seconds=round_seconds)
     request = ProfileRequest(
         table=Path(table),
@@ -144,4 +167,17 @@ def profile_command(
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary.reasons.most_common())
         click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded (the machine's speed "
                    "changed during them) and measured again")
+    echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
     print_summary(Path(table))
+
+
+def echo_stability(remeasured: int, unstable: int, noisy: int) -> None:
+    """What a run says about entries it could not measure cleanly."""
+    if remeasured:
+        click.echo(f"measured again first: {remeasured} entries an earlier run left unstable")
+    if unstable:
+        why = (f"{noisy} because the machine's speed kept changing during their rounds (their intervals are wider; "
+               "rerun on a quieter machine to measure them again)" if noisy else "")
+        other = unstable - noisy
+        rest = f"{other} with a wide spread of samples (see `compofa table show`)" if other else ""
+        click.echo(f"unstable: {unstable} entries, " + "; ".join(part for part in (why, rest) if part))

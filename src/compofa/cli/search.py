@@ -25,10 +25,22 @@ from compofa.tables import LatencyTable
 def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The resolutions and batch sizes a table holds entries of `space` at."""
     with LatencyTable.open(path) as table:
-        keys = [e.key for e in table.entries(space=space)]
+        entries = table.entries()
+    keys = [e.key for e in entries if e.key.space == space]
     if not keys:
-        raise CompofaError(f"table {path} has no {space} entries; profile them with `compofa profile --table {path}`")
+        raise CompofaError(f"table {path} has no {space} entries{_held(entries)}; {_how_to_measure(space, path)}")
     return tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys}))
+
+
+def _held(entries: list) -> str:  # type: ignore[type-arg]
+    spaces = sorted({e.key.space for e in entries if not e.key.space.startswith("layers/")})
+    return f" (it holds {', '.join(spaces)}: search those with --space {spaces[0]})" if spaces else ""
+
+
+def _how_to_measure(space: str, path: str) -> str:
+    if get_space(space).enumerable:
+        return f"profile them with `compofa profile --space {space} --table {path}`"
+    return f"{space} is too large to profile whole: measure its subnets on demand with --latency device:NAME --table {path}"
 
 
 @click.command("search")

@@ -133,7 +133,14 @@ def _positive_float(text: str) -> float:
 def table_export(table: str, fmt: str, output: str, space: str | None, device_id: int | None) -> None:
     """Write TABLE's entries as a JSON list or CSV rows (spec, OFA dict, statistics)."""
     with LatencyTable.open(table) as store:
+        check_device_id(store, device_id)
         entries = store.entries(device_id, space)
+        if not entries and (space is not None or device_id is not None) and store.entries():
+            held = sorted({e.key.space for e in store.entries(device_id)})
+            what = f"{space} entries" if space else "entries"
+            where = f" of device {device_id}" if device_id is not None else ""
+            raise TableError(f"{table} has no {what}{where}; "
+                             + (f"it holds {', '.join(held)} entries" if held else "that device has none"))
     count = export_entries(entries, output, fmt)
     click.echo(f"wrote {count} entries to {output}")
 
@@ -184,5 +191,17 @@ def table_merge(output: str, inputs: tuple[str, ...], force: bool) -> None:
     """Merge shard tables INPUTS into OUTPUT (created if missing)."""
     report = merge_tables(Path(output), [Path(p) for p in inputs], force)
     scaled = ", ".join(f"{name} x{factor:.4f}" for name, factor in report.rescaled.items() if factor != 1.0)
-    click.echo(f"merged {report.tables} tables into {output}: {report.entries} entries, {report.rounds} rounds, "
-               f"{report.conflicts} already present" + (f"; rescaled to the first reference: {scaled}" if scaled else ""))
+    present = (f"; already there: {report.conflicts} entries, {report.rounds_present} rounds (kept once)"
+               if report.conflicts or report.rounds_present else "")
+    click.echo(f"merged {report.tables} tables into {output}: {report.entries} entries, {report.runs} runs, "
+               f"{report.rounds} rounds added{present}" + (f"; rescaled to the first reference: {scaled}" if scaled else ""))
+
+
+def check_device_id(store: LatencyTable, device_id: int | None) -> None:
+    """Refuse a --device-id the table does not have, naming those it has."""
+    if device_id is None:
+        return
+    devices = store.devices()
+    if all(device.id != device_id for device in devices):
+        known = ", ".join(f"{d.id} ({d.name})" for d in devices) or "none yet"
+        raise TableError(f"table {str(store.path)!r} has no device {device_id}; its devices: {known}")

@@ -2,9 +2,9 @@
 
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
 from compofa.profiler.schedule import (
+    NOISY,
     ProfileConfig,
     ProfileConfigError,
-    ProfileError,
     Profiler,
     ProfileListener,
     ProfileResult,
@@ -14,11 +14,11 @@ from compofa.profiler.schedule import (
 from compofa.profiler.stats import Summary, summarize
 
 __all__ = [
+    "NOISY",
     "Estimate",
     "Measurement",
     "ProfileConfig",
     "ProfileConfigError",
-    "ProfileError",
     "ProfileListener",
     "ProfileResult",
     "Profiler",

@@ -14,6 +14,13 @@ on record as such, and measured again. Every round is complete in itself, so
 it is committed the moment it ends and an interruption loses only the round in
 flight.
 
+On a machine that stays busy, rounds can keep being discarded. Each run
+allows a subnet as many discarded rounds as `max_rounds`; when they are spent
+the subnet is finished as `NOISY` with what it has (its kept rounds, or, with
+none, its discarded ones, under a wider interval from their own spread) and
+marked unstable, and the run goes on. The budget is the run's: a later run
+measures such a subnet again with a fresh one.
+
 The profiler returns values and reports progress through a listener; it does
 not know the table store (resume and persistence are the store's job, which
 passes in the rounds it already has and commits each round it is handed).
@@ -21,6 +28,7 @@ passes in the rounds it already has and commits each round it is handed).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -38,8 +46,8 @@ class ProfileConfigError(CompofaError):
     """Profiler settings that cannot work."""
 
 
-class ProfileError(CompofaError):
-    """Measuring failed in a way a rerun under other conditions may fix."""
+#: Why a subnet stopped when the run's budget of discarded rounds for it ran out (see the module docstring).
+NOISY = "noisy"
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,14 @@ class ProfileConfig:
     def __post_init__(self) -> None:
         if not 0 < self.target_ci < 1:
             raise ProfileConfigError(f"target CI must be a fraction in (0, 1), got {self.target_ci}")
+        for name in ("round_seconds", "budget_seconds", "drift_threshold"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ProfileConfigError(f"{name.replace('_', ' ')} must be a positive number, got {value}")
+        for name in ("ci_floor_ms", "warmup_tolerance"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ProfileConfigError(f"{name.replace('_', ' ')} must be a number >= 0, got {value}")
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ProfileConfigError(f"need 1 <= min_rounds <= max_rounds, got {self.min_rounds}, {self.max_rounds}")
         if not 1 <= self.min_samples <= self.max_samples:
@@ -172,6 +188,7 @@ class Profiler:
         self.config = config or ProfileConfig()
         self.clock = clock
         self._spreads: dict[SubnetSpec, tuple[int, RoundSpread]] = {}  # per subnet, by its round count
+        self._prior_rounds: dict[SubnetSpec, int] = {}  # rounds each subnet had before this run
 
     def _timed(self, handle: object, n: int) -> list[float]:
         return self.device.time(handle, n)  # type: ignore[arg-type]
@@ -256,25 +273,17 @@ class Profiler:
         moved = abs(second / first - 1) > self.config.drift_threshold
         return float(np.median(reference)) / baseline_ms, moved
 
-    def finished(self, measurement: Measurement, spread: RoundSpread | None = None) -> str | None:
+    def finished(self, measurement: Measurement, spread: RoundSpread | None = None, discarded_now: int = 0) -> str | None:
         """Why `measurement` needs no more rounds, or None if it does.
 
         `spread` is the between-round spread pooled over the run (see
-        `Measurement.estimate_with`).
+        `Measurement.estimate_with`); `discarded_now` counts the subnet's rounds
+        discarded in this run, which may be at most `max_rounds`.
         """
         cfg = self.config
         rounds = len(measurement.used_rounds)
         if self.device.deterministic:
             return "estimated" if rounds >= 1 else None
-        if len(measurement.rounds) >= 2 * cfg.max_rounds:  # bound on rounds lost to drift
-            if rounds == 0:
-                raise ProfileError(
-                    f"all {len(measurement.rounds)} rounds of {measurement.spec} were discarded because the machine's "
-                    "speed kept changing under them: the machine is too busy to measure; stop other work and rerun"
-                )
-            return "max rounds"
-        if rounds == 0:
-            return None
         if rounds >= cfg.min_rounds:
             estimate = measurement.estimate_with(spread)
             half_width = (estimate.ci_high_ms - estimate.ci_low_ms) / 2
@@ -282,9 +291,28 @@ class Profiler:
                 return "converged"
         if rounds >= cfg.max_rounds:
             return "max rounds"
+        if discarded_now >= cfg.max_rounds:
+            return NOISY
+        if rounds == 0:
+            return None
         if measurement.timed_seconds >= cfg.budget_seconds:
             return "budget"
         return None
+
+    def noisy_estimate(self, measurement: Measurement, spread: RoundSpread | None, discarded_now: int
+                       ) -> tuple[Measurement, Estimate]:
+        """What a subnet whose discard budget ran out is finished with: its kept rounds, or with none its
+        discarded ones under an interval from their own spread alone (never the quieter pooled one)."""
+        if not measurement.used_rounds:
+            measurement = Measurement(measurement.spec, tuple(dataclasses.replace(r, discarded=False)
+                                                              for r in measurement.rounds))
+            spread, note = None, "estimated from rounds the machine's drift could not be corrected in"
+        else:
+            note = f"only {len(measurement.used_rounds)} rounds kept"
+        estimate = measurement.estimate_with(spread)
+        warning = (f"{discarded_now} rounds discarded in one run because the machine's speed kept changing; {note}; "
+                   "rerun on a quieter machine to measure it again")
+        return measurement, dataclasses.replace(estimate, warnings=(*estimate.warnings, warning))
 
     # -- the whole run -----------------------------------------------------------------------
 
@@ -311,6 +339,7 @@ class Profiler:
         account = TimeAccount()
         begin = time.perf_counter()
         rounds = {spec: list((prior or {}).get(spec, ())) for spec in dict.fromkeys(specs)}
+        self._prior_rounds = {spec: len(spec_rounds) for spec, spec_rounds in rounds.items()}
         results: dict[SubnetSpec, Measurement] = {}
         estimates: dict[SubnetSpec, Estimate] = {}
         reasons: dict[SubnetSpec, str] = {}
@@ -387,10 +416,14 @@ class Profiler:
         if not measurement.rounds:
             return None
         spread = self._pooled_spread(rounds, exclude=spec)
-        reason = self.finished(measurement, spread)
-        if not measurement.used_rounds:
+        discarded_now = sum(r.discarded for r in rounds[spec][self._prior_rounds.get(spec, 0):])
+        reason = self.finished(measurement, spread, discarded_now)
+        if reason == NOISY:
+            measurement, estimate = self.noisy_estimate(measurement, spread, discarded_now)
+        elif not measurement.used_rounds:
             return None
-        estimate = measurement.estimate_with(spread)
+        else:
+            estimate = measurement.estimate_with(spread)
         if reason is not None:
             results[spec], estimates[spec], reasons[spec] = measurement, estimate, reason
             listener.on_done(spec, measurement, estimate, reason)

@@ -4,8 +4,9 @@ Inputs are checked before anything is computed or written (a table with too
 few entries, a LUT of another family or width, an unknown accuracy source, no
 matplotlib): a refused report leaves no folder behind. Parts that cannot be
 drawn for one source (no accuracy for OFA subnets from measured accuracy rows,
-say) are left out with a note saying why, and the rest is written. Every file
-is written whole (temporary file, then rename); the page comes last.
+say) are left out with a note saying why, and the rest is written. The folder
+is written whole or not at all (`compofa.fileio.write_folder_atomic`): a full
+disk or an interruption leaves no part of a report behind.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from compofa import __version__
 from compofa.errors import CompofaError
-from compofa.fileio import write_bytes_atomic
+from compofa.fileio import check_output_folder, write_folder_atomic
 from compofa.report import page, plots
 from compofa.report.crossdevice import cross_device
 from compofa.report.design import MIN_BUCKET_SAMPLES, bucket_samples, uniform_grid
@@ -95,6 +96,7 @@ def _slug(label: str) -> str:
 def _check_output(output: Path) -> None:
     if output.exists() and not output.is_dir():
         raise ReportError(f"report folder {str(output)!r} is a file; give a folder name such as report/")
+    check_output_folder(output)
 
 
 def _gather(request: ReportRequest) -> tuple[list[TableSeries], list[LutSeries], float]:
@@ -264,17 +266,13 @@ def _header(request: ReportRequest, labels: Sequence[str], width: float, notes: 
 
 def _write(output: Path, files: dict[str, bytes], summary: dict[str, Any], sections: list[page.Section],
            notes: list[str], start: float) -> ReportResult:
-    output.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, data in files.items():
-        write_bytes_atomic(output / name, data, durable=False)
-        written.append(output / name)
     summary["files"] = sorted(files)
-    write_bytes_atomic(output / SUMMARY_NAME, (json.dumps(summary, indent=1, default=_plain) + "\n").encode())
     meta = [f"compofa {__version__}, {summary['created_at']}; space {summary['space']} w{summary['width']:g}; "
             f"sources: {', '.join(summary['sources'])}"]
-    write_bytes_atomic(output / PAGE_NAME, page.render("compofa report", meta, sections).encode())
-    written += [output / SUMMARY_NAME, output / PAGE_NAME]
+    contents = [*files.items(),
+                (SUMMARY_NAME, (json.dumps(summary, indent=1, default=_plain) + "\n").encode()),
+                (PAGE_NAME, page.render("compofa report", meta, sections).encode())]  # the page last
+    written = write_folder_atomic(output, contents)
     return ReportResult(written, summary, notes, time.perf_counter() - start)
 
 

@@ -251,10 +251,15 @@ class TableLatency:
 
         entries = [e for e in table.entries(space=self.space) if e.key.width == self.width
                    and e.key.batch == self.settings.batch and e.key.precision == self.settings.precision]
+        rows = table.devices()
+        if self.device_id is not None and all(device.id != self.device_id for device in rows):
+            known = ", ".join(f"{d.id} ({d.name})" for d in rows) or "none yet"
+            raise LatencySourceError(f"table {self.path} has no device {self.device_id}; its devices: {known} "
+                                     "(see `compofa table show`)")
         if self.device_id is None:
             devices = sorted({e.device_id for e in entries})
             if self._fingerprint is not None:
-                matching = {d.id for d in table.devices() if d.fingerprint == self._fingerprint}
+                matching = {d.id for d in rows if d.fingerprint == self._fingerprint}
                 devices = [d for d in devices if d in matching]
             elif len(devices) > 1:
                 raise LatencySourceError(
@@ -264,9 +269,13 @@ class TableLatency:
             self.device_id = devices[0] if devices else None
         entries = [e for e in entries if e.device_id == self.device_id]
         if not entries and self.device is None:
+            others = sorted({(e.key.width, e.key.batch, e.key.precision) for e in table.entries(space=self.space)
+                             if self.device_id is None or e.device_id == self.device_id})
+            held = "; it holds " + ", ".join(f"width {w:g}, batch {b}, {p}" for w, b, p in others) if others else ""
             raise LatencySourceError(
                 f"table {self.path} has no {self.space} entries at width {self.width:g}, batch {self.settings.batch}, "
-                f"{self.settings.precision}; profile them with `compofa profile --space {self.space} --table {self.path}`"
+                f"{self.settings.precision}" + (held or f"; profile them with `compofa profile --space {self.space} "
+                                                         f"--table {self.path}`")
             )
         if entries:
             keys = ArchBatch.from_specs([parse_spec(e.key.spec) for e in entries]).keys()
@@ -298,7 +307,8 @@ class TableLatency:
         specs = tuple(batch.spec(row) for row in unique.values())
         start = time.perf_counter()
         request = ProfileRequest(self.path, self.device or "", SubnetSource(self.space, self.width),
-                                 tuple(sorted({s.resolution for s in specs})), self.settings, self.config, specs=specs)
+                                 tuple(sorted({s.resolution for s in specs})), self.settings, self.config, specs=specs,
+                                 forceable=False)
         summary = profile_space(request, self.listener)
         self.stats.measure_seconds += time.perf_counter() - start
         self.stats.misses += len(specs)

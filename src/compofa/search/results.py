@@ -21,7 +21,7 @@ RESULTS_FORMAT = "compofa-search"
 RESULTS_VERSION = 1
 CSV_FIELDS = (
     "target_ms", "target", "spec", "ofa", "accuracy", "latency_ms", "latency_ci_low_ms", "latency_ci_high_ms",
-    "latency_source", "bucket_ms", "strategy", "seconds", "generations", "stopped",
+    "latency_source", "bucket_ms", "strategy", "seconds", "generations", "stopped", "width",
 )
 
 
@@ -117,7 +117,7 @@ def write_results(report: SearchReport, path: str | os.PathLike[str]) -> Path:
         writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for record in data["results"]:
-            writer.writerow(record | {"ofa": json.dumps(record["ofa"], separators=(",", ":"))})
+            writer.writerow(record | {"ofa": json.dumps(record["ofa"], separators=(",", ":")), "width": data["width"]})
         text = buffer.getvalue()
     elif target.suffix.lower() == ".json":
         text = json.dumps(data, indent=1)
@@ -129,33 +129,70 @@ def write_results(report: SearchReport, path: str | os.PathLike[str]) -> Path:
 
 
 def read_result(path: str | os.PathLike[str], target: float | str | None = None) -> tuple[SubnetSpec, float]:
-    """The spec and width chosen for `target` in a JSON results file (the only one if not given).
+    """The spec and width chosen for `target` in a results file (the only one if not given).
 
+    The file is one `write_results` wrote: JSON, or CSV (one row per target).
     `target` is a latency (matched against `target_ms`) or the target as it was
     given to the search (``"50%"``).
     """
+    source = Path(path)
+    records = _read_csv(source) if source.suffix.lower() == ".csv" else _read_json(source)
+    if not records:
+        raise ResultsError(f"{str(path)!r} holds no results; write them with `compofa search -o`")
+    given = [str(r.get("target") or r.get("target_ms")) for r in records]
+    if target is None:
+        if len(records) != 1:
+            raise ResultsError(f"{str(path)!r} has results for targets {', '.join(given)}; choose one with --target")
+        chosen = records[0]
+    else:
+        matching = [r for r in records if _matches(r, target)]
+        if not matching:
+            raise ResultsError(f"{str(path)!r} has no result for target {target}; it has {', '.join(given)}")
+        chosen = matching[0]
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return parse_spec(str(chosen["spec"])), float(chosen["width"])
+    except (KeyError, TypeError, ValueError) as error:
+        missing = "spec or width" if isinstance(error, KeyError) else f"a spec or width that cannot be read ({error})"
+        raise ResultsError(f"{str(path)!r} is not a complete compofa search results file: its result lacks "
+                           f"{missing}; write it again with `compofa search -o`") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ResultsError(f"results file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError) as error:
         raise ResultsError(f"cannot read results file {str(path)!r}: {error}") from None
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    """The result records of a JSON results file, each with the file's width."""
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError:
+        raise ResultsError(f"{str(path)!r} is not a compofa search results file (not JSON; write one with "
+                           "`compofa search -o FILE.json`)") from None
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise ResultsError(f"{str(path)!r} is not a compofa search results file (write one with `compofa search -o`)")
     if data.get("version") != RESULTS_VERSION:
         raise ResultsError(f"{str(path)!r} is results version {data.get('version')}; this compofa reads {RESULTS_VERSION}")
-    results = data.get("results") or []
-    given = [str(r.get("target", r["target_ms"])) for r in results]
-    if target is None:
-        if len(results) != 1:
-            raise ResultsError(f"{str(path)!r} has results for targets {', '.join(given)}; choose one with --target")
-        chosen = results[0]
-    else:
-        matching = [r for r in results if _matches(r, target)]
-        if not matching:
-            raise ResultsError(f"{str(path)!r} has no result for target {target}; it has {', '.join(given)}")
-        chosen = matching[0]
-    return parse_spec(chosen["spec"]), float(data["width"])
+    results = data.get("results")
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise ResultsError(f"{str(path)!r} is damaged: its results are not a list of records")
+    return [{"width": data.get("width"), **r} if "width" not in r else r for r in results]
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    """The rows of a CSV results file (the width is a column)."""
+    rows = list(csv.DictReader(io.StringIO(_read_text(path))))
+    if rows and not {"spec", "target_ms"} <= set(rows[0]):
+        raise ResultsError(f"{str(path)!r} is not a compofa search results file (its columns lack spec and "
+                           "target_ms; write one with `compofa search -o FILE.csv`)")
+    if rows and "width" not in rows[0]:
+        raise ResultsError(f"{str(path)!r} has no width column (an older compofa wrote it); use the .json results, "
+                           "or search again")
+    return rows
 
 
 def _matches(record: dict[str, Any], target: float | str) -> bool:
@@ -163,5 +200,5 @@ def _matches(record: dict[str, Any], target: float | str) -> bool:
         return True
     try:
         return abs(float(target) - float(record["target_ms"])) < 1e-9
-    except ValueError:
+    except (KeyError, TypeError, ValueError):
         return False

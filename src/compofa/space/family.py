@@ -111,8 +111,13 @@ class Family:
         return make_divisible(base_width * width)
 
     def check_width(self, width: float) -> None:
+        """Refuse a width multiplier with no supernet of this family (exports, tables and predictors exist
+        only for `widths`)."""
         if not width > 0:
             raise WidthError(f"width multiplier must be positive, got {width!r}")
+        if width not in self.widths:
+            known = ", ".join(f"{w:g}" for w in self.widths)
+            raise WidthError(f"width {width:g} is not a {self.name} width; known: {known}")
 
 
 # Figures from DESIGN.md / the public OFA code: MobileNetV3-Large skeleton with

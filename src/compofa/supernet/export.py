@@ -241,9 +241,8 @@ def load_or_build_supernet(
 
     design = get_space(space)
     transform = design.kernel_transform if kernel_transform is None else kernel_transform
-    if width is not None and width not in design.family.widths:
-        known = ", ".join(f"{w:g}" for w in design.family.widths)
-        raise ExportError(f"width {width:g} is not a {design.family.name} width; known: {known}")
+    if width is not None:
+        design.family.check_width(width)
     if checkpoint is None:
         supernet = fresh_supernet(design.family, width, transform)
     else:

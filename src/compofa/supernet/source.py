@@ -43,6 +43,7 @@ class SubnetSource:
         design = get_space(self.space)
         if self.width is None:
             self.width = design.family.default_width
+        design.family.check_width(self.width)  # before anything is created for a width with no supernet
 
     @property
     def supernet(self) -> Supernet:

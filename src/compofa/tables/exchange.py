@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from compofa.fileio import atomic_output
 from compofa.space import parse_spec
-from compofa.tables.store import Entry, EntryKey, LatencyTable, TableError, TableMismatchError
+from compofa.tables.store import Entry, EntryKey, LatencyTable, TableError, TableMismatchError, writing
 
 EXPORT_FORMATS = ("json", "csv")
 #: Columns of an export, in order (a list of entries, one object or row each).
@@ -60,45 +60,49 @@ def export_entries(entries: Sequence[Entry], output: str | os.PathLike[str], fmt
 class MergeReport:
     tables: int = 0
     entries: int = 0
+    runs: int = 0
     rounds: int = 0
-    conflicts: int = 0
+    conflicts: int = 0  # entries the output already had (kept)
+    rounds_present: int = 0  # rounds the output already had (a table merged before): skipped
     rescaled: dict[str, float] = field(default_factory=dict)  # input path -> factor applied to its entries
 
 
 def merge_tables(output: Path, inputs: Sequence[Path], force: bool = False) -> MergeReport:
-    """Join shard tables into `output` (created if missing), all or nothing.
+    """Join tables into `output` (created if missing), all or nothing, as its one writer.
 
     Devices are matched by fingerprint. Inputs holding the same backend with a
     different fingerprint are refused unless `force`, which files them under
     the first one's device. Each input's entries are expressed at its own
-    reference baseline; when the reference subnet is the same, entries are
-    rescaled to the first baseline so that shards timed on machines of
-    slightly different speed line up. An entry already present is kept
-    (counted as a conflict). The merge is built in a temporary file renamed
-    over `output` at the end, so a refused input leaves `output` as it was.
+    reference baseline; when the reference subnet is the same, entries (and
+    the drift of their rounds) are rescaled to the first baseline so that
+    shards timed on machines of slightly different speed line up. An entry
+    already present is kept (counted as a conflict). Runs, rounds and
+    reference checks are recognised by what they are, not by row ids (a run
+    by its start time, host and fingerprint; a round by its run, network,
+    subnet, index and start), so merging the same table twice adds nothing
+    the second time and a resumed profile never sees a round twice. All
+    inputs are checked before the output is touched, and the merge is one
+    transaction: a refused input or a full disk leaves `output` as it was.
     """
     report = MergeReport()
-    for path in inputs:
-        if output.exists() and path.resolve() == output.resolve():
-            raise TableError(f"{str(path)!r} is the output table; list only the tables to merge into it")
     if output.is_dir():
         raise TableError(f"output {str(output)!r} is a directory; give a file name")
-    scratch = output.with_name(f".{output.name}.merging")
-    scratch.unlink(missing_ok=True)
-    try:
-        if output.exists():
-            with LatencyTable.open(output) as existing, sqlite3.connect(scratch) as copy:
-                existing.connection.backup(copy)
-        with LatencyTable.open(scratch, writable=True, create=True) as target:
-            for path in inputs:
-                with LatencyTable.open(path) as source:
-                    _merge_one(target, source, force, report)
+    for path in inputs:
+        if output.exists() and path.exists() and os.path.samefile(path, output):
+            raise TableError(f"{str(path)!r} is the output table; list only the tables to merge into it")
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(LatencyTable.open(path)) for path in inputs]
+        LatencyTable.check_path(output, writable=True, create=True)
+        target = stack.enter_context(writing(output))
+        with target.transaction():
+            for source in sources:
+                _merge_one(target, source, force, report)
                 report.tables += 1
-        os.replace(scratch, output)
-    finally:
-        for leftover in (scratch, scratch.with_name(scratch.name + "-wal"), scratch.with_name(scratch.name + "-shm")):
-            leftover.unlink(missing_ok=True)
+        target.checkpoint(force=True)
     return report
+
+
+Network = tuple[str, float, int, str]  # space, width, batch, precision
 
 
 def _merge_one(target: LatencyTable, source: LatencyTable, force: bool, report: MergeReport) -> None:
@@ -119,15 +123,19 @@ def _merge_one(target: LatencyTable, source: LatencyTable, force: bool, report: 
                 f"{', '.join(differing)}); refusing to merge: use --force to file it under the first setup"
             )
         device_map[device.id] = other.id
+    factors: dict[tuple[int, Network], float] = {}
     for old_device, new_device in device_map.items():
         networks = source.connection.execute(
-            "SELECT DISTINCT space, width, batch, precision FROM entries WHERE device_id = ?", (old_device,)
+            "SELECT DISTINCT space, width, batch, precision FROM entries WHERE device_id = ?"
+            " UNION SELECT DISTINCT space, width, batch, precision FROM rounds WHERE device_id = ?",
+            (old_device, old_device),
         ).fetchall()
         for network in networks:
             factor = _rescale_factor(target, source, old_device, new_device, network)
+            factors[(old_device, tuple(network))] = factor  # type: ignore[assignment]
             report.rescaled[f"{source.path}:{network[0]}"] = factor
             _copy_entries(target, source, old_device, new_device, network, factor, report)
-    _copy_rounds(target, source, device_map, report)
+    _copy_runs(target, source, device_map, factors, report)
 
 
 def _rescale_factor(target: LatencyTable, source: LatencyTable, old_device: int, new_device: int,
@@ -147,6 +155,10 @@ def _rescale_factor(target: LatencyTable, source: LatencyTable, old_device: int,
     return ours[1] / theirs[1] if ours[0] == theirs[0] else 1.0
 
 
+_TIMED = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "iqr_ms", "mad_ms", "min_ms", "max_ms",
+          "ci_low_ms", "ci_high_ms")
+
+
 def _copy_entries(target: LatencyTable, source: LatencyTable, old_device: int, new_device: int,
                   network: tuple, factor: float, report: MergeReport) -> None:  # type: ignore[type-arg]
     space, width, batch, precision = network
@@ -154,14 +166,12 @@ def _copy_entries(target: LatencyTable, source: LatencyTable, old_device: int, n
         "SELECT * FROM entries WHERE device_id=? AND space=? AND width=? AND batch=? AND precision=?",
         (old_device, space, width, batch, precision),
     ).fetchall()
-    timed = {"median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "iqr_ms", "mad_ms", "min_ms", "max_ms",
-             "ci_low_ms", "ci_high_ms"}
     columns = [c[1] for c in source.connection.execute("PRAGMA table_info(entries)").fetchall()]
     with target.transaction() as cursor:
         for row in rows:
             values = dict(zip(columns, row))
             values["device_id"] = new_device
-            for name in timed:
+            for name in _TIMED:
                 values[name] *= factor
             exists = cursor.execute(
                 "SELECT 1 FROM entries WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=?",
@@ -177,28 +187,55 @@ def _copy_entries(target: LatencyTable, source: LatencyTable, old_device: int, n
             report.entries += 1
 
 
-def _copy_rounds(target: LatencyTable, source: LatencyTable, device_map: dict[int, int], report: MergeReport) -> None:
+def _insert(cursor: Any, table: str, values: dict[str, Any]) -> int:
+    cursor.execute(f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
+                   list(values.values()))
+    return int(cursor.lastrowid)
+
+
+def _copy_runs(target: LatencyTable, source: LatencyTable, device_map: dict[int, int],
+               factors: dict[tuple[int, Network], float], report: MergeReport) -> None:
+    """Copy the runs, their reference checks and rounds the target does not have yet (see `merge_tables`)."""
     connection = source.connection
     run_columns = [c[1] for c in connection.execute("PRAGMA table_info(runs)").fetchall()]
     round_columns = [c[1] for c in connection.execute("PRAGMA table_info(rounds)").fetchall() if c[1] != "id"]
     with target.transaction() as cursor:
-        for run in connection.execute("SELECT * FROM runs").fetchall():
+        for run in connection.execute("SELECT * FROM runs ORDER BY id").fetchall():
             values = dict(zip(run_columns, run))
             old_run = values.pop("id")
-            values["device_id"] = device_map[values["device_id"]]
-            cursor.execute(
-                f"INSERT INTO runs ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})", list(values.values())
-            )
-            new_run = cursor.lastrowid
-            for check in connection.execute("SELECT at, median_ms, samples FROM reference_checks WHERE run_id = ?",
-                                            (old_run,)).fetchall():
-                cursor.execute("INSERT INTO reference_checks VALUES (?, ?, ?, ?)", (new_run, *check))
+            old_device = values["device_id"]
+            values["device_id"] = device_map[old_device]
+            present = cursor.execute(
+                "SELECT id, finished_at FROM runs WHERE started_at = ? AND host IS ? AND fingerprint = ?",
+                (values["started_at"], values["host"], values["fingerprint"]),
+            ).fetchone()
+            if present is None:
+                new_run = _insert(cursor, "runs", values)
+                report.runs += 1
+            else:
+                new_run = int(present[0])
+                if present[1] is None and values["finished_at"] is not None:  # copied while it ran, finished since
+                    cursor.execute("UPDATE runs SET finished_at = ? WHERE id = ?", (values["finished_at"], new_run))
+            for at, median_ms, samples in connection.execute(
+                    "SELECT at, median_ms, samples FROM reference_checks WHERE run_id = ?", (old_run,)).fetchall():
+                if not cursor.execute("SELECT 1 FROM reference_checks WHERE run_id = ? AND at = ?",
+                                      (new_run, at)).fetchone():
+                    cursor.execute("INSERT INTO reference_checks VALUES (?, ?, ?, ?)", (new_run, at, median_ms, samples))
             for row in connection.execute(f"SELECT {', '.join(round_columns)} FROM rounds WHERE run_id = ?",
                                           (old_run,)).fetchall():
                 values = dict(zip(round_columns, row))
                 values["run_id"], values["device_id"] = new_run, device_map[values["device_id"]]
-                cursor.execute(
-                    f"INSERT INTO rounds ({', '.join(values)}) VALUES ({', '.join('?' for _ in values)})",
-                    list(values.values()),
-                )
+                present = cursor.execute(
+                    "SELECT 1 FROM rounds WHERE run_id = ? AND space = ? AND width = ? AND spec = ? AND batch = ?"
+                    " AND precision = ? AND round_index = ? AND started_at = ?",
+                    (new_run, values["space"], values["width"], values["spec"], values["batch"], values["precision"],
+                     values["round_index"], values["started_at"]),
+                ).fetchone()
+                if present:
+                    report.rounds_present += 1
+                    continue
+                network = (values["space"], values["width"], values["batch"], values["precision"])
+                # samples divided by drift are at the source's baseline; the target's is `factor` times it
+                values["drift"] /= factors.get((int(row[round_columns.index("device_id")]), network), 1.0)
+                _insert(cursor, "rounds", values)
                 report.rounds += 1

@@ -16,6 +16,7 @@ import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from compofa.devices import Settings, open_device
 from compofa.devices.base import host_details
@@ -23,9 +24,16 @@ from compofa.devices.lut import LayerTable, LookupTable, LutEntry, write_lut
 from compofa.errors import CompofaError
 from compofa.profiler import ProfileConfig, ProfileListener, Profiler, TimeAccount
 from compofa.space import get_space
-from compofa.tables.job import JobSummary, StoreCommitter, check_same_device, exclusive
+from compofa.tables.job import (
+    JobSummary,
+    RunRecord,
+    StoreCommitter,
+    check_same_device,
+    measure_in_order,
+    split_by_entry,
+)
 from compofa.tables.layers import Layer, LayerSource, distinct_layers
-from compofa.tables.store import EntryKey, LatencyTable
+from compofa.tables.store import EntryKey, LatencyTable, writing
 
 #: The store of a lookup table's measurements, inside its folder.
 STORE_NAME = "layers.db"
@@ -101,6 +109,39 @@ def check_folder(request: LutBuildRequest) -> None:
                                "build into another folder (-o)") from None
 
 
+def _measure_layers(request: LutBuildRequest, table: LatencyTable, device: Any, source: LayerSource,
+                    layers: list[Layer], listener: ProfileListener
+                    ) -> tuple[LutBuildSummary, dict[Layer, EntryKey], dict[EntryKey, Any]]:
+    """Measure the layers the store lacks (and those a noisy machine left unstable, first)."""
+    fingerprint = device.fingerprint()
+    check_same_device(table, device.name, fingerprint, force=False)
+    settings = request.settings
+    run_settings = {"batch": settings.batch, "precision": settings.precision, "threads": settings.threads,
+                    "options": dict(settings.options), "config": vars(request.config), **host_details()}
+    run = RunRecord(table, device.name, fingerprint, run_settings, source.describe(), None)
+    keys = {layer: _entry_key(request, layer) for layer in layers}
+    noisy, missing = split_by_entry(layers, keys.__getitem__, table, run.known_device)
+    todo = noisy + missing
+    summary = LutBuildSummary(len(layers), len(layers) - len(todo), 0, [])
+    if todo:
+        device_id = run.known_device
+        by_key = {layer.key: layer for layer in layers}
+        chosen = _reference(layers)
+        stored = table.reference(device_id, keys[chosen]) if device_id is not None else None
+        reference = by_key.get(stored[0], chosen) if stored else chosen
+        baseline = stored[1] if stored and stored[0] in by_key else None
+        job = JobSummary(planned=len(layers), already_done=summary.already_done, device_id=device_id)
+        committer = StoreCommitter(table, run, keys, _entry_key(request, reference), job, listener)  # type: ignore[arg-type]
+        prior = {layer: table.rounds(device_id, keys[layer]) for layer in todo} if device_id is not None else {}
+        times, _ = measure_in_order(Profiler(device, request.config), (noisy, missing), reference, baseline, prior,
+                                    committer)
+        run.finish()
+        summary.measured, summary.times, summary.reasons = job.measured, times, job.reasons
+    device_id = run.known_device
+    entries = {e.key: e for e in table.entries(device_id=device_id)} if device_id is not None else {}
+    return summary, keys, entries
+
+
 def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None) -> LutBuildSummary:
     """Measure every distinct layer of the request's space into its folder; rerunning resumes."""
     listener = listener or ProfileListener()
@@ -110,42 +151,23 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
             f"use --device {', '.join(LAYER_DEVICES)}"
         )
     design = get_space(request.space)
+    design.family.check_width(request.width)
     layers = distinct_layers(request.space, request.width, request.resolutions)
     check_folder(request)
     store = request.folder / STORE_NAME
     source = LayerSource(design.family, request.width, request.cache_dir)
     device = open_device(request.device, source, request.settings)  # type: ignore[arg-type]
-    try:  # only once the device is known to work: a refused build leaves nothing behind
-        request.folder.mkdir(parents=True, exist_ok=True)
-        LatencyTable.check_path(store, writable=True, create=True)
-    except BaseException:
-        device.close()
-        raise
-    with contextlib.closing(device), exclusive(store), LatencyTable.open(store, writable=True, create=True) as table:
-        fingerprint = device.fingerprint()
-        check_same_device(table, device.name, fingerprint, force=False)
-        device_id = table.device_id(device.name, fingerprint)
-        done = table.finished_keys(device_id)
-        keys = {layer: _entry_key(request, layer) for layer in layers}
-        todo = [layer for layer in layers if keys[layer] not in done]
-        summary = LutBuildSummary(len(layers), len(layers) - len(todo), 0, [])
-        if todo:
-            by_key = {layer.key: layer for layer in layers}
-            chosen = _reference(layers)
-            stored = table.reference(device_id, keys[chosen])
-            reference = by_key.get(stored[0], chosen) if stored else chosen
-            baseline = stored[1] if stored and stored[0] in by_key else None
-            settings = request.settings
-            run_settings = {"batch": settings.batch, "precision": settings.precision, "threads": settings.threads,
-                            "options": dict(settings.options), "config": vars(request.config), **host_details()}
-            run_id = table.start_run(device_id, run_settings, source.describe(), fingerprint, None)
-            job = JobSummary(planned=len(layers), already_done=summary.already_done, device_id=device_id)
-            committer = StoreCommitter(table, run_id, device_id, keys, _entry_key(request, reference), job, listener)
-            prior = {layer: table.rounds(device_id, keys[layer]) for layer in todo}
-            result = Profiler(device, request.config).run(todo, reference, baseline, prior, committer)  # type: ignore[arg-type]
-            table.finish_run(run_id)
-            summary.measured, summary.times, summary.reasons = job.measured, result.times, job.reasons
-        entries = {e.key: e for e in table.entries(device_id=device_id)}
+    created_folder = not request.folder.exists()
+    with contextlib.closing(device):
+        try:  # only once the device is known to work: a refused build leaves nothing behind
+            request.folder.mkdir(parents=True, exist_ok=True)
+            LatencyTable.check_path(store, writable=True, create=True)
+            with writing(store) as table:
+                summary, keys, entries = _measure_layers(request, table, device, source, layers, listener)
+        except BaseException:
+            if created_folder and request.folder.is_dir() and not any(request.folder.iterdir()):
+                request.folder.rmdir()
+            raise
     unfinished = [layer for layer in layers if keys[layer] not in entries]
     if unfinished:  # the profiler finishes every layer or raises; this guards the table we write
         raise CompofaError(

@@ -7,17 +7,21 @@ flight), the reference subnet's checks, and one entry per (device, space,
 width, subnet, resolution, batch, precision) with the statistics derived from
 those rounds. Accuracy rows (measured by evaluation) have their own table.
 
-A file that is not a compofa table, is corrupt, or comes from a newer schema is
-refused with a message and never modified.
+A file that is not a compofa table, is damaged, or comes from a newer schema
+is refused with a message before anything is written, and left byte for byte
+as it was. One process writes a table at a time (`compofa.tables.sqlite`).
+While a table is written SQLite keeps its newest commits in ``TABLE-wal``
+beside it; they are copied into the table itself every `CHECKPOINT_SECONDS`
+of writing and when the writer closes it, so after a kill at most that much
+sits only in the ``-wal`` file (which the next open reads).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,11 +29,28 @@ from typing import Any, Iterator, Sequence
 from compofa import __version__
 from compofa.errors import CompofaError
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord
+from compofa.tables.sqlite import (
+    TableBusyError,
+    TableConnection,
+    TableCursor,
+    TableError,
+    WriterLock,
+    companions,
+    connect,
+    probe_uri,
+    writable_place,
+)
+
+__all__ = ["DeviceRow", "Entry", "EntryKey", "LatencyTable", "TableBusyError", "TableError", "TableMismatchError"]
 
 #: Schema history:
 #: 1: meta, devices, runs, rounds, reference_checks, references, entries, accuracy.
 SCHEMA_VERSION = 1
 APPLICATION = "compofa-latency-table"
+#: The tables every schema-1 file has.
+TABLES = ("meta", "devices", "runs", "references_", "reference_checks", "rounds", "entries", "accuracy")
+#: Seconds of writing after which a writer copies the WAL's commits into the table file.
+CHECKPOINT_SECONDS = 30.0
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,17 +135,8 @@ CREATE TABLE accuracy (
 DISCARD_REASON = "the reference subnet's speed changed during the round"
 
 
-class TableError(CompofaError):
-    """A table file that cannot be used (not a table, corrupt, newer, unwritable)."""
-
-
 class TableMismatchError(CompofaError):
     """Measurements that must not be mixed (different devices or settings)."""
-
-
-class TableBusyError(CompofaError):
-    """Another process is writing to the table."""
-
 
 @dataclass(frozen=True)
 class EntryKey:
@@ -186,33 +198,54 @@ def _samples(values: Sequence[float]) -> str:
 class LatencyTable:
     """A latency table file. Open with `LatencyTable.open(path, writable)`."""
 
-    def __init__(self, path: Path, connection: sqlite3.Connection, writable: bool) -> None:
+    def __init__(self, path: Path, connection: TableConnection, writable: bool, lock: WriterLock | None = None,
+                 created: bool = False) -> None:
         self.path = path
         self.connection = connection
         self.writable = writable
+        self.created = created  # this process created the file (a failed first run may remove it)
+        self._lock = lock
+        self._depth = 0  # nesting of transaction()
+        self._wal = False
+        self._checkpointed = time.monotonic()
+        self._closed = False
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], writable: bool = False, create: bool = False) -> LatencyTable:
-        """Open (or with `create`, create) the table at `path`, checking it first."""
+        """Open (or with `create`, create) the table at `path`, checking it first.
+
+        Writing (`writable` or `create`) takes the table's writer lock for as long as it
+        is open; another writer gets `TableBusyError` at once.
+        """
         target = cls.check_path(path, writable, create)
+        writing = writable or create
+        lock = WriterLock(target) if writing else None
+        if lock is not None:
+            lock.acquire()
         exists = target.exists()
-        if exists:
-            cls._check_existing(target)
-        uri = f"{target.resolve().as_uri()}?mode={'rwc' if writable or create else 'ro'}"
+        connection: TableConnection | None = None
         try:
-            connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None)
-        except sqlite3.Error as error:
-            raise TableError(f"cannot open table {str(target)!r}: {error}") from None
-        table = cls(target, connection, writable or create)
-        connection.execute("PRAGMA foreign_keys = ON")
-        if table.writable:
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-        if not exists:
-            table._create()
-        return table
+            if exists:
+                cls._check_existing(target)
+            connection = connect(target, writing)
+            table = cls(target, connection, writing, lock, created=not exists)
+            connection.execute("PRAGMA foreign_keys = ON")
+            if writing:
+                connection.execute("PRAGMA synchronous = NORMAL")
+            if not exists:
+                table._create()
+            return table
+        except BaseException:
+            if connection is not None:
+                connection.close()
+            if not exists:  # a table this call began to create is not left half made
+                for leftover in (target, *companions(target)):
+                    leftover.unlink(missing_ok=True)
+            if lock is not None:
+                lock.release()
+            raise
 
     @staticmethod
     def check_path(path: str | os.PathLike[str], writable: bool = False, create: bool = False) -> Path:
@@ -220,44 +253,62 @@ class LatencyTable:
         target = Path(path)
         if target.is_dir():
             raise TableError(f"table path {str(target)!r} is a directory; give a file name such as latency.db")
+        folder = target.parent if str(target.parent) else Path(".")
         if not target.exists():
             if not create:
                 raise TableError(f"table {str(target)!r} does not exist")
-            folder = target.parent if str(target.parent) else Path(".")
             if not folder.is_dir():
                 raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} does not exist")
-            if not os.access(folder, os.W_OK):
+            if not writable_place(target):
                 raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} is not writable")
         elif writable and not os.access(target, os.W_OK):
             raise TableError(f"table {str(target)!r} is read-only; copy it or choose another --table")
+        elif writable and not writable_place(target):
+            raise TableError(f"table {str(target)!r} cannot be written: its folder {str(folder)!r} is read-only "
+                             "(a table being written keeps a lock and a -wal file beside it); copy it elsewhere")
         return target
 
     @staticmethod
     def _check_existing(target: Path) -> None:
-        """Refuse a file that is not a compofa table of a schema we read, without writing to it."""
+        """Refuse a file that is not a whole compofa table of a schema we read, without writing to it."""
+        import sqlite3
+
+        name = repr(str(target))
         try:
             with open(target, "rb") as handle:
                 header = handle.read(16)
         except OSError as error:
-            raise TableError(f"cannot read table {str(target)!r}: {error.strerror}") from None
+            raise TableError(f"cannot read table {name}: {error.strerror}") from None
         if header != b"SQLite format 3\x00":
-            raise TableError(f"{str(target)!r} is not a compofa latency table (not an SQLite file); it was left untouched")
+            raise TableError(f"{name} is not a compofa latency table (not an SQLite file); it was left untouched")
         try:
-            probe = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)
+            probe = sqlite3.connect(probe_uri(target), uri=True)
             try:
-                rows = dict(probe.execute("SELECT key, value FROM meta").fetchall())
+                tables = {row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                rows = dict(probe.execute("SELECT key, value FROM meta").fetchall()) if "meta" in tables else {}
+                if rows.get("application") != APPLICATION:
+                    raise TableError(f"{name} is an SQLite file but not a compofa latency table; it was left untouched")
+                version_text = rows.get("schema_version", "")
+                try:
+                    version = int(version_text)
+                except ValueError:
+                    raise TableError(f"{name} is damaged: its schema_version is {version_text!r}, not a number; "
+                                     "restore it from a copy; it was left untouched") from None
+                if version > SCHEMA_VERSION:
+                    raise TableError(f"table {name} has schema version {version}, newer than this compofa reads "
+                                     f"({SCHEMA_VERSION}): upgrade compofa")
+                missing = [table for table in TABLES if table not in tables]
+                if missing:
+                    raise TableError(f"{name} is damaged: it lacks the {', '.join(missing)} table(s); restore it from "
+                                     "a copy, or write to a new table; it was left untouched")
+                check = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
+                if check != ["ok"]:
+                    raise TableError(f"{name} is corrupt ({check[0]}); restore it from a copy, or write to a new "
+                                     "table; it was left untouched")
             finally:
                 probe.close()
         except sqlite3.DatabaseError as error:
-            raise TableError(f"{str(target)!r} is not a readable compofa latency table ({error}); it was left untouched") from None
-        if rows.get("application") != APPLICATION:
-            raise TableError(f"{str(target)!r} is an SQLite file but not a compofa latency table; it was left untouched")
-        version = int(rows.get("schema_version", "0"))
-        if version > SCHEMA_VERSION:
-            raise TableError(
-                f"table {str(target)!r} has schema version {version}, newer than this compofa reads "
-                f"({SCHEMA_VERSION}): upgrade compofa"
-            )
+            raise TableError(f"{name} is not a readable compofa latency table ({error}); it was left untouched") from None
 
     def _create(self) -> None:
         with self.transaction() as cursor:
@@ -275,7 +326,26 @@ class LatencyTable:
             )
 
     def close(self) -> None:
+        """Close the file (copying the WAL's commits into it) and let go of the writer lock."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.connection.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def discard(self) -> None:
+        """Delete a table this process created, with its -wal and -shm: a first run that measured nothing."""
+        if not self.created:
+            raise TableError(f"table {str(self.path)!r} existed before; it is not removed")
         self.connection.close()
+        for leftover in (self.path, *companions(self.path)):
+            leftover.unlink(missing_ok=True)
+        self._closed = True
+        if self._lock is not None:  # only now: nobody may open the file while it is being removed
+            self._lock.release()
 
     def __enter__(self) -> LatencyTable:
         return self
@@ -284,18 +354,40 @@ class LatencyTable:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Cursor]:
+    def transaction(self) -> Iterator[TableCursor]:
+        """All of the block's writes or none; nested blocks are savepoints inside the outer one."""
         if not self.writable:
             raise TableError(f"table {str(self.path)!r} was opened read-only")
         cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
+        if not self._wal:  # only at the first write: a file refused or only read keeps its journal mode
+            cursor.execute("PRAGMA journal_mode = WAL")
+            self._wal = True
+        savepoint = f"nested_{self._depth}"
+        cursor.execute(f"SAVEPOINT {savepoint}" if self._depth else "BEGIN IMMEDIATE")
+        self._depth += 1
         try:
             yield cursor
         except BaseException:
-            cursor.execute("ROLLBACK")
+            self._depth -= 1
+            if self.connection.in_transaction:  # SQLite may have rolled back already (a full disk)
+                cursor.execute(f"ROLLBACK TO {savepoint}" if self._depth else "ROLLBACK")
+                if self._depth:
+                    cursor.execute(f"RELEASE {savepoint}")
             raise
         else:
-            cursor.execute("COMMIT")
+            self._depth -= 1
+            cursor.execute(f"RELEASE {savepoint}" if self._depth else "COMMIT")
+
+    def checkpoint(self, force: bool = False) -> None:
+        """Copy the WAL's commits into the table file (every `CHECKPOINT_SECONDS`, or now with `force`).
+
+        Passive: it never waits for readers; what a reader still uses is copied at a later checkpoint.
+        """
+        if not self.writable or not self._wal or self._depth:
+            return
+        if force or time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
+            self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._checkpointed = time.monotonic()
 
     # -- devices and runs -------------------------------------------------------------------
 
@@ -303,12 +395,17 @@ class LatencyTable:
         rows = self.connection.execute("SELECT id, name, fingerprint FROM devices ORDER BY id").fetchall()
         return [DeviceRow(row[0], row[1], json.loads(row[2])) for row in rows]
 
+    def find_device(self, fingerprint: dict[str, Any]) -> int | None:
+        """The id of the device with exactly this fingerprint, if the table has it."""
+        row = self.connection.execute("SELECT id FROM devices WHERE fingerprint = ?", (_dumps(fingerprint),)).fetchone()
+        return int(row[0]) if row else None
+
     def device_id(self, name: str, fingerprint: dict[str, Any]) -> int:
         """The id of the device with exactly this fingerprint, added if new."""
         text = _dumps(fingerprint)
-        row = self.connection.execute("SELECT id FROM devices WHERE fingerprint = ?", (text,)).fetchone()
-        if row:
-            return int(row[0])
+        found = self.find_device(fingerprint)
+        if found is not None:
+            return found
         with self.transaction() as cursor:
             cursor.execute("INSERT INTO devices (name, fingerprint) VALUES (?, ?)", (name, text))
             return int(cursor.lastrowid)  # type: ignore[arg-type]
@@ -374,16 +471,29 @@ class LatencyTable:
             )
 
     def rounds(self, device_id: int, key: EntryKey) -> list[RoundRecord]:
+        """Every round of `key` on the device, each once.
+
+        A round is the same round wherever it was copied to: the same index, start and
+        timing instant. Copies (a table merged twice by a compofa before merges skipped
+        them) are read once, so they never count as extra measurements.
+        """
         rows = self.connection.execute(
             "SELECT round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded FROM rounds"
-            " WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=? ORDER BY round_index",
+            " WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=?"
+            " ORDER BY round_index, started_at, id",
             (device_id, key.space, key.width, key.spec, key.batch, key.precision),
         ).fetchall()
+        unique = {(int(r[0]), float(r[1]), float(r[2])): r for r in reversed(rows)}  # the first copy wins
         return [
             RoundRecord(int(r[0]), float(r[1]), float(r[2]), tuple(json.loads(r[3])), tuple(json.loads(r[4])),
                         float(r[5]), float(r[6]), json.loads(r[7]), r[8] is not None)
-            for r in rows
+            for r in sorted(unique.values(), key=lambda r: (int(r[0]), float(r[1])))
         ]
+
+    def has_measurements(self) -> bool:
+        """Whether any round, entry or accuracy row is stored."""
+        return any(self.connection.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone()
+                   for name in ("rounds", "entries", "accuracy"))
 
     def round_drifts(self, device_id: int, batch: int, precision: str) -> list[tuple[float, float, bool]]:
         """Every round of one device setup in time order: when it was timed, its drift factor, if discarded."""
@@ -474,3 +584,18 @@ class LatencyTable:
             "SELECT space, width, spec, resolution, batch, precision FROM entries WHERE device_id = ?", (device_id,)
         ).fetchall()
         return {EntryKey(*row) for row in rows}
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[LatencyTable]:
+    """The table open for writing (its writer lock held); a table created here that ends up holding no
+    measurement (the work failed or was interrupted first) is removed again."""
+    with LatencyTable.open(path, writable=True, create=True) as table:
+        try:
+            yield table
+        except BaseException:
+            # the table may be unusable (a full disk): then the original error is the one to report
+            with suppress(CompofaError, OSError):
+                if table.created and not table.has_measurements():
+                    table.discard()
+            raise

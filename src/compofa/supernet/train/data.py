@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, TypeVar
 
 from compofa.errors import CompofaError
 
@@ -26,6 +26,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: The validation crop covers this share of the resized image (224 of 256).
 CENTRE_CROP = 0.875
+T = TypeVar("T")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -108,7 +109,35 @@ def eval_transform(resolution: int) -> Any:
 
 def image_folder(root: str | os.PathLike[str], split: str, transform: Any) -> Any:
     """The `split` ("train" or "val") of a checked dataset folder as a torchvision ImageFolder."""
-    return _torchvision().datasets.ImageFolder(str(Path(root) / split), transform=transform)
+    return _torchvision().datasets.ImageFolder(str(Path(root) / split), transform=transform, loader=load_image)
+
+
+def load_image(path: str) -> Any:
+    """The image at `path` in RGB; one that cannot be decoded is a one-line error naming it."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as handle:
+            return Image.open(handle).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as error:  # PIL's UnidentifiedImageError is an OSError
+        raise DatasetError(f"cannot read image {path!r} ({error}); remove or replace it and rerun") from None
+
+
+def batches(loader: Iterable[T]) -> Iterator[T]:
+    """The batches of a DataLoader; a `DatasetError` of one of its worker processes arrives as its own one line.
+
+    (A worker's exception is raised again in this process with the worker's traceback as its message.)
+    """
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except DatasetError as error:
+            last = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+            raise DatasetError(last.split("DatasetError: ", 1)[-1]) from None
+        yield batch
 
 
 def write_digits(root: str | os.PathLike[str], size: int = 32, val_share: float = 0.2, seed: int = 0) -> DatasetInfo:

@@ -21,9 +21,9 @@ import torch
 from compofa.space import SubnetSpec, get_space
 from compofa.supernet.bn import recalibrate_batchnorm
 from compofa.supernet.checkpoint import load_supernet
-from compofa.supernet.train.data import check_dataset, eval_transform, image_folder
+from compofa.supernet.train.data import batches, check_dataset, eval_transform, image_folder
 from compofa.supernet.train.distributed import device_for
-from compofa.tables import LatencyTable
+from compofa.tables.store import writing
 
 #: Training images BatchNorm statistics are re-estimated on (OFA's default subset size).
 CALIBRATION_IMAGES = 2000
@@ -93,24 +93,24 @@ def evaluate_subnets(
     supernet = load_supernet(request.checkpoint, design.family, space=request.space)
     weights = weights_id(request.checkpoint)
     device = device_for(request.device)
-    with LatencyTable.open(request.table, writable=True, create=True) as table:
+    with writing(request.table) as table:  # its writer for the whole run: nothing else interleaves
         done = set(table.accuracies(request.space, supernet.width, weights))
-    todo = [spec for spec in request.specs if str(spec) not in done]
-    results = []
-    images = _Images(request)
-    for index, spec in enumerate(todo):
-        subnet = supernet.subnet(spec).to(device)
-        calibration_set, val = images.at(spec.resolution)
-        loader = _loader(calibration_set, request.batch_size, request.workers)
-        recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in loader))
-        result = _score(subnet.eval(), spec, val, request, device)
-        with LatencyTable.open(request.table, writable=True) as table:
+        todo = [spec for spec in request.specs if str(spec) not in done]
+        results = []
+        images = _Images(request)
+        for index, spec in enumerate(todo):
+            subnet = supernet.subnet(spec).to(device)
+            calibration_set, val = images.at(spec.resolution)
+            loader = _loader(calibration_set, request.batch_size, request.workers)
+            recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in batches(loader)))
+            result = _score(subnet.eval(), spec, val, request, device)
             table.put_accuracy(request.space, supernet.width, str(spec), spec.resolution, weights, result.top1,
                                result.top5, result.images, {"calibration_images": request.calibration_images,
                                                             "seed": request.seed, "data": str(request.data)})
-        results.append(result)
-        if on_done is not None:
-            on_done(result, index + 1, len(todo))
+            table.checkpoint()
+            results.append(result)
+            if on_done is not None:
+                on_done(result, index + 1, len(todo))
     return results
 
 
@@ -119,7 +119,7 @@ def _score(
 ) -> SubnetAccuracy:
     top1 = top5 = 0
     with torch.no_grad():
-        for images, labels in _loader(val, request.batch_size, request.workers):
+        for images, labels in batches(_loader(val, request.batch_size, request.workers)):
             logits = subnet(images.to(device))
             best = logits.topk(5, dim=1).indices.cpu()
             top1 += int((best[:, 0] == labels).sum())

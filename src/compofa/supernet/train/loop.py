@@ -28,7 +28,7 @@ from compofa.fileio import write_bytes_atomic
 from compofa.space import get_space, unconstrained_space
 from compofa.supernet.checkpoint import load_state, read_checkpoint, save_checkpoint, unwrap_checkpoint
 from compofa.supernet.network import Supernet
-from compofa.supernet.train.data import check_dataset, image_folder, train_transform
+from compofa.supernet.train.data import batches, check_dataset, image_folder, train_transform
 from compofa.supernet.train.distributed import Ranks, average_gradients, barrier, check_in_sync, device_for, join
 from compofa.supernet.train.optim import build_optimizer, learning_rate, set_learning_rate
 from compofa.supernet.train.phases import Phase
@@ -191,8 +191,6 @@ def train_phase(
         raise TrainError(f"the training set has {len(dataset)} images, fewer than one batch of {request.batch_size} "
                          f"for each of {ranks.world} processes")
     steps = min(steps, request.max_steps or steps)
-    if ranks.leader:
-        request.output.mkdir(parents=True, exist_ok=True)
     sampler = PhaseSampler(phase)
     for epoch in range(start, phase.epochs):
         if on_epoch is not None:
@@ -235,7 +233,7 @@ def _epoch(
     sums = [0.0, 0.0, 0.0, 0.0]
     began = time.perf_counter()
     rate = 0.0
-    for step, (images, labels) in enumerate(loader):
+    for step, (images, labels) in enumerate(batches(loader)):
         if step >= steps:
             break
         resolution, specs = sampler.draw_step(request.seed, epoch, step)
@@ -260,6 +258,7 @@ def _save(request: TrainRequest, supernet: Supernet, optimizer: torch.optim.Opti
     training = {"phase": request.phase.to_dict(), "epochs_done": epochs_done, "optimizer": optimizer.state_dict(),
                 "torch_rng": torch.get_rng_state(), "log": log, "seed": request.seed,
                 "scaler": scaler.state_dict() if scaler is not None else {}}
+    request.output.mkdir(parents=True, exist_ok=True)  # only now: a phase that never finished an epoch leaves none
     save_checkpoint(supernet, request.output / CHECKPOINT_NAME, {"training": training})
     text = io.StringIO()
     writer = csv.DictWriter(text, LOG_FIELDS)

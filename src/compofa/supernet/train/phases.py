@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +26,10 @@ from compofa.space import TRAIN_RESOLUTIONS, get_space
 #: What a phase trains: the full network only, all of a space's subnets from the start
 #: (CompOFA's compound phase), or a narrowed part of it (a progressive-shrinking phase).
 PHASE_KINDS = ("teacher", "compound", "progressive")
+
+
+#: A phase's name is its folder's: one path component that stays inside the run folder.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 class PhaseConfigError(CompofaError):
@@ -80,6 +85,9 @@ class Phase:
                 object.__setattr__(self, name, _int_tuple(value, name))
         if not isinstance(self.name, str) or not self.name:
             raise PhaseConfigError(f"phase name must be a non-empty string, got {self.name!r}")
+        if not _PLAIN_NAME.fullmatch(self.name):  # it names the phase's folder inside the run folder
+            raise PhaseConfigError(f"phase name {self.name!r} must be a plain name (letters, digits, '.', '_', '-'; "
+                                   "not starting with '.'): it becomes a folder of the run")
         if self.kind not in PHASE_KINDS:
             raise PhaseConfigError(f"phase {self.name!r}: kind must be one of {', '.join(PHASE_KINDS)}, got {self.kind!r}")
         design = get_space(self.space)  # an unknown space names the known ones

@@ -9,6 +9,7 @@ phase that was interrupted and skips the finished ones.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -59,7 +60,19 @@ def check_schedule(request: ScheduleRequest) -> None:
         raise PhaseConfigError(f"phase names must differ within a schedule (they name folders): {names}")
     if request.only is not None and request.only not in names:
         raise PhaseConfigError(f"the schedule has no phase {request.only!r}; its phases: {', '.join(names)}")
+    check_run_folder(request.run)
     check_dataset(request.base.data)
+
+
+def check_run_folder(run: Path) -> None:
+    """The run folder must be a folder that exists or can be made, and written."""
+    if run.exists() and not run.is_dir():
+        raise TrainError(f"run folder {str(run)!r} is a file; give a folder name (-o run/)")
+    existing = next((folder for folder in (run, *run.parents) if folder.exists()), Path("."))
+    if not existing.is_dir():
+        raise TrainError(f"cannot make run folder {str(run)!r}: {str(existing)!r} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainError(f"cannot write run folder {str(run)!r}: {str(existing)!r} is not writable")
 
 
 def run_schedule(
