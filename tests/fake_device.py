@@ -3,11 +3,17 @@
 Registered as backend "fake" on import. Its latency for a subnet is a fixed
 function of the subnet's MACs, multiplied by a drift factor that can step at a
 given run count, and by right-skewed noise (interruptions only add time).
-Options (strings, as from the CLI's -O): noise, step_at, step, fail_after.
+Options (strings, as from the CLI's -O): noise, step_at, step, fail_after;
+sleep (spend this share of each sample's latency in real time, so that a
+separate process can be interrupted mid-run); busy and busy_every (a busy
+machine: every `busy_every` runs its speed jumps to a random factor in
+[1, 1 + busy], so rounds keep being discarded); fill_at and fill_path (at that
+run, fill the disk holding fill_path with one file until it is full).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +51,12 @@ class FakeDevice:
         self.step_at = int(options.get("step_at", "0")) or None
         self.step = float(options.get("step", "1.0"))
         self.fail_after = int(options.get("fail_after", "0")) or None
+        self.sleep = float(options.get("sleep", "0"))
+        self.busy = float(options.get("busy", "0"))
+        self.busy_every = int(options.get("busy_every", "5"))
+        self.speed = 1.0
+        self.fill_at = int(options.get("fill_at", "0")) or None
+        self.fill_path = options.get("fill_path")
         self.rng = np.random.default_rng(int(options.get("seed", "0")))
         self.runs = 0
         self.prepared: list[SubnetSpec] = []
@@ -70,10 +82,34 @@ class FakeDevice:
             self.runs += 1
             if self.fail_after is not None and self.runs > self.fail_after:
                 raise KeyboardInterrupt
+            if self.fill_at is not None and self.runs == self.fill_at and self.fill_path:
+                fill_disk(self.fill_path)
             drift = self.step if self.step_at is not None and self.runs >= self.step_at else 1.0
+            if self.busy and self.runs % self.busy_every == 0:
+                self.speed = 1 + self.busy * float(self.rng.random())
             noise = 1 + self.noise * abs(self.rng.standard_normal())
-            samples.append(true_latency_ms(handle.spec) * drift * noise)
+            sample = true_latency_ms(handle.spec) * drift * self.speed * noise
+            if self.sleep:
+                time.sleep(sample * self.sleep / 1000)
+            samples.append(sample)
         return samples
+
+
+def fill_disk(path: str) -> None:
+    """Write zeros to `path` until its file system has no space left."""
+    block = bytes(4096)
+    with open(path, "ab", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(block)
+        except OSError:
+            pass
+    with open(path, "ab", buffering=0) as handle:  # the last partial block, byte by byte
+        try:
+            while True:
+                handle.write(b"\0")
+        except OSError:
+            pass
 
 
 def register() -> None:

@@ -19,8 +19,8 @@ from compofa.errors import OutputPathError
 
 #: Errors of the machine, not of compofa (a full disk, read-only storage), with what to do about them.
 ENVIRONMENT_ERRORS = {
-    errno.ENOSPC: "free some space and rerun (what was finished is kept)",
-    errno.EDQUOT: "free some space and rerun (what was finished is kept)",
+    errno.ENOSPC: "free some space and rerun",
+    errno.EDQUOT: "free some space and rerun",
     errno.EFBIG: "write to another file system",
     errno.EROFS: "write to a writable place",
     errno.EACCES: "write to a place you may write to",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -48,6 +49,8 @@ class CompofaGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except OSError as error:
+            if error.errno == errno.EPIPE:  # the reader went away (`| head`): click quiets it
+                raise
             message = environment_message(error)
             if message is None:
                 raise_internal(error)

@@ -308,7 +308,8 @@ class Profiler:
                                                               for r in measurement.rounds))
             spread, note = None, "estimated from rounds the machine's drift could not be corrected in"
         else:
-            note = f"only {len(measurement.used_rounds)} rounds kept"
+            kept = len(measurement.used_rounds)
+            note = f"only {kept} round{'s' if kept != 1 else ''} kept"
         estimate = measurement.estimate_with(spread)
         warning = (f"{discarded_now} rounds discarded in one run because the machine's speed kept changing; {note}; "
                    "rerun on a quieter machine to measure it again")

@@ -149,12 +149,15 @@ def read_result(path: str | os.PathLike[str], target: float | str | None = None)
         if not matching:
             raise ResultsError(f"{str(path)!r} has no result for target {target}; it has {', '.join(given)}")
         chosen = matching[0]
-    try:
-        return parse_spec(str(chosen["spec"])), float(chosen["width"])
-    except (KeyError, TypeError, ValueError) as error:
-        missing = "spec or width" if isinstance(error, KeyError) else f"a spec or width that cannot be read ({error})"
+    missing = [name for name in ("spec", "width") if chosen.get(name) in (None, "")]
+    if missing:
         raise ResultsError(f"{str(path)!r} is not a complete compofa search results file: its result lacks "
-                           f"{missing}; write it again with `compofa search -o`") from None
+                           f"{' and '.join(missing)}; write it again with `compofa search -o`")
+    try:
+        width = float(chosen["width"])
+    except (TypeError, ValueError):
+        raise ResultsError(f"{str(path)!r} is damaged: its width {chosen['width']!r} is not a number") from None
+    return parse_spec(str(chosen["spec"])), width
 
 
 def _read_text(path: Path) -> str:

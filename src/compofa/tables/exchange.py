@@ -225,11 +225,11 @@ def _copy_runs(target: LatencyTable, source: LatencyTable, device_map: dict[int,
                                           (old_run,)).fetchall():
                 values = dict(zip(round_columns, row))
                 values["run_id"], values["device_id"] = new_run, device_map[values["device_id"]]
-                present = cursor.execute(
-                    "SELECT 1 FROM rounds WHERE run_id = ? AND space = ? AND width = ? AND spec = ? AND batch = ?"
-                    " AND precision = ? AND round_index = ? AND started_at = ?",
-                    (new_run, values["space"], values["width"], values["spec"], values["batch"], values["precision"],
-                     values["round_index"], values["started_at"]),
+                present = cursor.execute(  # device first: the lookup then uses the rounds' index
+                    "SELECT 1 FROM rounds WHERE device_id = ? AND space = ? AND width = ? AND spec = ? AND batch = ?"
+                    " AND precision = ? AND run_id = ? AND round_index = ? AND started_at = ?",
+                    (values["device_id"], values["space"], values["width"], values["spec"], values["batch"],
+                     values["precision"], new_run, values["round_index"], values["started_at"]),
                 ).fetchone()
                 if present:
                     report.rounds_present += 1

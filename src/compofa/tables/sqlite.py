@@ -24,6 +24,7 @@ Why each piece exists:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -102,6 +103,8 @@ def translate(error: sqlite3.DatabaseError, path: Path) -> Exception:
         return TableBusyError(f"table {name} is locked by another process ({error}); wait for it to finish and rerun")
     if code in (_CORRUPT, _NOTADB):
         return TableError(f"table {name} is corrupt ({error}); restore it from a copy, or write to a new table")
+    if code == _IOERR and _nearly_full(path):  # SQLite's shared memory file could not grow
+        return TableError(f"the disk holding table {name} is full ({error}); free some space and rerun")
     if code == _IOERR:
         return TableError(f"reading or writing table {name} failed ({error}); check the disk and rerun")
     if code == _CANTOPEN:
@@ -109,11 +112,23 @@ def translate(error: sqlite3.DatabaseError, path: Path) -> Exception:
     return error
 
 
+def _nearly_full(path: Path) -> bool:
+    try:
+        stats = os.statvfs(path.parent if str(path.parent) else ".")
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
+
+
 class TableCursor(sqlite3.Cursor):
     """A cursor whose environmental errors are `TableError`s (rows are read lazily, so fetching can fail too)."""
 
     def _fail(self, error: sqlite3.DatabaseError) -> Exception:
         connection = self.connection
+        # A failed statement that stays referenced (by the traceback, through this cursor) keeps SQLite from
+        # closing the file when the connection closes, and with it the -wal/-shm: let go of it now.
+        with contextlib.suppress(sqlite3.Error):
+            self.close()
         return translate(error, connection.path if isinstance(connection, TableConnection) else Path("?"))
 
     def execute(self, sql: str, parameters: Any = (), /) -> TableCursor:
@@ -176,14 +191,7 @@ class TableConnection(sqlite3.Connection):
             raise translate(error, self.path) from None
 
 
-def connect(path: Path, write: bool) -> TableConnection:
-    """A connection to the table at `path`: read-write (created if missing) to write, else to read."""
-    if write:
-        uri = _uri(path, "rwc")
-    elif writable_place(path):
-        uri = _uri(path, "rw")  # reads only; SQLite removes its -wal/-shm when the last connection closes
-    else:
-        uri = probe_uri(path)
+def _connect(path: Path, uri: str) -> TableConnection:
     try:
         connection = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, factory=TableConnection)
     except sqlite3.DatabaseError as error:
@@ -191,6 +199,28 @@ def connect(path: Path, write: bool) -> TableConnection:
     assert isinstance(connection, TableConnection)
     connection.path = path
     return connection
+
+
+def connect(path: Path, write: bool) -> TableConnection:
+    """A connection to the table at `path`: read-write (created if missing) to write, else to read."""
+    if not write and not writable_place(path):
+        return _connect(path, probe_uri(path))
+    # Reading read-write too: SQLite removes the -wal/-shm it makes when the last connection closes.
+    existed = [companion.exists() for companion in companions(path)]
+    connection = _connect(path, _uri(path, "rwc" if write else "rw"))
+    try:
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # makes a WAL file's -wal/-shm
+        return connection
+    except TableError:
+        # They could not be made (a full disk): take away what this attempt left; a reader reads the file as it is.
+        with contextlib.suppress(sqlite3.DatabaseError):
+            sqlite3.Connection.close(connection)
+        for companion, was_there in zip(companions(path), existed):
+            if not was_there:
+                companion.unlink(missing_ok=True)
+        if write or any(existed):
+            raise
+        return _connect(path, probe_uri(path))
 
 
 class WriterLock:
@@ -232,9 +262,12 @@ class WriterLock:
             except FileNotFoundError:
                 current = False
             if current:
-                os.ftruncate(descriptor, 0)
-                os.write(descriptor, f"process {os.getpid()} ({_command()})".encode())
                 self._descriptor = descriptor
+                try:  # who holds it, for the message a second writer gets; on a full disk it stays unnamed
+                    os.ftruncate(descriptor, 0)
+                    os.write(descriptor, f"process {os.getpid()} ({_command()})".encode())
+                except OSError:
+                    pass
                 return
             os.close(descriptor)
         raise TableBusyError(f"could not lock table {str(self.table)!r}: its lock file kept changing; rerun")

@@ -38,6 +38,7 @@ from compofa.tables.sqlite import (
     companions,
     connect,
     probe_uri,
+    translate,
     writable_place,
 )
 
@@ -49,7 +50,7 @@ SCHEMA_VERSION = 1
 APPLICATION = "compofa-latency-table"
 #: The tables every schema-1 file has.
 TABLES = ("meta", "devices", "runs", "references_", "reference_checks", "rounds", "entries", "accuracy")
-#: Seconds of writing after which a writer copies the WAL's commits into the table file.
+#: Seconds of writing after which a writer copies the WAL's commits into the table file (see `checkpoint`).
 CHECKPOINT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -208,6 +209,7 @@ class LatencyTable:
         self._depth = 0  # nesting of transaction()
         self._wal = False
         self._checkpointed = time.monotonic()
+        self.checkpoint_seconds = CHECKPOINT_SECONDS
         self._closed = False
 
     # -- opening -------------------------------------------------------------------------
@@ -303,11 +305,15 @@ class LatencyTable:
                                      "a copy, or write to a new table; it was left untouched")
                 check = [row[0] for row in probe.execute("PRAGMA quick_check").fetchall()]
                 if check != ["ok"]:
-                    raise TableError(f"{name} is corrupt ({check[0]}); restore it from a copy, or write to a new "
+                    first = " ".join(check[0].replace("*** in database main ***", "").split())
+                    raise TableError(f"{name} is corrupt ({first[:160]}); restore it from a copy, or write to a new "
                                      "table; it was left untouched")
             finally:
                 probe.close()
         except sqlite3.DatabaseError as error:
+            known = translate(error, target)
+            if isinstance(known, CompofaError):
+                raise type(known)(f"{known}; it was left untouched") from None
             raise TableError(f"{name} is not a readable compofa latency table ({error}); it was left untouched") from None
 
     def _create(self) -> None:
@@ -370,13 +376,15 @@ class LatencyTable:
         except BaseException:
             self._depth -= 1
             if self.connection.in_transaction:  # SQLite may have rolled back already (a full disk)
-                cursor.execute(f"ROLLBACK TO {savepoint}" if self._depth else "ROLLBACK")
+                self.connection.execute(f"ROLLBACK TO {savepoint}" if self._depth else "ROLLBACK")
                 if self._depth:
-                    cursor.execute(f"RELEASE {savepoint}")
+                    self.connection.execute(f"RELEASE {savepoint}")
             raise
         else:
             self._depth -= 1
-            cursor.execute(f"RELEASE {savepoint}" if self._depth else "COMMIT")
+            self.connection.execute(f"RELEASE {savepoint}" if self._depth else "COMMIT")
+        finally:
+            cursor.close()  # see TableCursor._fail
 
     def checkpoint(self, force: bool = False) -> None:
         """Copy the WAL's commits into the table file (every `CHECKPOINT_SECONDS`, or now with `force`).
@@ -385,7 +393,7 @@ class LatencyTable:
         """
         if not self.writable or not self._wal or self._depth:
             return
-        if force or time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
+        if force or time.monotonic() - self._checkpointed >= self.checkpoint_seconds:
             self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._checkpointed = time.monotonic()
 
