@@ -92,8 +92,8 @@ def main() -> None:
         rows.append(("merge the two shards into a new table (goal: <= 10 s)",
                      f"{timed(lambda: merge_tables(merged, [first, second])):.2f} s"))
         report = merge_tables(merged, [first])
-        rows.append(("merge the first shard again: adds", f"{report.runs} runs, {report.rounds} rounds "
-                                                          f"({report.rounds_present} recognised)"))
+        added = f"{report.runs} runs, {report.rounds} rounds ({report.rounds_present} recognised)"
+        rows.append(("merge the first shard again: adds", added))
         rows.append(("... taking (goal: no slower than the merge)", f"{timed(lambda: merge_tables(merged, [first])):.2f} s"))
         size_mb = merged.stat().st_size / 1e6
         with LatencyTable.open(merged) as table:

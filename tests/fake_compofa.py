@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import fake_device  # noqa: F401  (registers the "fake" backend)
+
 from compofa.cli import main
 from compofa.tables import store
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 from typing import Any, Sequence
 
@@ -25,6 +26,8 @@ class CompofaGroup(click.Group):
              standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        if args is None:  # run as the program itself, not called from Python (whose signals stay its own)
+            interrupt_on_termination()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as error:  # usage errors: one line, as the library's are
@@ -57,6 +60,18 @@ class CompofaGroup(click.Group):
             fail(message)  # type: ignore[arg-type]
         except Exception as error:  # noqa: BLE001 - a bug: still one line, with a way to see more
             raise_internal(error)
+
+
+def interrupt_on_termination() -> None:
+    """`kill` (SIGTERM) and a closed terminal or dropped connection (SIGHUP) stop work the way Ctrl-C does:
+    the measurement in flight is abandoned, what is finished is closed properly (the table's lock and WAL
+    tidied), and the command says how to resume. A signal the caller chose to ignore (nohup) stays ignored."""
+    def interrupt(number: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(number).name)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(number) is signal.SIG_DFL:
+            signal.signal(number, interrupt)
 
 
 def raise_internal(error: Exception) -> None:

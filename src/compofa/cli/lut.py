@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, print_json
-from compofa.cli.profile import parse_options, progress_bar
+from compofa.cli.profile import echo_stability, parse_options, progress_bar
 from compofa.devices import Settings, get_backend
 from compofa.devices.lut import LookupTable
+from compofa.profiler import NOISY
 from compofa.space import DEFAULT_SPACE, get_space
 from compofa.tables.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 from compofa.tables import LatencyTable
@@ -58,6 +59,7 @@ def build_command(
                f"{summary.layers} in all); wrote {', '.join(str(p) for p in summary.paths)}")
     if summary.times is not None:
         click.echo(f"time: {summary.times.total:.0f} s")
+    echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
 
 
 @lut_group.command("validate")

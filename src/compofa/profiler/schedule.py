@@ -14,12 +14,12 @@ on record as such, and measured again. Every round is complete in itself, so
 it is committed the moment it ends and an interruption loses only the round in
 flight.
 
-On a machine that stays busy, rounds can keep being discarded. Each run
-allows a subnet as many discarded rounds as `max_rounds`; when they are spent
-the subnet is finished as `NOISY` with what it has (its kept rounds, or, with
-none, its discarded ones, under a wider interval from their own spread) and
-marked unstable, and the run goes on. The budget is the run's: a later run
-measures such a subnet again with a fresh one.
+On a machine that stays busy, rounds can keep being discarded, so a run
+measures a subnet in at most twice `max_rounds` rounds. A subnet that reaches
+that bound with fewer than `min_rounds` kept rounds is finished as `NOISY`
+with what it has (its kept rounds, or, with none, its discarded ones, under a
+wider interval from their own spread) and marked unstable, and the run goes
+on. The bound is the run's: a later run measures such a subnet again, afresh.
 
 The profiler returns values and reports progress through a listener; it does
 not know the table store (resume and persistence are the store's job, which
@@ -273,17 +273,21 @@ class Profiler:
         moved = abs(second / first - 1) > self.config.drift_threshold
         return float(np.median(reference)) / baseline_ms, moved
 
-    def finished(self, measurement: Measurement, spread: RoundSpread | None = None, discarded_now: int = 0) -> str | None:
+    def finished(self, measurement: Measurement, spread: RoundSpread | None = None, measured_now: int = 0) -> str | None:
         """Why `measurement` needs no more rounds, or None if it does.
 
         `spread` is the between-round spread pooled over the run (see
-        `Measurement.estimate_with`); `discarded_now` counts the subnet's rounds
-        discarded in this run, which may be at most `max_rounds`.
+        `Measurement.estimate_with`); `measured_now` counts the subnet's rounds
+        of this run, kept or discarded, at most twice `max_rounds`.
         """
         cfg = self.config
         rounds = len(measurement.used_rounds)
         if self.device.deterministic:
             return "estimated" if rounds >= 1 else None
+        if measured_now >= 2 * cfg.max_rounds:  # bound on rounds lost to drift, per run
+            return NOISY if rounds < cfg.min_rounds else "max rounds"
+        if rounds == 0:
+            return None
         if rounds >= cfg.min_rounds:
             estimate = measurement.estimate_with(spread)
             half_width = (estimate.ci_high_ms - estimate.ci_low_ms) / 2
@@ -291,10 +295,6 @@ class Profiler:
                 return "converged"
         if rounds >= cfg.max_rounds:
             return "max rounds"
-        if discarded_now >= cfg.max_rounds:
-            return NOISY
-        if rounds == 0:
-            return None
         if measurement.timed_seconds >= cfg.budget_seconds:
             return "budget"
         return None
@@ -417,8 +417,9 @@ class Profiler:
         if not measurement.rounds:
             return None
         spread = self._pooled_spread(rounds, exclude=spec)
-        discarded_now = sum(r.discarded for r in rounds[spec][self._prior_rounds.get(spec, 0):])
-        reason = self.finished(measurement, spread, discarded_now)
+        now = rounds[spec][self._prior_rounds.get(spec, 0):]
+        discarded_now = sum(r.discarded for r in now)
+        reason = self.finished(measurement, spread, len(now))
         if reason == NOISY:
             measurement, estimate = self.noisy_estimate(measurement, spread, discarded_now)
         elif not measurement.used_rounds:

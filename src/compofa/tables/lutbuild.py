@@ -72,6 +72,8 @@ class LutBuildSummary:
     paths: list[Path]
     times: TimeAccount | None = None
     reasons: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    remeasured: int = 0  # layers an earlier build left unstable, measured again first
+    unstable: int = 0  # layers finished now with stability warnings
 
 
 def _entry_key(request: LutBuildRequest, layer: Layer) -> EntryKey:
@@ -122,7 +124,7 @@ def _measure_layers(request: LutBuildRequest, table: LatencyTable, device: Any, 
     keys = {layer: _entry_key(request, layer) for layer in layers}
     noisy, missing = split_by_entry(layers, keys.__getitem__, table, run.known_device)
     todo = noisy + missing
-    summary = LutBuildSummary(len(layers), len(layers) - len(todo), 0, [])
+    summary = LutBuildSummary(len(layers), len(layers) - len(todo), 0, [], remeasured=len(noisy))
     if todo:
         device_id = run.known_device
         by_key = {layer.key: layer for layer in layers}
@@ -136,7 +138,7 @@ def _measure_layers(request: LutBuildRequest, table: LatencyTable, device: Any, 
         times, _ = measure_in_order(Profiler(device, request.config), (noisy, missing), reference, baseline, prior,
                                     committer)
         run.finish()
-        summary.measured, summary.times, summary.reasons = job.measured, times, job.reasons
+        summary.measured, summary.times, summary.reasons, summary.unstable = job.measured, times, job.reasons, job.unstable
     device_id = run.known_device
     entries = {e.key: e for e in table.entries(device_id=device_id)} if device_id is not None else {}
     return summary, keys, entries
