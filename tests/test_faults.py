@@ -495,6 +495,10 @@ def test_search_messages_say_what_search_can_do(tmp_path: Path) -> None:
     wrong_space = run("search", "--space", "ofa-mbv3", "--latency", f"table:{table}", "--target", "50%")
     assert_one_line_error(wrong_space, "no ofa-mbv3 entries", "--space compofa", "device:NAME")
     assert "compofa profile" not in wrong_space.stderr
+    # refused before measuring anything, not after
+    assert_one_line_error(run("search", "--latency", "device:fake", "--table", str(tmp_path / "new.db"), "--target",
+                              "50%", "--resolution", "160", "-o", str(tmp_path / "best.txt")), ".json or .csv")
+    assert not (tmp_path / "new.db").exists()
 
 
 # -- export --result -------------------------------------------------------------------------------------------------
@@ -612,6 +616,15 @@ def test_phase_names_stay_inside_the_run_folder(tmp_path: Path, name: str) -> No
     assert_one_line_error(result, "must be a plain name")
     (tmp_path / "work" / "phases.yaml").unlink()
     assert files(tmp_path) == before
+
+
+def test_digits_dataset_is_written_whole(tmp_path: Path) -> None:
+    """`compofa digits` onto a file is one line; on a full disk it leaves no part of a dataset."""
+    (tmp_path / "afile").write_text("x")
+    assert_one_line_error(run("digits", "-o", str(tmp_path / "afile")), "is a file")
+    with tmpfs(tmp_path / "disk", 512) as disk:
+        assert_one_line_error(run("digits", "-o", str(disk / "digits")), "No space left")
+        assert list(disk.iterdir()) == []
 
 
 def test_train_output_onto_a_file(tmp_path: Path) -> None:

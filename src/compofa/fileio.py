@@ -78,7 +78,7 @@ def atomic_output(
         raise _write_failed(target, error) from None
     try:
         # temporary files are private (0600); the output gets a plain file's permissions
-        os.chmod(handle.name, 0o666 & ~_umask())
+        os.chmod(handle.name, 0o666 & ~current_umask())
         with handle:
             yield handle
             handle.flush()
@@ -95,7 +95,7 @@ def atomic_output(
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
@@ -121,7 +121,7 @@ def check_output_folder(path: str | os.PathLike[str]) -> Path:
 
 
 def write_folder_atomic(path: str | os.PathLike[str], files: Sequence[tuple[str, bytes]]) -> list[Path]:
-    """Write `files` (name, content) into the folder `path`, whole or not at all.
+    """Write `files` (a relative path inside the folder, content) into the folder `path`, whole or not at all.
 
     They are written into a hidden folder beside `path` first. A new folder is then
     renamed into place; into an existing one each file is renamed in turn, in the
@@ -131,22 +131,24 @@ def write_folder_atomic(path: str | os.PathLike[str], files: Sequence[tuple[str,
     """
     target = check_output_folder(path)
     for name, _ in files:
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise OutputPathError(f"{name!r} is not a plain file name")
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or any(part in ("", ".", "..") for part in parts):
+            raise OutputPathError(f"{name!r} is not a path inside the output folder")
     try:
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     except OSError as error:
         raise _write_failed(target, error) from None
     try:
         for name, data in files:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
             with open(staging / name, "wb") as handle:
                 handle.write(data)
-        mode = 0o777 & ~_umask()
         if not target.exists():
-            os.chmod(staging, mode)  # mkdtemp's folder is private
+            os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's folder is private
             os.rename(staging, target)
         else:
             for name, _ in files:
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging / name, target / name)
     except OSError as error:
         raise _write_failed(target, error) from None

@@ -11,11 +11,10 @@ from compofa.cli.common import echo_rows, parse_int_list, print_json
 from compofa.cli.profile import parse_options, progress_bar
 from compofa.devices import Settings, get_backend
 from compofa.errors import CompofaError
-from compofa.fileio import check_output_path
 from compofa.profiler import ProfileConfig
 from compofa.search.latency import latency_source
 from compofa.search.predictor import accuracy_source
-from compofa.search.results import SearchReport, write_results
+from compofa.search.results import SearchReport, check_results_path, write_results
 from compofa.search.run import STRATEGIES, SearchRequest, search
 from compofa.search.targets import FitRule, parse_targets
 from compofa.space import DEFAULT_SPACE, get_space
@@ -106,7 +105,7 @@ def search_command(
                                     generations=generations or defaults.generations)
     request = SearchRequest(space, width, parse_targets(targets), tuple(resolutions), strategy, rule, seed, evolution)
     if output:
-        check_output_path(output)
+        check_results_path(output)  # before any measuring
     measuring = progress_bar(f"measuring {space} on {rest}", table, quiet or as_json, transient=True) \
         if kind == "device" else nullcontext(None)
     with measuring as listener:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from compofa.errors import CompofaError
-from compofa.fileio import atomic_output
+from compofa.fileio import atomic_output, check_output_path
 from compofa.space import SubnetSpec, parse_spec
 
 #: Version of the results file; bump on incompatible change.
@@ -108,9 +108,17 @@ class SearchReport:
         }
 
 
+def check_results_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any search, a results path that cannot be written or has no results suffix."""
+    target = check_output_path(path)
+    if target.suffix.lower() not in (".json", ".csv"):
+        raise ResultsError(f"results go to a .json or .csv file, not {target.name!r}")
+    return target
+
+
 def write_results(report: SearchReport, path: str | os.PathLike[str]) -> Path:
     """JSON (the whole report) or CSV (one row per target), by the file's suffix; atomic."""
-    target = Path(path)
+    target = check_results_path(path)
     data = report.to_dict()
     if target.suffix.lower() == ".csv":
         buffer = io.StringIO()

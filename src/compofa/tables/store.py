@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 from compofa import __version__
 from compofa.errors import CompofaError
+from compofa.fileio import current_umask
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord
 from compofa.tables.sqlite import (
     TableBusyError,
@@ -231,18 +232,18 @@ class LatencyTable:
         try:
             if exists:
                 cls._check_existing(target)
+            else:
+                cls._create(target)
             connection = connect(target, writing)
             table = cls(target, connection, writing, lock, created=not exists)
             connection.execute("PRAGMA foreign_keys = ON")
             if writing:
                 connection.execute("PRAGMA synchronous = NORMAL")
-            if not exists:
-                table._create()
             return table
         except BaseException:
             if connection is not None:
                 connection.close()
-            if not exists:  # a table this call began to create is not left half made
+            if not exists:  # a table this call created is not left behind by a failed open
                 for leftover in (target, *companions(target)):
                     leftover.unlink(missing_ok=True)
             if lock is not None:
@@ -316,20 +317,41 @@ class LatencyTable:
                 raise type(known)(f"{known}; it was left untouched") from None
             raise TableError(f"{name} is not a readable compofa latency table ({error}); it was left untouched") from None
 
-    def _create(self) -> None:
-        with self.transaction() as cursor:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    cursor.execute(statement)
-            cursor.executemany(
-                "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [
+    @staticmethod
+    def _create(target: Path) -> None:
+        """Make an empty table at `target` whole or not at all: the schema is written into a scratch file
+        beside it, which is renamed into place, so a reader sees no table or a complete one."""
+        import sqlite3
+
+        scratch = target.with_name(f".{target.name}.creating")
+        leftovers = (scratch, scratch.with_name(scratch.name + "-journal"))
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
+        try:
+            connection = sqlite3.connect(scratch, isolation_level=None)
+            try:
+                connection.execute("BEGIN")
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
                     ("application", APPLICATION),
                     ("schema_version", str(SCHEMA_VERSION)),
                     ("created_by", f"compofa {__version__}"),
                     ("created_at", str(time.time())),
-                ],
-            )
+                ])
+                connection.execute("COMMIT")
+            finally:
+                connection.close()
+            os.chmod(scratch, 0o666 & ~current_umask())
+            os.replace(scratch, target)
+        except sqlite3.DatabaseError as error:
+            raise translate(error, target) from None
+        except OSError as error:
+            raise TableError(f"cannot create table {str(target)!r}: {error.strerror}") from None
+        finally:
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Close the file (copying the WAL's commits into it) and let go of the writer lock."""

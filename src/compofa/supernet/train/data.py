@@ -14,12 +14,14 @@ download, for tests and for trying the training commands on a CPU.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from compofa.errors import CompofaError
+from compofa.fileio import check_output_folder, write_folder_atomic
 
 #: ImageNet's channel statistics, which the OFA and CompOFA networks are trained with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -155,18 +157,21 @@ def write_digits(root: str | os.PathLike[str], size: int = 32, val_share: float 
 
     if not 0 < val_share < 1:
         raise DatasetError(f"val_share must lie between 0 and 1, got {val_share}")
+    root = Path(root)
+    check_output_folder(root)
     digits = load_digits()
     rng = np.random.default_rng(seed)
-    root = Path(root)
+    files = []
     for label in range(10):
         rows = np.flatnonzero(digits.target == label)
         rng.shuffle(rows)
         held_out = max(1, int(round(len(rows) * val_share)))
         for split, chosen in (("val", rows[:held_out]), ("train", rows[held_out:])):
-            folder = root / split / str(label)
-            folder.mkdir(parents=True, exist_ok=True)
             for row in chosen:
                 grey = (digits.images[row] * (255 / 16)).round().astype(np.uint8)
                 image = Image.fromarray(grey).resize((size, size), Image.Resampling.NEAREST).convert("RGB")
-                image.save(folder / f"{row:04d}.png")
+                encoded = io.BytesIO()
+                image.save(encoded, format="PNG")
+                files.append((f"{split}/{label}/{row:04d}.png", encoded.getvalue()))
+    write_folder_atomic(root, files)  # the whole dataset or, on a full disk, nothing
     return check_dataset(root)
