@@ -39,3 +39,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/profile_speed.py
 	$(BIN)/python benchmarks/search_speed.py
 	$(BIN)/python benchmarks/lut_speed.py
+	$(BIN)/python benchmarks/table_safety.py
