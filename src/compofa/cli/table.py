@@ -133,7 +133,8 @@ def _positive_float(text: str) -> float:
 def table_export(table: str, fmt: str, output: str, space: str | None, device_id: int | None) -> None:
     """Write TABLE's entries as a JSON list or CSV rows (spec, OFA dict, statistics)."""
     with LatencyTable.open(table) as store:
-        check_device_id(store, device_id)
+        if device_id is not None:
+            store.require_device(device_id)
         entries = store.entries(device_id, space)
         if not entries and (space is not None or device_id is not None) and store.entries():
             held = sorted({e.key.space for e in store.entries(device_id)})
@@ -196,12 +197,3 @@ def table_merge(output: str, inputs: tuple[str, ...], force: bool) -> None:
     click.echo(f"merged {report.tables} tables into {output}: {report.entries} entries, {report.runs} runs, "
                f"{report.rounds} rounds added{present}" + (f"; rescaled to the first reference: {scaled}" if scaled else ""))
 
-
-def check_device_id(store: LatencyTable, device_id: int | None) -> None:
-    """Refuse a --device-id the table does not have, naming those it has."""
-    if device_id is None:
-        return
-    devices = store.devices()
-    if all(device.id != device_id for device in devices):
-        known = ", ".join(f"{d.id} ({d.name})" for d in devices) or "none yet"
-        raise TableError(f"table {str(store.path)!r} has no device {device_id}; its devices: {known}")

@@ -46,7 +46,8 @@ class ProfileConfigError(CompofaError):
     """Profiler settings that cannot work."""
 
 
-#: Why a subnet stopped when the run's budget of discarded rounds for it ran out (see the module docstring).
+#: Why a subnet stopped when its run reached the bound on rounds with fewer than `min_rounds` kept
+#: (see the module docstring).
 NOISY = "noisy"
 
 
@@ -301,8 +302,8 @@ class Profiler:
 
     def noisy_estimate(self, measurement: Measurement, spread: RoundSpread | None, discarded_now: int
                        ) -> tuple[Measurement, Estimate]:
-        """What a subnet whose discard budget ran out is finished with: its kept rounds, or with none its
-        discarded ones under an interval from their own spread alone (never the quieter pooled one)."""
+        """What a `NOISY` subnet is finished with: its kept rounds, or with none its discarded ones under an
+        interval from their own spread alone (never the quieter pooled one)."""
         if not measurement.used_rounds:
             measurement = Measurement(measurement.spec, tuple(dataclasses.replace(r, discarded=False)
                                                               for r in measurement.rounds))

@@ -251,15 +251,12 @@ class TableLatency:
 
         entries = [e for e in table.entries(space=self.space) if e.key.width == self.width
                    and e.key.batch == self.settings.batch and e.key.precision == self.settings.precision]
-        rows = table.devices()
-        if self.device_id is not None and all(device.id != self.device_id for device in rows):
-            known = ", ".join(f"{d.id} ({d.name})" for d in rows) or "none yet"
-            raise LatencySourceError(f"table {self.path} has no device {self.device_id}; its devices: {known} "
-                                     "(see `compofa table show`)")
+        if self.device_id is not None:
+            table.require_device(self.device_id)
         if self.device_id is None:
             devices = sorted({e.device_id for e in entries})
             if self._fingerprint is not None:
-                matching = {d.id for d in rows if d.fingerprint == self._fingerprint}
+                matching = {d.id for d in table.devices() if d.fingerprint == self._fingerprint}
                 devices = [d for d in devices if d in matching]
             elif len(devices) > 1:
                 raise LatencySourceError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -210,7 +211,6 @@ class LatencyTable:
         self._depth = 0  # nesting of transaction()
         self._wal = False
         self._checkpointed = time.monotonic()
-        self.checkpoint_seconds = CHECKPOINT_SECONDS
         self._closed = False
 
     # -- opening -------------------------------------------------------------------------
@@ -274,8 +274,6 @@ class LatencyTable:
     @staticmethod
     def _check_existing(target: Path) -> None:
         """Refuse a file that is not a whole compofa table of a schema we read, without writing to it."""
-        import sqlite3
-
         name = repr(str(target))
         try:
             with open(target, "rb") as handle:
@@ -321,8 +319,6 @@ class LatencyTable:
     def _create(target: Path) -> None:
         """Make an empty table at `target` whole or not at all: the schema is written into a scratch file
         beside it, which is renamed into place, so a reader sees no table or a complete one."""
-        import sqlite3
-
         scratch = target.with_name(f".{target.name}.creating")
         leftovers = (scratch, scratch.with_name(scratch.name + "-journal"))
         for leftover in leftovers:
@@ -415,7 +411,7 @@ class LatencyTable:
         """
         if not self.writable or not self._wal or self._depth:
             return
-        if force or time.monotonic() - self._checkpointed >= self.checkpoint_seconds:
+        if force or time.monotonic() - self._checkpointed >= CHECKPOINT_SECONDS:
             self.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._checkpointed = time.monotonic()
 
@@ -424,6 +420,14 @@ class LatencyTable:
     def devices(self) -> list[DeviceRow]:
         rows = self.connection.execute("SELECT id, name, fingerprint FROM devices ORDER BY id").fetchall()
         return [DeviceRow(row[0], row[1], json.loads(row[2])) for row in rows]
+
+    def require_device(self, device_id: int) -> None:
+        """Refuse a device id the table does not have, naming those it has."""
+        devices = self.devices()
+        if all(device.id != device_id for device in devices):
+            known = ", ".join(f"{d.id} ({d.name})" for d in devices) or "none yet"
+            raise TableError(f"table {str(self.path)!r} has no device {device_id}; its devices: {known} "
+                             "(see `compofa table show`)")
 
     def find_device(self, fingerprint: dict[str, Any]) -> int | None:
         """The id of the device with exactly this fingerprint, if the table has it."""
@@ -513,11 +517,13 @@ class LatencyTable:
             " ORDER BY round_index, started_at, id",
             (device_id, key.space, key.width, key.spec, key.batch, key.precision),
         ).fetchall()
-        unique = {(int(r[0]), float(r[1]), float(r[2])): r for r in reversed(rows)}  # the first copy wins
+        unique: dict[tuple[int, float, float], Any] = {}
+        for r in rows:  # in order: the first copy stays
+            unique.setdefault((int(r[0]), float(r[1]), float(r[2])), r)
         return [
             RoundRecord(int(r[0]), float(r[1]), float(r[2]), tuple(json.loads(r[3])), tuple(json.loads(r[4])),
                         float(r[5]), float(r[6]), json.loads(r[7]), r[8] is not None)
-            for r in sorted(unique.values(), key=lambda r: (int(r[0]), float(r[1])))
+            for r in unique.values()
         ]
 
     def has_measurements(self) -> bool:
