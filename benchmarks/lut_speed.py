@@ -25,9 +25,9 @@ from compofa.devices.lut import LookupTable
 from compofa.profiler import ProfileConfig
 from compofa.supernet.source import SubnetSource
 from compofa.tables import LatencyTable
-from compofa.tables.job import ProfileRequest, profile_space
-from compofa.tables.lutbuild import LutBuildRequest, build_lut, layer_config
-from compofa.tables.lutcheck import Agreement, validate_lut
+from compofa.jobs.profile import ProfileRequest, profile_space
+from compofa.jobs.lutbuild import LutBuildRequest, build_lut, layer_config
+from compofa.jobs.lutcheck import Agreement, validate_lut
 
 
 def figures(agreement: Agreement | None) -> list[str]:

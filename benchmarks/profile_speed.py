@@ -27,7 +27,7 @@ from compofa.space import get_space
 from compofa.supernet.source import SubnetSource
 from compofa.tables import LatencyTable
 from compofa.tables.compare import compare_entries, kendall_tau, ordered_same
-from compofa.tables.job import ProfileRequest, profile_space
+from compofa.jobs.profile import ProfileRequest, profile_space
 
 
 class TimedSource(SubnetSource):

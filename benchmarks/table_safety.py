@@ -32,7 +32,7 @@ from compofa.profiler import Measurement, RoundRecord
 from compofa.space import get_space
 from compofa.tables import EntryKey, LatencyTable
 from compofa.tables.exchange import merge_tables
-from compofa.tables.job import Shard
+from compofa.jobs.profile import Shard
 
 FINGERPRINT = {"backend": "synthetic", "batch": 1, "precision": "fp32", "threads": 1}
 

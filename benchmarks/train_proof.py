@@ -30,7 +30,7 @@ from compofa.space import get_space
 from compofa.supernet.checkpoint import load_supernet
 from compofa.supernet.train import preset
 from compofa.supernet.train.data import image_folder, train_transform, write_digits
-from compofa.supernet.train.evaluate import EvalRequest, evaluate_subnets
+from compofa.jobs.evaluate import EvalRequest, evaluate_subnets
 from compofa.supernet.train.loop import CHECKPOINT_NAME, TrainRequest
 from compofa.supernet.train.phases import Phase
 from compofa.supernet.train.sampling import PhaseSampler

@@ -436,7 +436,7 @@ def test_tensorrt_engine_cache_fp16(tmp_path: Path, small_spec: Any, monkeypatch
 def _time_every_layer(device_name: str, tmp_path: Path, precision: str = "fp32") -> None:
     """Every distinct compofa layer at 160, as `compofa lut build` hands them to the device."""
     from compofa.space import get_space as space_of
-    from compofa.tables.layers import LayerSource, distinct_layers
+    from compofa.jobs.layers import LayerSource, distinct_layers
 
     source = LayerSource(space_of("compofa").family, 1.2, tmp_path)
     device = open_device(device_name, source, Settings(batch=SMALL_BATCH, precision=precision))  # type: ignore[arg-type]

@@ -23,8 +23,8 @@ from compofa.supernet.fresh import fresh_supernet
 from compofa.supernet.onnx_graph import build_layer_model, build_onnx_model, count_layers
 from compofa.tables import LatencyTable
 from compofa.supernet.network import layer_modules
-from compofa.tables.layers import LayerSource, check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
-from compofa.tables.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
+from compofa.jobs.layers import LayerSource, check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
+from compofa.jobs.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 
 
 def run_graph(graph, x: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]

@@ -16,8 +16,8 @@ from compofa.profiler import ProfileConfig
 from compofa.space import get_space
 from compofa.supernet.source import SubnetSource
 from compofa.tables import LatencyTable
-from compofa.tables.job import ProfileRequest, profile_space
-from compofa.tables.lutcheck import (
+from compofa.jobs.profile import ProfileRequest, profile_space
+from compofa.jobs.lutcheck import (
     LutValidationError,
     agreement,
     calibration_rows,

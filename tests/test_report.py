@@ -26,7 +26,7 @@ from compofa.search.predictor import AccuracyPredictor
 from compofa.space import SubnetSpec, get_space, parse_spec
 from compofa.supernet.source import SubnetSource
 from compofa.tables import LatencyTable
-from compofa.tables.job import ProfileRequest, profile_space
+from compofa.jobs.profile import ProfileRequest, profile_space
 
 FAST = ProfileConfig(round_seconds=0.01, min_samples=10, max_samples=20)
 #: Small enough for a test: few random subnets per bucket, a short evolution.
@@ -219,7 +219,7 @@ def test_missing_matplotlib_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 def test_a_lut_of_the_compofa_layers_alone_still_gives_compofa_s_front(tmp_path: Path) -> None:
     """A LUT built for `compofa` lacks most OFA layers: OFA's parts are left out with a note, the rest stays."""
     from compofa.devices.lut import LayerTable, write_lut
-    from compofa.tables.layers import distinct_layers
+    from compofa.jobs.layers import distinct_layers
 
     note10 = LookupTable.shipped("note10").layer_table(160)
     keys = {layer.key for layer in distinct_layers("compofa", 1.2, [160])}

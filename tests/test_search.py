@@ -29,7 +29,7 @@ from compofa.space.plan import plan_subnet
 from compofa.supernet import load_subnet
 from compofa.tables import LatencyTable
 from compofa.tables.store import TableMismatchError
-from compofa.tables.job import ProfileRequest, profile_space
+from compofa.jobs.profile import ProfileRequest, profile_space
 from compofa.supernet.source import SubnetSource
 from fake_device import true_latency_ms
 

@@ -20,7 +20,7 @@ from compofa.supernet.source import SubnetSource
 from compofa.tables import LatencyTable, TableBusyError, TableError, TableMismatchError
 from compofa.tables.compare import kendall_tau
 from compofa.tables.exchange import EXPORT_FIELDS, merge_tables
-from compofa.tables.job import ProfileRequest, Shard, profile_space
+from compofa.jobs.profile import ProfileRequest, Shard, profile_space
 from fake_device import true_latency_ms
 
 FAST = ProfileConfig(round_seconds=0.05, min_samples=10, max_samples=20)

@@ -13,9 +13,9 @@ from compofa.devices import Settings, get_backend
 from compofa.devices.lut import LookupTable
 from compofa.profiler import NOISY
 from compofa.space import DEFAULT_SPACE, get_space
-from compofa.tables.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
+from compofa.jobs.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 from compofa.tables import LatencyTable
-from compofa.tables.lutcheck import DEFAULT_CALIBRATION_SUBNETS, Agreement, LutValidation, validate_lut
+from compofa.jobs.lutcheck import DEFAULT_CALIBRATION_SUBNETS, Agreement, LutValidation, validate_lut
 
 
 @click.group("lut", cls=CompofaGroup)

@@ -19,7 +19,7 @@ from compofa.profiler import NOISY, ProfileConfig, ProfileConfigError, ProfileLi
 from compofa.profiler import Progress as ProfileProgress
 from compofa.space import DEFAULT_SPACE, get_space
 from compofa.supernet.source import SubnetSource
-from compofa.tables.job import ProfileRequest, Shard, profile_space
+from compofa.jobs.profile import ProfileRequest, Shard, profile_space
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:

@@ -111,7 +111,7 @@ def eval_command(
     """Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE."""
     from compofa.space import get_space
     from compofa.supernet.train.data import check_dataset
-    from compofa.supernet.train.evaluate import EvalRequest, evaluate_subnets, specs_to_evaluate
+    from compofa.jobs.evaluate import EvalRequest, evaluate_subnets, specs_to_evaluate
     from compofa.tables import LatencyTable
 
     resolutions = parse_int_list(resolution, "--resolution") or (224,)

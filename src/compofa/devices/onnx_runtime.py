@@ -117,7 +117,7 @@ class OnnxRuntimeDevice:
 
     def prepare(self, spec: SubnetSpec) -> OrtSubnet:
         # The source decides what is timed: a subnet, or one layer for a lookup table
-        # (compofa.tables.layers.LayerSource), each an ONNX file with one input and one output.
+        # (compofa.jobs.layers.LayerSource), each an ONNX file with one input and one output.
         path = self.source.onnx(spec, self.settings.batch)
         session = self._ort.InferenceSession(str(path), self._session_options(), providers=[self.provider])
         shape = self.source.input_shape(spec, self.settings.batch)

@@ -298,7 +298,7 @@ class TableLatency:
     def _measure(self, batch: ArchBatch) -> None:
         from compofa.supernet.source import SubnetSource
         from compofa.tables import LatencyTable
-        from compofa.tables.job import ProfileRequest, profile_space
+        from compofa.jobs.profile import ProfileRequest, profile_space
 
         unique = {key: row for row, key in enumerate(batch.keys())}
         specs = tuple(batch.spec(row) for row in unique.values())

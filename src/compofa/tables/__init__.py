@@ -1,4 +1,4 @@
-"""Durable latency tables: the SQLite store and the jobs that fill and read it."""
+"""Durable latency tables: the SQLite store, its exchange formats and analyses (the jobs that fill it are in `compofa.jobs`)."""
 
 from compofa.tables.store import (
     Entry,

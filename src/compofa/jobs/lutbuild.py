@@ -1,6 +1,6 @@
 """Build a layer lookup table for any device: every distinct layer timed alone.
 
-Each distinct layer of the space (`compofa.tables.layers`) is exported as a
+Each distinct layer of the space (`compofa.jobs.layers`) is exported as a
 one-layer ONNX model and measured by the same profiler as whole subnets:
 interleaved rounds in fresh sessions, a reference layer timed between blocks
 to divide out the machine's drift, until each median's confidence interval is
@@ -24,7 +24,7 @@ from compofa.devices.lut import LayerTable, LookupTable, LutEntry, write_lut
 from compofa.errors import CompofaError
 from compofa.profiler import ProfileConfig, ProfileListener, Profiler, TimeAccount
 from compofa.space import get_space
-from compofa.tables.job import (
+from compofa.jobs.profile import (
     JobSummary,
     RunRecord,
     StoreCommitter,
@@ -32,7 +32,7 @@ from compofa.tables.job import (
     measure_in_order,
     split_by_entry,
 )
-from compofa.tables.layers import Layer, LayerSource, distinct_layers
+from compofa.jobs.layers import Layer, LayerSource, distinct_layers
 from compofa.tables.store import EntryKey, LatencyTable, writing
 
 #: The store of a lookup table's measurements, inside its folder.
