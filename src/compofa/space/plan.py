@@ -5,6 +5,11 @@
 and largest kernel, which is the shape its weights are stored in). The PyTorch
 modules, the ONNX graph builder, layer lookup-table keys and FLOP counts all read
 these plans instead of recomputing channels.
+
+`NetworkPlan.layers` is the one place that says how a network splits into the
+layers a layer lookup table times one by one (OFA's split): the stem, every
+block, then the head, which differs by family (`LAYER_KINDS`). Graphs, PyTorch
+layer modules, lookup-table keys and per-layer costs are all derived from it.
 """
 
 from __future__ import annotations
@@ -82,6 +87,44 @@ class BlockPlan:
         return conv_output_size(self.input_size, self.stride)
 
 
+#: What each kind of `LayerPlan` computes. MobileNetV3's head is final expand,
+#: pool, feature mix, classifier; ProxylessNAS's is feature mix (at full spatial
+#: size), then the pooled classifier.
+LAYER_KINDS = {
+    "stem": "the first conv (conv, BatchNorm, activation)",
+    "block": "one inverted-residual block",
+    "final_expand": "the 1x1 conv after the last block",
+    "pool": "global average pooling",
+    "feature_mix": "the 1x1 conv before the classifier",
+    "classifier": "flatten, then the linear classifier",
+    "pool_classifier": "global average pooling, flatten, then the linear classifier",
+}
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer of a network as a layer lookup table counts it.
+
+    Attributes:
+        index: position in the network, 0 for the stem.
+        kind: one of `LAYER_KINDS`.
+        input_shape, output_shape: per image, channels first: ``(C, H, W)``,
+            or ``(classes,)`` for the classifier's output.
+        conv: the conv of a stem, final expand or feature mix layer.
+        block: the block of a block layer.
+        stage: the elastic stage of a block; -1 for layers every subnet of a
+            resolution shares (stem, first block, head).
+    """
+
+    index: int
+    kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    conv: ConvPlan | None = None
+    block: BlockPlan | None = None
+    stage: int = -1
+
+
 @dataclass(frozen=True)
 class NetworkPlan:
     """All layers of one network, in execution order."""
@@ -102,6 +145,39 @@ class NetworkPlan:
     @property
     def stage_outputs(self) -> tuple[int, ...]:
         return tuple(self.family.scaled(stage.base_width, self.width) for stage in self.family.stages)
+
+    @property
+    def layers(self) -> tuple[LayerPlan, ...]:
+        """The network's layers in execution order (see `LayerPlan`); chained they compute its logits."""
+        return _split_layers(self)
+
+
+def _conv_layer(index: int, kind: str, conv: ConvPlan, output_size: int | None = None) -> LayerPlan:
+    side = conv.output_size if output_size is None else output_size
+    return LayerPlan(index, kind, (conv.in_channels, conv.input_size, conv.input_size),
+                     (conv.out_channels, side, side), conv=conv)
+
+
+@lru_cache(maxsize=4096)
+def _split_layers(plan: NetworkPlan) -> tuple[LayerPlan, ...]:
+    layers = [_conv_layer(0, "stem", plan.stem)]
+    for block in plan.blocks:
+        layers.append(LayerPlan(len(layers), "block", (block.in_channels, block.input_size, block.input_size),
+                                (block.out_channels, block.output_size, block.output_size), block=block,
+                                stage=block.stage))
+    if plan.final_expand is not None:
+        layers.append(_conv_layer(len(layers), "final_expand", plan.final_expand))
+    channels, side = layers[-1].output_shape[0], layers[-1].output_shape[-1]
+    mix, classes = plan.feature_mix, (plan.num_classes,)
+    if plan.family.feature_mix_after_pool:
+        layers.append(LayerPlan(len(layers), "pool", (channels, side, side), (channels, 1, 1)))
+        layers.append(_conv_layer(len(layers), "feature_mix", mix, output_size=1))
+        layers.append(LayerPlan(len(layers), "classifier", (mix.out_channels, 1, 1), classes))
+    else:
+        layers.append(_conv_layer(len(layers), "feature_mix", mix, output_size=mix.input_size))
+        side = mix.input_size
+        layers.append(LayerPlan(len(layers), "pool_classifier", (mix.out_channels, side, side), classes))
+    return tuple(layers)
 
 
 def _se_channels(family: Family, mid_channels: int) -> int:
