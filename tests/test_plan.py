@@ -408,3 +408,26 @@ def test_bad_width_refused(width: float) -> None:
         plan_supernet(MOBILENET_V3, width)
     with pytest.raises(ValueError, match="width"):
         plan_subnet(get_space("compofa").largest(224), width)
+
+
+@pytest.mark.parametrize("name", SPACE_NAMES)
+def test_layers_chain_and_follow_the_family_head(name: str) -> None:
+    """`plan.layers` is the one split into lookup-table layers: each layer reads what the one before
+    wrote, blocks appear once each in order, and the head is the family's."""
+    design = get_space(name)
+    for seed in range(3):
+        spec = design.sample(np.random.default_rng(seed))
+        plan = plan_subnet(spec, design.family.default_width)
+        layers = plan.layers
+        assert [layer.index for layer in layers] == list(range(len(layers)))
+        assert layers[0].kind == "stem" and layers[0].input_shape == (3, spec.resolution, spec.resolution)
+        for before, after in zip(layers, layers[1:]):
+            assert after.input_shape == before.output_shape, (before, after)
+        assert tuple(layer.block for layer in layers if layer.kind == "block") == plan.blocks
+        assert [layer.stage for layer in layers if layer.kind == "block"] == [block.stage for block in plan.blocks]
+        head = [layer.kind for layer in layers if layer.kind not in ("stem", "block")]
+        if design.family.feature_mix_after_pool:
+            assert head == ["final_expand", "pool", "feature_mix", "classifier"]
+        else:
+            assert head == ["feature_mix", "pool_classifier"]
+        assert layers[-1].output_shape == (plan.num_classes,)

@@ -12,8 +12,8 @@ from compofa.space.design import (
     StageChoices,
 )
 from compofa.space.family import Family, StageDef, get_family, list_families, make_divisible
-from compofa.space.registry import DEFAULT_SPACE, get_space, list_spaces, register_space, unconstrained_space
-from compofa.space.spec import BlockSetting, SubnetSpec, format_spec, parse_spec, read_spec
+from compofa.space.registry import get_space, list_spaces, register_space, unconstrained_space
+from compofa.space.spec import DEFAULT_SPACE, BlockSetting, SubnetSpec, format_spec, parse_spec, read_spec
 
 __all__ = [
     "BlockSetting",

@@ -20,8 +20,8 @@ from compofa.errors import UnknownSpaceError
 from compofa.registry import Registry
 from compofa.space.design import DesignSpace, StageChoices
 from compofa.space.family import MOBILENET_V3, PROXYLESSNAS, Family
+from compofa.space.spec import install_space_lookup
 
-DEFAULT_SPACE = "compofa"
 
 _SPACES: Registry[DesignSpace] = Registry("design space", UnknownSpaceError, "see `compofa spaces`")
 
@@ -111,3 +111,7 @@ register_space(
         kernel_transform=False,
     )
 )
+
+
+# Specs find their space through this registry (see `compofa.space.spec.install_space_lookup`).
+install_space_lookup(get_space)

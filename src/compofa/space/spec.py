@@ -22,9 +22,40 @@ import json
 import numbers
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from compofa.errors import SpecError, UnknownSpaceError
+from compofa.space.family import Family
+
+#: The space a spec given without one (an OFA dict) belongs to.
+DEFAULT_SPACE = "compofa"
+
+
+class _Space(Protocol):
+    """What a spec needs of its design space: the family and the check of its choices."""
+
+    @property
+    def family(self) -> Family: ...
+
+    def check(self, spec: SubnetSpec) -> None: ...
+
+
+# The registry of spaces sits above this module (it builds specs itself), so it
+# hands its lookup down when it is imported (`compofa.space` always imports it)
+# instead of this module importing it back.
+_lookup_space: Callable[[str], _Space] | None = None
+
+
+def install_space_lookup(lookup: Callable[[str], _Space]) -> None:
+    """Called once by `compofa.space.registry`: how specs find their design space."""
+    global _lookup_space
+    _lookup_space = lookup
+
+
+def _space(name: str) -> _Space:
+    if _lookup_space is None:  # only if this module was loaded without its package
+        raise UnknownSpaceError(f"no design spaces are registered yet to look {name!r} up in")
+    return _lookup_space(name)
 
 _SPEC_PATTERN = re.compile(
     r"^(?P<space>[a-z][a-z0-9]*(?:-[a-z0-9]+)*?)-r(?P<resolution>[1-9][0-9]*)-(?P<stages>[a-z0-9_]+)$"
@@ -94,12 +125,8 @@ class SubnetSpec:
             starts.append(total)
             total += depth
         object.__setattr__(self, "_stage_starts", tuple(starts))
-        # Imported here: the registry builds specs itself, so a module-level
-        # import would be circular.
-        from compofa.space.registry import get_space
-
         try:
-            space = get_space(self.space)
+            space = _space(self.space)
         except UnknownSpaceError as error:
             raise SpecError(f"SubnetSpec.space: {error}") from None
         space.check(self)
@@ -161,9 +188,7 @@ class SubnetSpec:
 
     def to_ofa_dict(self) -> dict[str, list[int]]:
         """The OFA form: a kernel and expand ratio for every supernet block."""
-        from compofa.space.registry import get_space
-
-        family = get_space(self.space).family
+        family = _space(self.space).family
         kernels: list[int] = []
         expands: list[int] = []
         for stage, stage_def in enumerate(family.stages):
@@ -185,9 +210,7 @@ class SubnetSpec:
         code, the depth given for a single-block stage (the last stage of
         ProxylessNAS) is read as 1; it may also be left out.
         """
-        from compofa.space.registry import get_space
-
-        family = get_space(space).family
+        family = _space(space).family
         unknown = set(data) - _OFA_KEYS
         if unknown:
             raise SpecError(f"OFA dict has unknown keys {sorted(unknown)}; expected ks, e, d, r")
@@ -308,8 +331,6 @@ def read_spec(
         if set(data) == {"space", "resolution", "depths", "kernel_sizes", "expand_ratios"}:
             spec = SubnetSpec.from_dict(data)
         else:
-            from compofa.space.registry import DEFAULT_SPACE
-
             spec = SubnetSpec.from_ofa_dict(data, space or DEFAULT_SPACE, resolution=resolution or 224)
     else:
         spec = parse_spec(text)
