@@ -95,7 +95,7 @@ def ofa_predictor() -> Any:
 
 
 def ofa_evolution(target: float, seed: int, efficiency: OfaNote10, predictor: Any, generations: int) -> tuple[float, float]:
-    """(best accuracy, seconds) of one run of OFA's EvolutionFinder at DESIGN.md's settings."""
+    """(best accuracy, seconds) of one run of OFA's EvolutionFinder at the paper's settings."""
     module = ofa_module("evolution_finder")
     finder = module.EvolutionFinder(
         "note10", target, efficiency, predictor, mutate_prob=0.1, population_size=100,

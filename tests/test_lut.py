@@ -1,7 +1,7 @@
 """Tests of the `lut` backend: the OFA LUT format, layer keys, sums and the device.
 
-Known values are those of DESIGN.md ("Latency lookup tables (LUT) in the OFA
-format"), computed from the shipped Samsung Note10 tables; the key grammar is
+Known values are those of docs/architecture.md ("Lookup tables (OFA's format)"),
+computed from the shipped Samsung Note10 tables; the key grammar is
 checked against the reference `ofa` package's MBv3LatencyTable and
 ProxylessNASLatencyTable.
 """
@@ -110,7 +110,7 @@ def test_note10_has_the_17_resolutions_of_w12(note10: LookupTable) -> None:
     assert note10.layout == "mobilenetv3"
 
 
-# -- known values (DESIGN.md) ------------------------------------------------------------
+# -- known values (docs/architecture.md) ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_known_note10_latencies(
 
 
 def test_layer_keys_of_the_smallest_compofa_subnet(note10: LookupTable) -> None:
-    """The DESIGN.md key examples, and idskip 0 exactly at each stage's first block."""
+    """The documented key examples, and idskip 0 exactly at each stage's first block."""
     keys = note10.layer_keys(get_space("compofa").smallest(224))
     assert keys[0] == "Conv-input:224x224x3-output:112x112x24"
     assert keys[1] == "expanded_conv-input:112x112x24-output:112x112x24-expand:24-kernel:3-stride:1-idskip:1-se:0-hs:0"

@@ -1,7 +1,7 @@
 """Tests of the layer plans: every channel count, stride and skip of a subnet or supernet.
 
-The expected figures are those of DESIGN.md ("Facts of the model families") and
-of the public OFA networks (OFAMobileNetV3 / OFAProxylessNASNets), whose
+The expected figures are those of docs/architecture.md ("Model facts the code relies on")
+and of the public OFA networks (OFAMobileNetV3 / OFAProxylessNASNets), whose
 `get_active_subnet` gives the same block shapes.
 """
 
@@ -100,7 +100,7 @@ def test_supernet_widths(
     final_expand: int | None,
     feature_mix: int,
 ) -> None:
-    """Stem | first block | stages | final expand | feature mix widths (DESIGN.md figures)."""
+    """Stem | first block | stages | final expand | feature mix widths (docs/architecture.md figures)."""
     plan = plan_supernet(family, width)
     assert plan.stem.in_channels == 3
     assert plan.stem.out_channels == stem

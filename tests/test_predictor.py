@@ -159,7 +159,7 @@ def test_proxyless_encoding_has_its_own_size() -> None:
 
 
 def test_known_value_of_the_shipped_predictor() -> None:
-    """DESIGN.md: the CompOFA w1.2 d3/e4 subnet at 192 scores 0.8050."""
+    """Known value: the CompOFA w1.2 d3/e4 subnet at 192 scores 0.8050."""
     value = AccuracyPredictor.shipped().predict(ArchBatch.from_specs([compofa_spec(3, 4, 192)]))
     assert round(float(value[0]), 4) == 0.8050
 

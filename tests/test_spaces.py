@@ -1,6 +1,6 @@
 """Tests of the design spaces: counting, enumeration, sampling, membership, registry.
 
-Cardinalities are those of DESIGN.md ("Facts of the model families"): an OFA
+Cardinalities are those of docs/architecture.md ("Design spaces"): an OFA
 stage has 9^2 + 9^3 + 9^4 = 7371 choices, a CompOFA stage 3, a CompOFA
 elastic-kernel stage 3^2 + 3^3 + 3^4 = 117.
 """
@@ -73,7 +73,7 @@ def unchecked_spec(
     ],
 )
 def test_cardinality(name: str, cardinality: int) -> None:
-    """Exact subnet counts per resolution (paper section 4.1; DESIGN.md)."""
+    """Exact subnet counts per resolution (paper section 4.1)."""
     assert get_space(name).cardinality == cardinality
 
 

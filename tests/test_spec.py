@@ -150,7 +150,7 @@ def test_bad_field_raises_spec_error_naming_it(changes: dict[str, Any], field_na
 
 
 def test_spec_error_is_a_value_error() -> None:
-    """STYLE.md: spec validation raises a ValueError (SpecError subclasses it)."""
+    """Spec validation raises a ValueError (SpecError subclasses it)."""
     with pytest.raises(ValueError):
         compofa_spec(resolution=225)
 

@@ -1,6 +1,6 @@
 """Evolutionary search for the most accurate subnet under a latency target.
 
-The algorithm is OFA's (Cai et al., ICLR 2020; DESIGN.md "Search"): a
+The algorithm is OFA's (Cai et al., ICLR 2020; docs/architecture.md, "Search"): a
 population of feasible subnets; each generation keeps the most accurate
 quarter as parents and refills the population with mutants of one parent and
 crossovers of two, every child redrawn until it meets the latency target.
@@ -239,7 +239,7 @@ def mutate(
     resolution_probability: float = 0.5,
     resolutions: Sequence[int] | None = None,
 ) -> ArchBatch:
-    """One mutant per row, as OFA's `mutate_arch`/`mutate_resolution` (DESIGN.md "Search").
+    """One mutant per row, as OFA's `mutate_arch`/`mutate_resolution`.
 
     With `probability` per stage the depth is redrawn uniformly over the
     stage's depths (OFA's `random.choice`; in a coupled stage this redraws the
@@ -264,7 +264,7 @@ def crossover(parents_a: ArchBatch, parents_b: ArchBatch, rng: np.random.Generat
     parent. OFA keeps values in inactive blocks; these arrays hold 0 there, so a
     block only the deeper parent has active (the child took that depth) comes
     from that parent. Coupled (CompOFA) stages come whole from one parent:
-    depth, expand ratios and kernels together (DESIGN.md "Search").
+    depth, expand ratios and kernels together.
     """
     if parents_a.space != parents_b.space or len(parents_a) != len(parents_b):
         raise ValueError(
@@ -359,7 +359,7 @@ def is_member(batch: ArchBatch) -> np.ndarray:
 
 @dataclass(frozen=True)
 class EvolutionConfig:
-    """Settings of one search; the defaults are OFA's (DESIGN.md "Search").
+    """Settings of one search; the defaults are OFA's (docs/architecture.md, "Search").
 
     Attributes:
         population: subnets per generation (OFA: 100).
@@ -504,7 +504,8 @@ class _Memo:
 
 @dataclass
 class _Sampler:
-    """Draws feasible candidates, counting evaluations and bounding rejections (STYLE.md 7)."""
+    """Draws feasible candidates, counting evaluations and bounding rejections (so an
+    infeasible target ends in an error, never in a search that cannot finish)."""
 
     space: str
     resolutions: _Choices

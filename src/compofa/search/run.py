@@ -41,7 +41,7 @@ class SearchRequest:
             (exhaustive when the space is enumerable).
         rule: when a subnet fits a target.
         seed: seed of the evolution.
-        evolution: evolution settings (defaults: DESIGN.md / OFA).
+        evolution: evolution settings (defaults: OFA's).
     """
 
     space: str

@@ -22,7 +22,7 @@ from compofa.errors import SpaceTooLargeError, SpecError
 from compofa.space.family import Family
 from compofa.space.spec import SubnetSpec
 
-#: Resolutions the supernets are trained on (multiples of 4, DESIGN.md).
+#: Resolutions the supernets are trained on (multiples of 4 from 128 to 224).
 TRAIN_RESOLUTIONS: tuple[int, ...] = tuple(range(128, 225, 4))
 #: Resolutions profiled and searched by default (those of the Note10 LUT).
 SEARCH_RESOLUTIONS: tuple[int, ...] = tuple(range(160, 225, 4))

@@ -2,8 +2,8 @@
 
 A family says what every network of one supernet has in common (stem, first
 block, stages, head) and how base widths scale with the width multiplier. The
-figures are those of the public Once-for-All networks (DESIGN.md, "Facts of the
-model families"). Nothing here imports torch: the same data drives the PyTorch
+figures are those of the public Once-for-All networks (docs/architecture.md, "Model facts
+the code relies on"). Nothing here imports torch: the same data drives the PyTorch
 supernet, the ONNX graph builder, layer lookup tables and FLOP counts.
 """
 
@@ -120,7 +120,7 @@ class Family:
             raise WidthError(f"width {width:g} is not a {self.name} width; known: {known}")
 
 
-# Figures from DESIGN.md / the public OFA code: MobileNetV3-Large skeleton with
+# Figures of the public OFA code: MobileNetV3-Large skeleton with
 # base widths [16, 16, 24, 40, 80, 112, 160, 960, 1280], strides [2, 2, 2, 1, 2].
 MOBILENET_V3 = Family(
     name="mobilenetv3",

@@ -2,7 +2,7 @@
 
 A subnet's BatchNorm statistics are slices of the supernet's, which were
 accumulated over many subnets; OFA and CompOFA recompute them on a few thousand
-training images before evaluating a subnet (DESIGN.md, "Training").
+training images before evaluating a subnet.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Reading OFA/CompOFA checkpoints and writing our own.
 
-Accepted layouts (DESIGN.md): the state_dict of the public OFA code, with the
+Accepted layouts (docs/architecture.md lists the names): the state_dict of the public OFA code, with the
 current ``.conv.`` or the older ``.mobile_inverted_conv.`` module names, the
 dynamic layers' inner ``.conv.``/``.bn.``/``.linear.`` level or not, with or
 without the kernel-transform matrices, raw or wrapped in ``{"state_dict": ...}``

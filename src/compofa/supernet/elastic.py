@@ -1,6 +1,6 @@
 """Elastic layers: one set of weights serving every width, kernel and depth.
 
-Weight sharing follows OFA (DESIGN.md): every tensor is stored at its largest
+Weight sharing follows OFA: every tensor is stored at its largest
 shape and a subnet takes the *first* channels of it; a smaller depthwise kernel
 is the centre crop of the 7x7 one, optionally passed through OFA's learned
 kernel-transform matrices (7->5 on the 5x5 crop, then 5->3 on the 3x3 crop of
