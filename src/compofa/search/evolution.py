@@ -23,6 +23,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 
+from compofa.errors import CompofaError
 from compofa.search.arrays import ArchBatch, layout_of
 from compofa.search.targets import InfeasibleTargetError
 from compofa.space import SubnetSpec, get_space
@@ -357,6 +358,10 @@ def is_member(batch: ArchBatch) -> np.ndarray:
 # -- the search -----------------------------------------------------------------------
 
 
+class EvolutionConfigError(CompofaError, ValueError):
+    """An evolution setting out of its range (a population of 0, a probability above 1)."""
+
+
 @dataclass(frozen=True)
 class EvolutionConfig:
     """Settings of one search; the defaults are OFA's (docs/architecture.md, "Search").
@@ -398,15 +403,15 @@ class EvolutionConfig:
         for name in ("population", "generations", "max_rejections"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"EvolutionConfig.{name} must be a positive int, got {value!r}")
+                raise EvolutionConfigError(f"EvolutionConfig.{name} must be a positive int, got {value!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise ValueError(f"EvolutionConfig.patience must be a positive int or None, got {self.patience!r}")
+            raise EvolutionConfigError(f"EvolutionConfig.patience must be a positive int or None, got {self.patience!r}")
         for name in ("parent_ratio", "mutation_probability", "resolution_probability", "mutate_ratio"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"EvolutionConfig.{name} must lie in [0, 1], got {value!r}")
+                raise EvolutionConfigError(f"EvolutionConfig.{name} must lie in [0, 1], got {value!r}")
         if self.parents < 1:
-            raise ValueError(
+            raise EvolutionConfigError(
                 f"EvolutionConfig.parent_ratio {self.parent_ratio} keeps no parent of a population of {self.population}"
             )
 

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from compofa.search.latency import LatencyEstimates
 
 
+class TargetError(CompofaError, ValueError):
+    """A latency target or fit rule that cannot be read or makes no sense (a negative bucket, 0 ms)."""
+
+
 class InfeasibleTargetError(CompofaError):
     """No subnet fits a latency target (or, in evolution, none was found within the rejection bound)."""
 
@@ -34,7 +38,7 @@ class FitRule:
 
     def __post_init__(self) -> None:
         if self.bucket is not None and not self.bucket > 0:
-            raise CompofaError(f"bucket width must be positive, got {self.bucket}")
+            raise TargetError(f"bucket width must be positive, got {self.bucket}")
 
     def compared(self, latency: LatencyEstimates) -> np.ndarray:
         """The latency this rule holds against the target: the median or the upper bound."""
@@ -79,9 +83,9 @@ class Target:
     def __post_init__(self) -> None:
         if not math.isfinite(self.value) or self.value < 0 or (self.relative and self.value > 100):
             what = "a percentage in 0..100" if self.relative else "a positive latency"
-            raise CompofaError(f"latency target {self} must be {what}")
+            raise TargetError(f"latency target {self} must be {what}")
         if not self.relative and self.value == 0:
-            raise CompofaError("latency target 0 must be a positive latency")
+            raise TargetError("latency target 0 must be a positive latency")
 
     def resolve(self, fastest: float, slowest: float) -> float:
         return fastest + self.value / 100 * (slowest - fastest) if self.relative else self.value
@@ -100,11 +104,11 @@ def parse_targets(text: str) -> tuple[Target, ...]:
         try:
             value = float(item[:-1] if relative else item)
         except ValueError:
-            raise CompofaError(
+            raise TargetError(
                 f"--target takes comma-separated latencies (15,20) or percentages of the latency range "
                 f"(25%,50%), got {item!r}"
             ) from None
         targets.append(Target(value, relative))
     if not targets:
-        raise CompofaError("--target is empty: give latencies (15,20) or percentages of the latency range (25%,50%)")
+        raise TargetError("--target is empty: give latencies (15,20) or percentages of the latency range (25%,50%)")
     return tuple(targets)
