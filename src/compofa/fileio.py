@@ -12,8 +12,9 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Any
 
 from compofa.errors import OutputPathError
 
@@ -63,7 +64,7 @@ def check_output_path(path: str | os.PathLike[str]) -> Path:
 @contextlib.contextmanager
 def atomic_output(
     path: str | os.PathLike[str], mode: str = "wb", durable: bool = True
-) -> Iterator[IO]:  # type: ignore[type-arg]
+) -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success rename it to `path`.
 
     `durable` also flushes the data to disk before the rename, so that a power

@@ -15,9 +15,11 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -152,17 +154,17 @@ class _Builder:
         views = page.Section("Design space", "The paper's views of the two spaces on each lookup table: accuracy and "
                              "latency of uniform depth and expand ratio (Figure 2), and random subnets per latency "
                              "bucket (Figures 4 and 5): how much of each space is accurate.")
-        # each part runs at once (attempt calls it), so the loop variables are the current ones
         for series, label in zip(self.tables, self.labels):
             self.say(f"Pareto front of {label}")
-            self.attempt(fronts, label, lambda: self._table_front(fronts, series, label))
+            self.attempt(fronts, label, partial(self._table_front, fronts, series, label))
         for lut, label in zip(self.luts, self.labels[len(self.tables):]):
             samples = None
             if self.ofa_space is not None:
                 self.say(f"design-space views on {label}")
-                samples = self.attempt(views, f"{label}: views with {self.ofa_space}", lambda: self._views(views, lut, label))
+                views_of = f"{label}: views with {self.ofa_space}"
+                samples = self.attempt(views, views_of, partial(self._views, views, lut, label))
             self.say(f"Pareto fronts on {label} (evolution for {self.ofa_space})")
-            self.attempt(fronts, label, lambda: self._lut_front(fronts, lut, label, samples))
+            self.attempt(fronts, label, partial(self._lut_front, fronts, lut, label, samples))
         return fronts, views
 
     def _table_front(self, section: page.Section, series: TableSeries, label: str) -> None:
@@ -170,7 +172,8 @@ class _Builder:
         self.summary["pareto"].append(panel.summary())
         self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto front, {label}")
         if self.ofa_space and not series.of_space(self.ofa_space):
-            section.notes.append(f"{label}: no {self.ofa_space} subnets measured, so only {self.request.space} is drawn")
+            section.notes.append(
+                f"{label}: no {self.ofa_space} subnets measured, so only {self.request.space} is drawn")
 
     def _lut_front(self, section: page.Section, series: LutSeries, label: str, samples: ArchBatch | None) -> None:
         request, ofa_space = self.request, self.ofa_space
@@ -207,8 +210,9 @@ class _Builder:
 
     def across_devices(self) -> page.Section:
         section = page.Section("Across devices", "Kendall rank correlation of subnet latency between every pair of "
-                               f"sources, over the {self.request.space} subnets both answer for: near 1, a table from "
-                               "one source picks nearly the same subnets as the other's; lower, profile the new device.")
+                               f"sources, over the {self.request.space} subnets both answer for: near 1, a table "
+                               "from one source picks nearly the same subnets as the other's; lower, profile the new "
+                               "device.")
         sources: list[TableSeries | LutSeries] = [*self.tables, *self.luts]
         if len(sources) < 2:
             section.notes.append("one latency source only: give another --table (or --lut) to compare devices")

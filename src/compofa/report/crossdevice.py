@@ -8,9 +8,9 @@ new device. Every pair of sources is compared on the subnets both answer for.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 

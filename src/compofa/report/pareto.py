@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from compofa.report.scoring import Scorer
+from compofa.report.series import LutSeries, ReportError, TableSeries, specs_batch
 from compofa.search.arrays import ArchBatch, enumerate_batch
 from compofa.search.evolution import EvolutionConfig
 from compofa.search.exhaustive import pareto_front
-from compofa.search.run import SearchRequest, search
-from compofa.report.scoring import Scorer
-from compofa.report.series import LutSeries, ReportError, TableSeries, specs_batch
 from compofa.search.results import TargetResult
+from compofa.search.run import SearchRequest, search
 from compofa.search.targets import InfeasibleTargetError
 from compofa.space import get_space
 
@@ -147,8 +147,10 @@ def _searched_front(
         return Cloud(ofa_space, method, latency, accuracy, tuple(str(s) for s in batch.specs()), front, False)
     # the random samples are drawn as the cloud; the front stays the searched one (its rows come first)
     both = ArchBatch.concatenate([batch, samples])
-    return Cloud(ofa_space, method + f"; {len(samples)} random subnets", np.concatenate([latency, series.latency(samples)]),
-                 np.concatenate([accuracy, scorer.accuracy(samples)]), tuple(str(s) for s in both.specs()), front)
+    latencies = np.concatenate([latency, series.latency(samples)])
+    accuracies = np.concatenate([accuracy, scorer.accuracy(samples)])
+    return Cloud(ofa_space, method + f"; {len(samples)} random subnets", latencies, accuracies,
+                 tuple(str(s) for s in both.specs()), front)
 
 
 def _describe(resolutions: tuple[int, ...]) -> str:

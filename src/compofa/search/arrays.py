@@ -9,9 +9,9 @@ exactly when the subnets are (rows serve as memo keys). Converting to and from
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterable, Sequence
+from functools import cache
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class Layout:
         return np.concatenate([np.arange(size) for size in self.stage_sizes])
 
 
-@lru_cache(maxsize=None)
+@cache
 def layout_of(space: str) -> Layout:
     family = get_space(space).family
     sizes = tuple(stage.max_depth for stage in family.stages)
@@ -122,7 +122,8 @@ class ArchBatch:
     def packed(self) -> np.ndarray:
         """(N,) one fixed-width byte string per row, equal exactly when the subnets are (for np.unique)."""
         columns = np.concatenate(
-            [self.kernel, self.expand, self.depth, self.resolution.astype(np.int16).view(np.int8).reshape(len(self), 2)],
+            [self.kernel, self.expand, self.depth,
+             self.resolution.astype(np.int16).view(np.int8).reshape(len(self), 2)],
             axis=1,
         )
         columns = np.ascontiguousarray(columns, dtype=np.int8)

@@ -17,9 +17,10 @@ Everything works on `ArchBatch` arrays, a whole generation per numpy call; a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Callable, Literal, Sequence
+from functools import cache, lru_cache
+from typing import Literal
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def _depth_tables(stages: Sequence[StageChoices]) -> tuple[np.ndarray, np.ndarra
     return table, by_subnets, uniform
 
 
-@lru_cache(maxsize=None)
+@cache
 def _genome(space: str) -> _Genome:
     design = get_space(space)
     stages = design.stages
@@ -254,7 +255,8 @@ def mutate(
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"mutate: {name} must lie in [0, 1], got {value!r}")
     genome = _genome(batch.space)
-    return _offspring(genome, batch, batch, rng, probability, resolution_probability, _resolutions_of(batch.space, resolutions))
+    choices = _resolutions_of(batch.space, resolutions)
+    return _offspring(genome, batch, batch, rng, probability, resolution_probability, choices)
 
 
 def crossover(parents_a: ArchBatch, parents_b: ArchBatch, rng: np.random.Generator) -> ArchBatch:
@@ -295,8 +297,8 @@ def _offspring(
     stages, blocks = genome.num_stages, genome.num_blocks
     draws = rng.random((len(parents_a), 3 * stages + 5 * blocks + 3), dtype=np.float32)
     cut = np.cumsum([stages, blocks, blocks, 1, stages, stages, blocks, blocks, blocks, 1])
-    (stage_coin, kernel_coin, expand_coin, resolution_coin, depth_redraw, depth_draw,
-     block_redraw, kernel_draw, expand_draw, resolution_redraw, resolution_draw) = np.split(draws, cut, axis=1)  # fmt: skip
+    (stage_coin, kernel_coin, expand_coin, resolution_coin, depth_redraw, depth_draw, block_redraw,
+     kernel_draw, expand_draw, resolution_redraw, resolution_draw) = np.split(draws, cut, axis=1)  # fmt: skip
 
     # Crossover (OFA's crossover_sample): every gene from a with probability 1/2.
     stage_from_a = stage_coin < 0.5
@@ -331,7 +333,8 @@ def is_member(batch: ArchBatch) -> np.ndarray:
     """
     genome = _genome(batch.space)
     rows = len(batch)
-    shapes = {"kernel": (rows, genome.num_blocks), "expand": (rows, genome.num_blocks), "depth": (rows, genome.num_stages)}
+    shapes = {"kernel": (rows, genome.num_blocks), "expand": (rows, genome.num_blocks),
+              "depth": (rows, genome.num_stages)}
     for name, shape in shapes.items():
         actual = getattr(batch, name).shape
         if actual != shape:
@@ -347,9 +350,8 @@ def is_member(batch: ArchBatch) -> np.ndarray:
     depth = np.where(depth_ok[:, None], batch.depth, 0).astype(np.intp)
     active = genome.active(depth)
     kernel_ok = allowed(genome.kernel_allowed, blocks, batch.kernel)
-    expand_ok = np.where(
-        genome.coupled_block, batch.expand == genome.coupled(depth), allowed(genome.expand_allowed, blocks, batch.expand)
-    )
+    expand_free = allowed(genome.expand_allowed, blocks, batch.expand)
+    expand_ok = np.where(genome.coupled_block, batch.expand == genome.coupled(depth), expand_free)
     block_ok = np.where(active, kernel_ok & expand_ok, (batch.kernel == 0) & (batch.expand == 0)).all(axis=1)
     resolution_ok = allowed(genome.resolution_allowed[None, :], np.zeros(rows, dtype=np.intp), batch.resolution)
     return depth_ok & block_ok & resolution_ok
@@ -405,7 +407,8 @@ class EvolutionConfig:
             if not isinstance(value, int) or value < 1:
                 raise EvolutionConfigError(f"EvolutionConfig.{name} must be a positive int, got {value!r}")
         if self.patience is not None and (not isinstance(self.patience, int) or self.patience < 1):
-            raise EvolutionConfigError(f"EvolutionConfig.patience must be a positive int or None, got {self.patience!r}")
+            raise EvolutionConfigError(
+                f"EvolutionConfig.patience must be a positive int or None, got {self.patience!r}")
         for name in ("parent_ratio", "mutation_probability", "resolution_probability", "mutate_ratio"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

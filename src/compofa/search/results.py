@@ -187,7 +187,8 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
         raise ResultsError(f"{str(path)!r} is not a compofa search results file (write one with `compofa search -o`)")
     if data.get("version") != RESULTS_VERSION:
-        raise ResultsError(f"{str(path)!r} is results version {data.get('version')}; this compofa reads {RESULTS_VERSION}")
+        raise ResultsError(
+            f"{str(path)!r} is results version {data.get('version')}; this compofa reads {RESULTS_VERSION}")
     results = data.get("results")
     if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
         raise ResultsError(f"{str(path)!r} is damaged: its results are not a list of records")

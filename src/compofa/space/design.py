@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -265,7 +265,7 @@ class DesignSpace:
     def smallest(self, resolution: int | None = None) -> SubnetSpec:
         return self._extreme(min, resolution)
 
-    def _extreme(self, pick, resolution: int | None) -> SubnetSpec:  # type: ignore[no-untyped-def]
+    def _extreme(self, pick: Callable[[Sequence[int]], int], resolution: int | None) -> SubnetSpec:
         resolution = pick(self.search_resolutions) if resolution is None else int(resolution)
         depths = [pick(choices.depths) for choices in self.stages]
         kernels = [pick(c.kernel_sizes) for c, d in zip(self.stages, depths) for _ in range(d)]

@@ -22,7 +22,6 @@ from compofa.space.design import DesignSpace, StageChoices
 from compofa.space.family import MOBILENET_V3, PROXYLESSNAS, Family
 from compofa.space.spec import install_space_lookup
 
-
 _SPACES: Registry[DesignSpace] = Registry("design space", UnknownSpaceError, "see `compofa spaces`")
 
 DEPTHS = (2, 3, 4)

@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import numbers
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 from compofa.errors import SpecError, UnknownSpaceError
 from compofa.space.family import Family
@@ -232,7 +233,8 @@ class SubnetSpec:
         if fixed_last and len(depths) == num_stages - 1:
             depths.append(1)
         if len(depths) != num_stages:
-            raise SpecError(f"OFA dict 'd' has {len(depths)} entries; the {family.name} supernet has {num_stages} stages")
+            raise SpecError(
+                f"OFA dict 'd' has {len(depths)} entries; the {family.name} supernet has {num_stages} stages")
         resolution = _ofa_resolution(data.get("r"), resolution)
         spec_depths, spec_kernels, spec_expands = [], [], []
         start = 0

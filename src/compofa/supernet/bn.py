@@ -8,7 +8,7 @@ training images before evaluating a subnet.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

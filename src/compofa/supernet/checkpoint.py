@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -125,7 +126,8 @@ def _describe_misfit(
     parts = []
     for label, keys in (("shape mismatches", mismatched), ("missing keys", missing), ("unknown keys", unexpected)):
         if keys:
-            shown = "; ".join(keys[:_LIST_LIMIT]) + (f"; ... {len(keys) - _LIST_LIMIT} more" if len(keys) > _LIST_LIMIT else "")
+            more = f"; ... {len(keys) - _LIST_LIMIT} more" if len(keys) > _LIST_LIMIT else ""
+            shown = "; ".join(keys[:_LIST_LIMIT]) + more
             parts.append(f"{len(keys)} {label} ({shown})")
     hint = ""
     width = infer_width(state, supernet.family)

@@ -118,23 +118,40 @@ class ElasticBatchNorm(nn.BatchNorm2d):
         )
 
 
+class _SqueezeExciteConvs(nn.Module):
+    """The two 1x1 convs of a squeeze-excite, as OFA names them (``fc.reduce``, ``fc.expand``)."""
+
+    def __init__(self, channels: int, mid: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, mid, 1, bias=True)
+        self.expand = nn.Conv2d(mid, channels, 1, bias=True)
+
+    @property
+    def reduce_bias(self) -> torch.Tensor:
+        assert self.reduce.bias is not None  # built with a bias
+        return self.reduce.bias
+
+    @property
+    def expand_bias(self) -> torch.Tensor:
+        assert self.expand.bias is not None
+        return self.expand.bias
+
+
 class ElasticSqueezeExcite(nn.Module):
     """Squeeze-excite whose channels and bottleneck are prefixes of the stored ones."""
 
     def __init__(self, max_channels: int, max_mid: int) -> None:
         super().__init__()
-        self.fc = nn.Module()
-        self.fc.reduce = nn.Conv2d(max_channels, max_mid, 1, bias=True)
-        self.fc.expand = nn.Conv2d(max_mid, max_channels, 1, bias=True)
+        self.fc = _SqueezeExciteConvs(max_channels, max_mid)
 
     def active_weights(self, channels: int, mid: int) -> dict[str, torch.Tensor]:
         """Sliced weights under the names of a static `SqueezeExcite`."""
         reduce, expand = self.fc.reduce, self.fc.expand
         return {
             "fc.reduce.weight": reduce.weight[:mid, :channels],
-            "fc.reduce.bias": reduce.bias[:mid],
+            "fc.reduce.bias": self.fc.reduce_bias[:mid],
             "fc.expand.weight": expand.weight[:channels, :mid],
-            "fc.expand.bias": expand.bias[:channels],
+            "fc.expand.bias": self.fc.expand_bias[:channels],
         }
 
     def forward(self, x: torch.Tensor, mid: int) -> torch.Tensor:
@@ -254,9 +271,9 @@ def sort_middle_channels(block: ElasticMBConv, group_ends: tuple[int, ...] = ())
         se = block.depth_conv.se
         if se is not None:
             _permute(se.fc.expand.weight, order, 0)
-            _permute(se.fc.expand.bias, order, 0)
+            _permute(se.fc.expand_bias, order, 0)
             _permute(se.fc.reduce.weight, order, 1)
             se_order = torch.argsort(-se.fc.expand.weight.abs().sum(dim=(0, 2, 3)), stable=True)
             _permute(se.fc.expand.weight, se_order, 1)
             _permute(se.fc.reduce.weight, se_order, 0)
-            _permute(se.fc.reduce.bias, se_order, 0)
+            _permute(se.fc.reduce_bias, se_order, 0)

@@ -14,7 +14,6 @@ from torch import nn
 
 from compofa.space.plan import BlockPlan, ConvPlan
 
-
 #: Where a layer's tensors are created; "meta" builds shells without memory or init.
 Device = torch.device | str | None
 
@@ -65,7 +64,8 @@ def conv_bn_act(
     """conv -> optional BatchNorm -> optional activation (OFA's ConvLayer)."""
     padding = same_padding(kernel_size)
     layers: OrderedDict[str, nn.Module] = OrderedDict(
-        conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False, device=device)
+        conv=nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False,
+                       device=device)
     )
     if batch_norm:
         layers["bn"] = nn.BatchNorm2d(out_channels, device=device)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from compofa.errors import CompofaError
 from compofa.fileio import check_output_folder, write_folder_atomic
@@ -62,7 +63,8 @@ def check_dataset(root: str | os.PathLike[str]) -> DatasetInfo:
                            "ROOT/val/<class>/...)")
     for split in ("train", "val"):
         if not (root / split).is_dir():
-            raise DatasetError(f"dataset {str(root)!r} has no {split}/ folder; the layout is ROOT/{split}/<class>/<image>")
+            raise DatasetError(
+                f"dataset {str(root)!r} has no {split}/ folder; the layout is ROOT/{split}/<class>/<image>")
     counts, classes = {}, {}
     for split in ("train", "val"):
         folder = root / split

@@ -16,9 +16,10 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -130,8 +131,8 @@ def _read_training_checkpoint(path: Path) -> dict[str, Any]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many kinds for a bad file
-        raise TrainError(f"cannot resume from {path}: unreadable ({type(error).__name__}); move it away to start over") \
-            from None
+        raise TrainError(
+            f"cannot resume from {path}: unreadable ({type(error).__name__}); move it away to start over") from None
     state = content.get("training") if isinstance(content, dict) else None
     if not isinstance(state, dict) or "epochs_done" not in state or not isinstance(state.get("phase"), dict):
         raise TrainError(f"{path} is not a training checkpoint; give another --output folder")
@@ -220,8 +221,8 @@ def _tensorboard(output: Path, row: dict[str, float]) -> None:
 
 def _epoch(
     request: TrainRequest, supernet: Supernet, teacher: nn.Module | None, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None, sampler: PhaseSampler, dataset: Any, epoch: int, steps: int, device: torch.device, ranks: Ranks,
-    on_step: StepListener | None,
+    scaler: torch.amp.GradScaler | None, sampler: PhaseSampler, dataset: Any, epoch: int, steps: int,
+    device: torch.device, ranks: Ranks, on_step: StepListener | None,
 ) -> dict[str, float]:
     phase = request.phase
     # one shuffled order per epoch, the same on a resumed run; each rank takes its own share of it

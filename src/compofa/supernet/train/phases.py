@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -89,7 +90,8 @@ class Phase:
             raise PhaseConfigError(f"phase name {self.name!r} must be a plain name (letters, digits, '.', '_', '-'; "
                                    "not starting with '.'): it becomes a folder of the run")
         if self.kind not in PHASE_KINDS:
-            raise PhaseConfigError(f"phase {self.name!r}: kind must be one of {', '.join(PHASE_KINDS)}, got {self.kind!r}")
+            raise PhaseConfigError(
+                f"phase {self.name!r}: kind must be one of {', '.join(PHASE_KINDS)}, got {self.kind!r}")
         design = get_space(self.space)  # an unknown space names the known ones
         for name in ("epochs", "warmup_epochs", "subnets_per_step"):
             value = getattr(self, name)
@@ -164,8 +166,9 @@ def read_phases(path: str | Path) -> tuple[Phase, ...]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise PhaseConfigError(f"phase config {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                               f"{str(error).splitlines()[0]}") from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        first_line = str(error).splitlines()[0]
+        raise PhaseConfigError(f"phase config {str(path)!r} is not valid {kind}: {first_line}") from None
     entries = data if isinstance(data, list) else [data]
     if not entries:
         raise PhaseConfigError(f"phase config {str(path)!r} holds no phase")

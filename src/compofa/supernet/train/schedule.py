@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from compofa.space import get_space
 from compofa.supernet.train.data import check_dataset

@@ -9,8 +9,8 @@ with weight `distill`, the soft cross-entropy to the teacher's outputs
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
