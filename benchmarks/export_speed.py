@@ -26,7 +26,8 @@ import torch
 
 from compofa.space import SubnetSpec, get_space
 from compofa.supernet import Supernet
-from compofa.supernet.export import OnnxExporter, write_onnx
+from compofa.graphs.cache import OnnxExporter
+from compofa.supernet.export import SupernetWeights, write_onnx
 from compofa.supernet.fresh import fresh_supernet
 
 
@@ -39,7 +40,7 @@ def session(path: Path) -> ort.InferenceSession:
 def export_then_load(supernet: Supernet, specs: list[SubnetSpec], cache: str) -> dict[str, float]:
     """Export every spec, then create an ONNX Runtime session for each."""
     start = time.perf_counter()
-    exporter = OnnxExporter(supernet, cache_dir=cache)
+    exporter = OnnxExporter(SupernetWeights(supernet), cache_dir=cache)
     hashed = time.perf_counter()
     paths = [exporter.path(spec) for spec in specs]
     exported = time.perf_counter()
@@ -60,7 +61,7 @@ def export_then_load(supernet: Supernet, specs: list[SubnetSpec], cache: str) ->
 def export_and_load_pipelined(supernet: Supernet, specs: list[SubnetSpec], cache: str) -> float:
     """Export in this thread while a second thread loads finished files (2 cores)."""
     start = time.perf_counter()
-    exporter = OnnxExporter(supernet, cache_dir=cache)
+    exporter = OnnxExporter(SupernetWeights(supernet), cache_dir=cache)
     ready: queue.Queue[Path | None] = queue.Queue(maxsize=8)
 
     def load_all() -> None:
@@ -78,7 +79,7 @@ def export_and_load_pipelined(supernet: Supernet, specs: list[SubnetSpec], cache
 
 def parity(supernet: Supernet, specs: list[SubnetSpec], cache: str) -> tuple[float, str]:
     """Worst max|ORT - PyTorch| / max|PyTorch| over `specs`."""
-    exporter = OnnxExporter(supernet, cache_dir=cache)
+    exporter = OnnxExporter(SupernetWeights(supernet), cache_dir=cache)
     generator = torch.Generator().manual_seed(0)
     worst, worst_spec = 0.0, ""
     for spec in specs:

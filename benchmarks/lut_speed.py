@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from compofa.devices import Settings
-from compofa.devices.lut import LookupTable
+from compofa.lut import LookupTable
 from compofa.profiler import ProfileConfig
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 from compofa.tables import LatencyTable
 from compofa.jobs.profile import ProfileRequest, profile_space
 from compofa.jobs.lutbuild import LutBuildRequest, build_lut, layer_config

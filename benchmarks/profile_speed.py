@@ -24,7 +24,7 @@ import numpy as np
 
 from compofa.devices import Settings, open_device
 from compofa.space import get_space
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 from compofa.tables import LatencyTable
 from compofa.tables.compare import compare_entries, kendall_tau, ordered_same
 from compofa.jobs.profile import ProfileRequest, profile_space

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import yaml
 
-from compofa.devices.lut import LookupTable
+from compofa.lut import LookupTable
 from compofa.search.evolution import EvolutionConfig, evolve
 from compofa.search.latency import LutLatency
 from compofa.search.predictor import SHIPPED_RESOURCE, AccuracyPredictor, PredictorAccuracy

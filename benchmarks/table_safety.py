@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from compofa.jobs.merge import merge_tables
+from compofa.jobs.profile import Shard
 from compofa.profiler import Measurement, RoundRecord
 from compofa.space import get_space
 from compofa.tables import EntryKey, LatencyTable
-from compofa.tables.exchange import merge_tables
-from compofa.jobs.profile import Shard
 
 FINGERPRINT = {"backend": "synthetic", "batch": 1, "precision": "fp32", "threads": 1}
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from compofa.devices.base import Availability, Backend, Settings, UnknownDeviceError, get_backend, register_backend
+from compofa.devices import Availability, Backend, Settings, UnknownDeviceError, get_backend, register_backend
 from compofa.space import SubnetSpec, get_space
 from compofa.space.cost import network_cost
 from compofa.space.plan import plan_subnet
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 
 
 def true_latency_ms(spec: SubnetSpec, width: float | None = None) -> float:

@@ -31,7 +31,10 @@ SMALL = "compofa-r128-k33e33_k55e33_k33e33_k33e33_k55e33"
 
 def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = [prefix]
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):  # the lazy group loads each command here
+        command = group.get_command(context, name)
+        assert command is not None, name
         if isinstance(command, click.Group):
             found += all_commands(command, prefix + (name,))
         else:

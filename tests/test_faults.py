@@ -447,7 +447,7 @@ def test_merging_twice_adds_nothing_and_a_resumed_profile_counts_rounds_once(tmp
     again = run("table", "merge", str(merged), str(shard))
     forced = run("table", "merge", "--force", str(merged), str(shard))
     for result in (again, forced):
-        assert result.exit_code == 0 and "0 runs, 0 rounds added" in result.output, result.output
+        assert result.exit_code == 0 and "0 runs, 0 rounds, 0 accuracy rows added" in result.output, result.output
     assert round_identities(merged) == copies
     resumed = run(*profile(merged, limit=6))
     assert resumed.exit_code == 0, resumed.output
@@ -463,8 +463,12 @@ def test_refused_merge_leaves_the_output_as_it_was(tmp_path: Path) -> None:
     assert run(*profile(other_setup, "-O", "noise=0.03")).exit_code == 0
     damaged = made_table(tmp_path, "damaged.db")
     _corrupt(damaged, "meta only")
+    accuracy = tmp_path / "accuracy.db"  # listed first: its rows would go in before the refused input
+    with LatencyTable.open(accuracy, writable=True, create=True) as store:
+        store.accuracy.put("compofa", 1.2, SPEC, 160, "w.pt:abc", 0.7, 0.9, 100, {})
     before = files(tmp_path)
     assert_one_line_error(run("table", "merge", str(output), str(other_setup)), "different setup")
+    assert_one_line_error(run("table", "merge", str(output), str(accuracy), str(other_setup)), "different setup")
     assert_one_line_error(run("table", "merge", str(output), str(damaged)), "lacks")
     assert_one_line_error(run("table", "merge", str(output), str(output)), "is the output table")
     assert files(tmp_path) == before

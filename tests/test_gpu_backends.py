@@ -24,7 +24,7 @@ from compofa.devices import cuda, nvml, tensorrt_backend
 from compofa.devices.cuda import CudaDevice, CudaOptions, parse_cuda_options
 from compofa.devices.tensorrt_backend import TensorRtDevice, TensorRtOptions, parse_tensorrt_options
 from compofa.space import get_space
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 
 HAS_GPU = torch.cuda.is_available()
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -143,9 +143,8 @@ def test_bad_tensorrt_options_are_refused(settings: Settings, names: str) -> Non
         parse_tensorrt_options(settings)
 
 
-def test_timing_cache_file_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("COMPOFA_CACHE_DIR", str(tmp_path))
-    path = tensorrt_backend.default_timing_cache_path("NVIDIA GeForce RTX 2080 Ti", "10.3.0")
+def test_timing_cache_file_name(tmp_path: Path) -> None:
+    path = tensorrt_backend.default_timing_cache_path("NVIDIA GeForce RTX 2080 Ti", "10.3.0", tmp_path)
     assert path == tmp_path / "tensorrt" / "timing-NVIDIA-GeForce-RTX-2080-Ti-10.3.0.cache"
 
 
@@ -419,10 +418,10 @@ def test_tensorrt_reuses_its_timing_cache(tmp_path: Path, small_spec: Any) -> No
 
 
 @needs_tensorrt
-def test_tensorrt_engine_cache_fp16(tmp_path: Path, small_spec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COMPOFA_CACHE_DIR", str(tmp_path / "cache"))
+def test_tensorrt_engine_cache_fp16(tmp_path: Path, small_spec: Any) -> None:
     source = SubnetSource("compofa", cache_dir=tmp_path / "onnx")
-    device = open_device("tensorrt", source, Settings(batch=SMALL_BATCH, precision="fp16"))
+    settings = Settings(batch=SMALL_BATCH, precision="fp16", cache_dir=tmp_path / "cache")
+    device = open_device("tensorrt", source, settings)
     assert isinstance(device, TensorRtDevice)
     for _ in range(2):
         handle = device.prepare(small_spec)
@@ -430,19 +429,31 @@ def test_tensorrt_engine_cache_fp16(tmp_path: Path, small_spec: Any, monkeypatch
         handle.close()
     assert device.builds == 1 and device.engine_cache_hits == 1
     assert device.timing_cache_path is not None and device.timing_cache_path.is_file()
+    assert device.timing_cache_path.is_relative_to(tmp_path / "cache" / "tensorrt")
     assert device.fingerprint()["precision"] == "fp16"
+
+
+@needs_tensorrt
+def test_tensorrt_keeps_no_cache_without_a_folder(tmp_path: Path, small_spec: Any) -> None:
+    """The backend never picks a folder itself: without `Settings.cache_dir` nothing is kept."""
+    device = open_device("tensorrt", SubnetSource("compofa", cache_dir=tmp_path), Settings(batch=SMALL_BATCH))
+    assert isinstance(device, TensorRtDevice)
+    assert device.timing_cache_path is None and device.engine_folder is None
+    device.prepare(small_spec).close()
+    assert device.builds == 1
 
 
 def _time_every_layer(device_name: str, tmp_path: Path, precision: str = "fp32") -> None:
     """Every distinct compofa layer at 160, as `compofa lut build` hands them to the device."""
     from compofa.space import get_space as space_of
-    from compofa.jobs.layers import LayerSource, distinct_layers
+    from compofa.sources.layers import LayerSource
+    from compofa.lut.layers import distinct_layers
 
     source = LayerSource(space_of("compofa").family, 1.2, tmp_path)
-    device = open_device(device_name, source, Settings(batch=SMALL_BATCH, precision=precision))  # type: ignore[arg-type]
+    device = open_device(device_name, source, Settings(batch=SMALL_BATCH, precision=precision))
     try:
         for layer in distinct_layers("compofa", 1.2, [160]):
-            handle = device.prepare(layer)  # type: ignore[arg-type]
+            handle = device.prepare(layer)
             _check_samples(device.time(handle, 3), 3)
             handle.close()
     finally:

@@ -21,6 +21,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("lut",),
     ("graphs",),
     ("supernet",),
+    ("sources",),
     ("devices",),
     ("profiler",),
     ("tables",),
@@ -33,7 +34,7 @@ FLOOR_OF = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 #: Downward imports that are still wrong: these parts must work without PyTorch, which `supernet`
 #: needs, and backends are handed their networks by a source instead of building them.
 NEVER = {
-    "devices": ("supernet", "graphs"),
+    "devices": ("supernet", "graphs", "sources"),
     "profiler": ("supernet",),
     "tables": ("supernet", "devices"),
     "search": ("supernet",),

@@ -15,15 +15,17 @@ from click.testing import CliRunner
 from compofa.cli import main
 
 from cli_helpers import assert_one_line_error, run
-from compofa.devices.lut import LookupTable, LutError, layer_keys, write_lut
+from compofa.lut import LookupTable, LutError, layer_keys, write_lut
 from compofa.errors import CompofaError
 from compofa.space import get_space
 from compofa.space.plan import plan_subnet
 from compofa.supernet.fresh import fresh_supernet
-from compofa.supernet.onnx_graph import build_layer_model, build_onnx_model, count_layers
-from compofa.tables import LatencyTable
+from compofa.graphs.onnx_graph import build_layer_model, build_onnx_model, count_layers
+from compofa.graphs.seeded import SeededWeights
+from compofa.tables import LAYER, LatencyTable, SetupKey
 from compofa.supernet.network import layer_modules
-from compofa.jobs.layers import LayerSource, check_coverage, distinct_layers, layer_graph, missing_layers, widest_space
+from compofa.sources.layers import LayerSource, layer_graph
+from compofa.lut.layers import check_coverage, distinct_layers, missing_layers, widest_space
 from compofa.jobs.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
 
 
@@ -70,24 +72,24 @@ def test_the_note10_table_covers_ofa_and_compofa_and_names_what_is_missing() -> 
 
 @pytest.mark.parametrize(("space", "width"), [("compofa", 1.2), ("ofa-proxyless", 1.3)])
 def test_layer_graphs_chain_into_the_whole_network(space: str, width: float) -> None:
-    supernet = fresh_supernet(get_space(space).family, width)
+    weights = SeededWeights(get_space(space).family, width)
     spec = get_space(space).sample(np.random.default_rng(1), [160])
-    plan, state = plan_subnet(spec, width), supernet.subnet_state_dict(spec, copy=False)
+    plan = plan_subnet(spec, width)
     x = np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)
-    expected = run_graph(build_onnx_model(plan, state), x)
+    expected = run_graph(build_onnx_model(plan, weights), x)
     assert count_layers(plan) == len(layer_keys(plan))
     y = x
     for layer in range(count_layers(plan)):
-        y = run_graph(build_layer_model(plan, state, layer), y)
+        y = run_graph(build_layer_model(plan, weights, layer), y)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     with pytest.raises(ValueError, match="out of range"):
-        build_layer_model(plan, state, count_layers(plan))
+        build_layer_model(plan, weights, count_layers(plan))
 
 
 def test_every_distinct_layer_builds_with_the_shapes_its_key_names() -> None:
-    supernet = fresh_supernet("mobilenetv3", 1.2)
+    weights = SeededWeights(get_space("compofa").family, 1.2)
     for layer in distinct_layers("compofa", 1.2, [160]):
-        graph = layer_graph(layer, supernet.subnet_state_dict(layer.spec, copy=False), 1.2, batch=2)
+        graph = layer_graph(layer, weights, 1.2, batch=2)
         inputs = [int(v) for v in re.search(r"input:([0-9x]+)", layer.key).group(1).split("x")]  # type: ignore[union-attr]
         outputs = [int(v) for v in re.search(r"output:([0-9x]+)", layer.key).group(1).split("x")]  # type: ignore[union-attr]
         x = np.random.default_rng(0).standard_normal((2, inputs[-1], *inputs[:-1])).astype(np.float32)
@@ -144,7 +146,12 @@ def test_build_writes_an_ofa_format_table_that_estimates_every_subnet(tmp_path: 
     assert len(estimates) == 243 and (estimates > 0).all()
     with LatencyTable.open(folder / STORE_NAME) as store:  # the richer record: every round and statistic
         entries = store.entries()
-    assert len(entries) == 36 and all(e.key.space == "layers/mobilenetv3" and e.rounds >= 1 for e in entries)
+        (device,) = store.devices()
+        reference = store.reference(device.id, SetupKey("mobilenetv3", 1.2, 1, "fp32", LAYER))
+    assert len(entries) == 36 and all(e.key.kind == LAYER and e.key.space == "mobilenetv3" and e.rounds >= 1
+                                      for e in entries)
+    # the drift reference is one of the layers, stored under the layers' setup for the next build
+    assert reference is not None and reference[0] in {layer.key for layer in distinct_layers("compofa", 1.2, [160])}
     again = build_lut(request)  # a rerun finds everything measured and rewrites the same table
     assert again.measured == 0 and again.already_done == 36
     assert LookupTable.read(folder).layer_table(160).entries == lut.layer_table(160).entries

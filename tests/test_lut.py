@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import compofa.devices.lut  # noqa: F401  (registers the backend)
 from compofa.devices import DeviceOptionError, Settings, open_device
-from compofa.devices.lut import (
+from compofa.lut import (
     LayerTable,
     LookupTable,
     LutEntry,
     LutError,
+    MissingLayerError,
     dump_layer_table,
     layer_keys,
     parse_layer_table,
@@ -31,7 +31,7 @@ from compofa.devices.lut import (
 from compofa.errors import CompofaError
 from compofa.space import get_space
 from compofa.space.plan import plan_subnet
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 from conftest import sample_specs
 
 NOTE10_RESOLUTIONS = tuple(range(160, 225, 4))
@@ -355,7 +355,7 @@ def test_device_estimates_what_predict_does(note10: LookupTable) -> None:
     assert device.name == "lut" and device.deterministic
     spec = get_space("compofa").largest(224)
     handle = device.prepare(spec)
-    assert handle.spec == spec
+    assert handle.item == spec
     assert device.time(handle, 3) == [note10.predict(spec)] * 3
     assert device.time(handle, 3)[0] == pytest.approx(60.496, abs=1e-3)
     handle.close()
@@ -391,8 +391,72 @@ def test_device_option_errors(name: str, settings: Settings, problem: str) -> No
     assert problem in assert_one_line(error)
 
 
+def test_device_estimates_subnets_only() -> None:
+    """A single layer (`lut build --device lut:...`) is no subnet of a space: refused in one line."""
+    from compofa.sources.layers import LayerSource
+
+    with pytest.raises(DeviceOptionError) as error:
+        open_device("lut:note10", LayerSource(get_space("compofa").family, 1.2))
+    assert "estimates subnets of a design space" in assert_one_line(error)
+
+
+def test_one_estimate_for_one_subnet_and_for_arrays(note10: LookupTable) -> None:
+    """`predict`, `predict_many` and the per-slot arrays search hands in give the very same floats."""
+    from compofa.search.arrays import ArchBatch
+
+    specs = get_space("ofa-mbv3").sample_many(np.random.default_rng(3), 300, list(NOTE10_RESOLUTIONS))
+    predictor = note10.predictor("ofa-mbv3")
+    batch = ArchBatch.from_specs(specs)
+    arrays = predictor.predict_arrays(batch.resolution, batch.kernel, batch.expand)
+    assert list(arrays) == list(predictor.predict_many(specs)) == [predictor.predict(spec) for spec in specs]
+
+
+def test_a_missing_layer_is_named_with_the_subnet_that_needs_it(note10: LookupTable) -> None:
+    spec = get_space("compofa").smallest(192)
+    key = note10.layer_keys(spec)[3]
+    table = note10.layer_table(192)
+    partial = LookupTable([LayerTable(192, {k: v for k, v in table.entries.items() if k != key})], "partial")
+    with pytest.raises(MissingLayerError) as error:
+        partial.predict_many([get_space("compofa").largest(192), spec])
+    assert (error.value.key, error.value.resolution, error.value.row) == (key, 192, 1)
+    assert f"needed by {spec}" in assert_one_line(error)
+
+
 def test_device_refuses_a_supernet_the_table_does_not_describe() -> None:
     with pytest.raises(LutError, match=r"width 1\.2 .* width 1\.0"):
         open_device("lut:note10", SubnetSource("compofa", width=1.0))
     with pytest.raises(LutError, match="neither a shipped table"):
         open_device("lut:/no/such/table", SubnetSource("compofa"))
+
+
+def test_the_fast_reader_agrees_with_pyyaml_and_leaves_other_layouts_to_it() -> None:
+    """Tables in `yaml.safe_dump`'s layout are read without PyYAML; the same mapping, value for value and type
+    for type. Any other layout (a comment, flow style, an integer mean, quoted keys) is not recognised and
+    goes to PyYAML."""
+    import yaml
+
+    from compofa.lut.format import _load_yaml, _read_entry_blocks
+
+    import compofa
+
+    shipped = sorted((Path(compofa.__file__).parent / "data" / "note10_lut").glob("*_lookup_table.yaml"))
+    assert len(shipped) == 17
+    for path in shipped:
+        text = path.read_text()
+        fast = _read_entry_blocks(text)
+        assert fast is not None and fast == yaml.safe_load(text)
+        assert {type(v) for entry in fast.values() for v in entry.values()} == {int, float}
+    plain = "Conv-input:160x160x3-output:80x80x24:\n  count: 3\n  mean: 0.5\n  std: 0.01\n"
+    assert _read_entry_blocks(plain) == {"Conv-input:160x160x3-output:80x80x24": {"count": 3, "mean": 0.5,
+                                                                                    "std": 0.01}}
+    others = [
+        "# measured on a phone\n" + plain,
+        "Conv-input:160x160x3-output:80x80x24: {count: 3, mean: 0.5, std: 0.01}\n",
+        plain.replace("mean: 0.5", "mean: 1"),
+        plain.replace("count: 3", "count: 012"),  # octal to PyYAML
+        plain.replace("std: 0.01", "std: 1e-05"),  # a string to PyYAML: refused as a value later
+        "'" + plain.replace(":\n", "':\n", 1),
+    ]
+    for text in others:
+        assert _read_entry_blocks(text) is None
+        assert _load_yaml(text, "t") == yaml.safe_load(text)

@@ -11,10 +11,10 @@ import pytest
 import fake_device  # noqa: F401  (registers the "fake" backend)
 from cli_helpers import run
 from compofa.devices import Settings
-from compofa.devices.lut import LookupTable, LutError
+from compofa.lut import LookupTable, LutError
 from compofa.profiler import ProfileConfig
 from compofa.space import get_space
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 from compofa.tables import LatencyTable
 from compofa.jobs.profile import ProfileRequest, profile_space
 from compofa.jobs.lutcheck import (

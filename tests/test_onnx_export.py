@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import ONNX_RESOLUTION, images, sample_specs
 from onnx import numpy_helper
 
 import compofa
 from compofa.errors import OutputPathError
+from compofa.graphs.cache import OnnxExporter
+from compofa.graphs.onnx_graph import OnnxGraph, build_onnx_model
 from compofa.space import SubnetSpec, format_spec, get_space, list_spaces
 from compofa.supernet import Supernet
-from compofa.supernet.export import OnnxExporter, weights_fingerprint, write_onnx
-from compofa.supernet.onnx_graph import OnnxGraph, build_onnx_model
-from conftest import ONNX_RESOLUTION, images, sample_specs
+from compofa.supernet.export import SupernetWeights, weights_fingerprint, write_onnx
 
 SPACES = [space.name for space in list_spaces()]
 RELATIVE_TOLERANCE = 1e-4
@@ -47,6 +48,11 @@ def _fingerprint(supernet: Supernet) -> str:
     if id(supernet) not in _FINGERPRINTS:
         _FINGERPRINTS[id(supernet)] = weights_fingerprint(supernet)
     return _FINGERPRINTS[id(supernet)]
+
+
+def _weights(supernet: Supernet) -> SupernetWeights:
+    """The export view of a shared supernet, its fingerprint computed once."""
+    return SupernetWeights(supernet, _fingerprint(supernet))
 
 
 def _spec(space: str, seed: int = 0) -> SubnetSpec:
@@ -159,7 +165,7 @@ def test_cache_hits_and_keys(onnx_supernet: Callable[[str, bool], Supernet], tmp
     supernet = onnx_supernet("compofa", False)
     spec, other = _spec("compofa", seed=7), _spec("compofa", seed=8)
     assert spec != other
-    exporter = OnnxExporter(supernet, cache_dir=tmp_path)
+    exporter = OnnxExporter(_weights(supernet), cache_dir=tmp_path)
     first = exporter.path(spec)
     assert (exporter.misses, exporter.hits) == (1, 0)
     assert first.parent == tmp_path and first.exists()
@@ -170,8 +176,8 @@ def test_cache_hits_and_keys(onnx_supernet: Callable[[str, bool], Supernet], tmp
     assert _only_files(tmp_path) == sorted([first.name, "weights"])
 
     assert exporter.key(other) != exporter.key(spec)
-    assert OnnxExporter(supernet, batch=2, cache_dir=tmp_path).key(spec) != exporter.key(spec)
-    assert OnnxExporter(supernet, cache_dir=tmp_path).key(spec) == exporter.key(spec)  # deterministic
+    assert OnnxExporter(_weights(supernet), batch=2, cache_dir=tmp_path).key(spec) != exporter.key(spec)
+    assert OnnxExporter(_weights(supernet), cache_dir=tmp_path).key(spec) == exporter.key(spec)  # deterministic
     assert exporter.paths([spec, other]) == [first, exporter.path(other)]
     assert (exporter.misses, exporter.hits) == (2, 3)
 
@@ -182,7 +188,7 @@ def test_cached_graphs_share_weight_files(
     """Cached graphs keep large weights in shared files: same outputs as a self-contained export,
     layers common to two subnets or two resolutions stored once, a damaged weight file rewritten."""
     supernet = onnx_supernet("compofa", False)
-    exporter = OnnxExporter(supernet, cache_dir=tmp_path)
+    exporter = OnnxExporter(_weights(supernet), cache_dir=tmp_path)
     spec = _spec("compofa", seed=11)
     cached = exporter.path(spec)
     standalone = write_onnx(supernet, spec, tmp_path / "standalone.onnx")
@@ -199,7 +205,7 @@ def test_cached_graphs_share_weight_files(
     victim = weight_files[len(weight_files) // 2]
     victim.write_bytes(b"")
     cached.unlink()
-    fresh = OnnxExporter(supernet, cache_dir=tmp_path)
+    fresh = OnnxExporter(_weights(supernet), cache_dir=tmp_path)
     np.testing.assert_array_equal(_ort_logits(fresh.path(spec), x), _ort_logits(standalone, x))
     assert fresh.shared.written == 1
 
@@ -214,7 +220,8 @@ def test_cache_key_follows_the_weights(onnx_supernet: Callable[[str, bool], Supe
     with torch.no_grad():
         changed.blocks[7].conv.point_linear.conv.weight[0, 0, 0, 0] += 1e-3
     assert weights_fingerprint(changed) != weights_fingerprint(supernet)
-    assert OnnxExporter(changed, cache_dir=tmp_path).key(spec) != OnnxExporter(supernet, cache_dir=tmp_path).key(spec)
+    changed_key = OnnxExporter(SupernetWeights(changed), cache_dir=tmp_path).key(spec)
+    assert changed_key != OnnxExporter(_weights(supernet), cache_dir=tmp_path).key(spec)
 
 
 def test_cache_dir_from_environment(
@@ -222,7 +229,7 @@ def test_cache_dir_from_environment(
 ) -> None:
     """Without cache_dir, COMPOFA_CACHE_DIR picks the folder (created on demand)."""
     monkeypatch.setenv("COMPOFA_CACHE_DIR", str(tmp_path / "cache"))
-    exporter = OnnxExporter(onnx_supernet("compofa", False))
+    exporter = OnnxExporter(_weights(onnx_supernet("compofa", False)))
     assert exporter.folder == tmp_path / "cache" / "onnx" and exporter.folder.is_dir()
     path = exporter.path(_spec("compofa", seed=10))
     assert path.parent == tmp_path / "cache" / "onnx" and path.exists()
@@ -284,7 +291,7 @@ def test_failed_write_leaves_no_partial_file(
     with pytest.raises(OSError, match="No space"):
         write_onnx(supernet, spec, previous)
     with pytest.raises(OSError, match="No space"):
-        OnnxExporter(supernet, cache_dir=tmp_path / "cache").path(spec)
+        OnnxExporter(_weights(supernet), cache_dir=tmp_path / "cache").path(spec)
     assert _only_files(tmp_path) == ["cache", "previous.onnx"]
     assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
     assert previous.read_bytes() == b"an older export"
@@ -298,7 +305,7 @@ def test_streamed_write_equals_to_proto(space: str, onnx_supernet: Callable[[str
     """OnnxGraph.write streams bytes that parse to the same model as OnnxGraph.to_proto()."""
     supernet = onnx_supernet(space, get_space(space).kernel_transform)
     spec = _spec(space, seed=13)
-    graph = build_onnx_model(supernet.plan(spec), supernet.subnet_state_dict(spec, copy=False), 2, {"k": "v"})
+    graph = build_onnx_model(supernet.plan(spec), _weights(supernet).subnet_weights(spec), 2, {"k": "v"})
     buffer = io.BytesIO()
     assert graph.write(buffer) == len(buffer.getvalue())
     streamed = onnx.load_from_string(buffer.getvalue())
@@ -322,7 +329,7 @@ def test_onnx_runtime_sessions_do_not_spin(tmp_path: Path) -> None:
     """The profiler keeps two sessions (subnet and reference) alive: an idle one's spinning workers
     would steal the cores the other is timed on (with 2 threads the reference read 2-3x slow)."""
     from compofa.devices import Settings, get_backend
-    from compofa.supernet.source import SubnetSource
+    from compofa.sources.subnet import SubnetSource
 
     device = get_backend("onnxruntime").factory(Settings(threads=2), SubnetSource("compofa", cache_dir=tmp_path))
     options = device._session_options()  # type: ignore[attr-defined]

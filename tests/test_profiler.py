@@ -204,3 +204,47 @@ def test_bad_configs_are_refused() -> None:
         ProfileConfig(min_rounds=5, max_rounds=3)
     with pytest.raises(ProfileConfigError, match="target CI"):
         ProfileConfig(target_ci=0)
+
+
+class Steady:
+    """A device timing anything hashable: items are plain strings, each with a fixed latency."""
+
+    name = "steady"
+    deterministic = False
+
+    def __init__(self, latencies: dict[str, float]) -> None:
+        self.settings = Settings()
+        self.latencies = latencies
+
+    def fingerprint(self) -> dict[str, object]:
+        return {"backend": self.name}
+
+    def conditions(self) -> dict[str, object]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+    def prepare(self, item: str) -> SteadyHandle:
+        return SteadyHandle(item)
+
+    def time(self, handle: SteadyHandle, n: int) -> list[float]:
+        return [self.latencies[handle.item]] * n
+
+
+class SteadyHandle:
+    def __init__(self, item: str) -> None:
+        self.item = item
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_profiler_measures_any_hashable_item() -> None:
+    """Layers and subnets go through the same profiler: here the items are strings."""
+    latencies = {"conv": 0.5, "block": 2.0, "head": 0.25}
+    result = Profiler(Steady(latencies), ProfileConfig(min_rounds=2, max_rounds=2)).run(list(latencies), "block")
+    assert set(result.estimates) == set(latencies) and result.baseline_ms == 2.0
+    for item, latency in latencies.items():
+        assert result.estimates[item].median_ms == pytest.approx(latency)
+        assert result.measurements[item].item == item and len(result.measurements[item].rounds) == 2

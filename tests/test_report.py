@@ -15,7 +15,7 @@ import pytest
 import fake_device  # noqa: F401  (registers the "fake" backend)
 from cli_helpers import assert_one_line_error, run
 from compofa.devices import Settings
-from compofa.devices.lut import LookupTable
+from compofa.lut import LookupTable
 from compofa.profiler import ProfileConfig
 from compofa.report import PAGE_NAME, SUMMARY_NAME, ReportError, ReportRequest, write_report
 from compofa.report.design import bucket_samples, uniform_grid
@@ -24,7 +24,7 @@ from compofa.report.series import LutSeries, counterpart
 from compofa.search.arrays import ArchBatch
 from compofa.search.predictor import AccuracyPredictor
 from compofa.space import SubnetSpec, get_space, parse_spec
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 from compofa.tables import LatencyTable
 from compofa.jobs.profile import ProfileRequest, profile_space
 
@@ -218,8 +218,8 @@ def test_missing_matplotlib_is_one_line(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_a_lut_of_the_compofa_layers_alone_still_gives_compofa_s_front(tmp_path: Path) -> None:
     """A LUT built for `compofa` lacks most OFA layers: OFA's parts are left out with a note, the rest stays."""
-    from compofa.devices.lut import LayerTable, write_lut
-    from compofa.jobs.layers import distinct_layers
+    from compofa.lut import LayerTable, write_lut
+    from compofa.lut.layers import distinct_layers
 
     note10 = LookupTable.shipped("note10").layer_table(160)
     keys = {layer.key for layer in distinct_layers("compofa", 1.2, [160])}

@@ -13,7 +13,7 @@ import pytest
 import fake_device  # noqa: F401  (registers the "fake" backend)
 from cli_helpers import assert_one_line_error, run
 from compofa.devices import Settings
-from compofa.devices.lut import LookupTable
+from compofa.lut import LookupTable
 from compofa.profiler import ProfileConfig
 from compofa.search.arrays import ArchBatch, enumerate_batch
 from compofa.search.exhaustive import Scored, best_per_target, pareto_front
@@ -30,7 +30,7 @@ from compofa.supernet import load_subnet
 from compofa.tables import LatencyTable
 from compofa.tables.store import TableMismatchError
 from compofa.jobs.profile import ProfileRequest, profile_space
-from compofa.supernet.source import SubnetSource
+from compofa.sources.subnet import SubnetSource
 from fake_device import true_latency_ms
 
 FAST = ProfileConfig(round_seconds=0.01, min_samples=10, max_samples=20)

@@ -11,17 +11,29 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run
-from compofa.devices.base import Settings
-from compofa.profiler import ProfileConfig
-from compofa.space import get_space, parse_spec
-from compofa.supernet.source import SubnetSource
-from compofa.tables import LatencyTable, TableBusyError, TableError, TableMismatchError
-from compofa.tables.compare import kendall_tau
-from compofa.tables.exchange import EXPORT_FIELDS, merge_tables
-from compofa.jobs.profile import ProfileRequest, Shard, profile_space
 from fake_device import true_latency_ms
+
+from compofa.devices.base import Settings
+from compofa.sources.subnet import SubnetSource
+from compofa.jobs.measure import split_by_entry
+from compofa.jobs.merge import merge_tables
+from compofa.jobs.profile import ProfileRequest, Shard, profile_space
+from compofa.profiler import Measurement, ProfileConfig, RoundRecord
+from compofa.space import get_space, parse_spec
+from compofa.tables import (
+    LAYER,
+    SUBNET,
+    AccuracyKey,
+    EntryKey,
+    LatencyTable,
+    SetupKey,
+    TableBusyError,
+    TableError,
+    TableMismatchError,
+)
+from compofa.tables.compare import kendall_tau
+from compofa.tables.exchange import EXPORT_FIELDS
 
 FAST = ProfileConfig(round_seconds=0.05, min_samples=10, max_samples=20)
 
@@ -184,6 +196,157 @@ def test_merge_refuses_other_setups_and_leaves_output(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if "merging" in p.name]
 
 
+# -- accuracy rows in a merge ------------------------------------------------------------------------------
+
+
+def test_merge_keeps_accuracy_rows(tmp_path: Path) -> None:
+    """Accuracy rows of every input reach the output, copied as they are; merging again adds none; a row of the
+    same subnet and weights with a different result leaves the output's row as it was, and is counted."""
+    specs = [str(spec) for spec in list(get_space("compofa").enumerate([160]))[:4]]
+    a, b, merged = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "m.db"
+    profile_space(request(a, limit=2))  # a latency table that holds accuracy rows too
+    with LatencyTable.open(a, writable=True) as table:
+        for spec, top1 in zip(specs[:3], (0.70, 0.71, 0.72)):
+            table.accuracy.put("compofa", 1.2, spec, 160, "w.pt:abc", top1, 0.9, 100, {"seed": 0})
+    with LatencyTable.open(b, writable=True, create=True) as table:  # a table of accuracy rows only (compofa eval)
+        table.accuracy.put("compofa", 1.2, specs[0], 160, "w.pt:abc", 0.70, 0.9, 100, {"seed": 0})  # the same result
+        table.accuracy.put("compofa", 1.2, specs[1], 160, "w.pt:abc", 0.75, 0.9, 100, {"seed": 1})  # another result
+        table.accuracy.put("compofa", 1.2, specs[3], 160, "w.pt:abc", 0.73, 0.9, 100, {"seed": 0})
+        table.accuracy.put("compofa", 1.2, specs[0], 160, "other.pt:def", 0.60, 0.8, 100, {"seed": 0})
+        from_b = table.accuracy.get(AccuracyKey("compofa", 1.2, specs[3], "w.pt:abc"))
+    report = merge_tables(merged, [a, b])
+    assert (report.accuracies, report.accuracies_present, report.accuracy_conflicts) == (5, 1, 1)
+    assert report.entries == 2 and report.tables == 2
+    with LatencyTable.open(merged) as table:
+        rows = table.accuracy.rows()
+        assert len(rows) == 5 and table.accuracy.count() == 5
+        assert table.accuracies("compofa", 1.2, "w.pt:abc") == dict(zip(specs, (0.70, 0.71, 0.72, 0.73)))
+        assert table.accuracy.get(AccuracyKey("compofa", 1.2, specs[3], "w.pt:abc")) == from_b  # its time and settings
+        assert table.accuracies("compofa", 1.2, "other.pt:def") == {specs[0]: 0.60}
+        with pytest.raises(TableMismatchError, match="name the weights"):  # the weights stay apart
+            table.accuracies("compofa", 1.2)
+    again = merge_tables(merged, [a, b])
+    assert (again.accuracies, again.accuracies_present, again.accuracy_conflicts) == (0, 6, 1)
+    with LatencyTable.open(merged) as table:
+        assert table.accuracy.rows() == rows
+    result = run("table", "merge", str(merged), str(b))
+    assert result.exit_code == 0, result.output
+    assert "0 accuracy rows added" in result.stdout and "1 accuracy rows differ" in result.stdout
+
+
+def test_accuracy_only_tables_merge_into_a_new_table(tmp_path: Path) -> None:
+    """Tables `compofa eval` filled, merged into a table that did not exist: it is made and keeps them."""
+    spec = str(next(iter(get_space("compofa").enumerate([160]))))
+    inputs = []
+    for index, (weights, top1) in enumerate((("w.pt:abc", 0.7), ("v.pt:def", 0.8))):
+        path = tmp_path / f"acc{index}.db"
+        with LatencyTable.open(path, writable=True, create=True) as table:
+            table.accuracy.put("compofa", 1.2, spec, 160, weights, top1, None, 100, {})
+        inputs.append(path)
+    report = merge_tables(tmp_path / "all.db", inputs)
+    assert report.accuracies == 2 and report.entries == 0
+    with LatencyTable.open(tmp_path / "all.db") as table:
+        assert {row.weights: row.top1 for row in table.accuracy.rows()} == {"w.pt:abc": 0.7, "v.pt:def": 0.8}
+
+
+# -- setups and kinds of entries ----------------------------------------------------------------------------
+
+
+def test_references_are_looked_up_by_setup(tmp_path: Path) -> None:
+    """A reference belongs to a device and a setup (space, width, batch, precision, kind), no entry needed."""
+    specs = [str(spec) for spec in list(get_space("compofa").enumerate([160, 176]))[::243]]
+    with LatencyTable.open(tmp_path / "t.db", writable=True, create=True) as table:
+        device = table.device_id("fake", {"backend": "fake"})
+        setup = SetupKey("compofa", 1.2, 1, "fp32")
+        assert table.reference(device, setup) is None
+        table.set_reference(device, setup, specs[0], 3.0)
+        assert table.reference(device, setup) == (specs[0], 3.0)
+        entry = EntryKey("compofa", 1.2, specs[1], 176, 1, "fp32")  # an entry's key stands for its setup
+        assert entry.setup == setup and table.reference(device, entry) == (specs[0], 3.0)
+        layers = SetupKey("mobilenetv3", 1.2, 1, "fp32", LAYER)
+        for other in (SetupKey("compofa", 1.2, 8, "fp32"), SetupKey("compofa", 1.2, 1, "fp16"),
+                      SetupKey("compofa", 1.0, 1, "fp32"), SetupKey("mobilenetv3", 1.2, 1, "fp32"), layers):
+            assert table.reference(device, other) is None, other
+        table.set_reference(device, layers, "final_expand_layer-input:5x5x160-output:5x5x960", 0.2)
+        table.set_reference(device, setup, specs[0], 3.5)  # a new baseline replaces the old one
+        assert table.reference(device, layers) == ("final_expand_layer-input:5x5x160-output:5x5x960", 0.2)
+        assert table.reference(device, setup) == (specs[0], 3.5)
+        assert table.reference(device + 1, setup) is None
+    with pytest.raises(TableError, match="reserved for layers"):
+        EntryKey("layers/mobilenetv3", 1.2, "x", 160, 1, "fp32")
+    with pytest.raises(TableError, match="unknown entry kind 'block'"):
+        SetupKey("compofa", 1.2, 1, "fp32", "block")
+
+
+#: How compofa keyed a lookup table's layers before entries had a kind: the family under a made-up space name.
+OLD_LAYER_SPACE = "layers/mobilenetv3"
+OLD_LAYER_KEYS = ("first_conv-input:160x160x3-output:80x80x16",
+                  "expanded_conv-input:20x20x24-output:10x10x40-expand:72-kernel:5-stride:2-idskip:0-se:1-hs:0")
+
+
+def write_old_layer_store(path: Path) -> int:
+    """A lookup table's store (layers.db) as compofa wrote it then, row by row with that version's SQL; its device."""
+    with LatencyTable.open(path, writable=True, create=True) as table:
+        device = table.device_id("onnxruntime", {"backend": "onnxruntime", "threads": 1})
+        run_id = table.start_run(device, {"batch": 1}, {"kind": "layers"}, {"backend": "onnxruntime"}, None)
+        with table.transaction() as cursor:
+            cursor.execute("INSERT INTO references_ VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (device, OLD_LAYER_SPACE, 1.2, 1, "fp32", OLD_LAYER_KEYS[1], 0.5, 1.0))
+            for index, key in enumerate(OLD_LAYER_KEYS):
+                cursor.execute(
+                    "INSERT INTO rounds (run_id, device_id, space, width, spec, resolution, batch, precision,"
+                    " round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, device, OLD_LAYER_SPACE, 1.2, key, 160, 1, "fp32", 0, 10.0 + index, 10.5 + index,
+                     "[0.5]", "[0.5,0.52,0.51]", 1.0, 0.01, "{}", None))
+                cursor.execute(
+                    f"INSERT INTO entries VALUES ({', '.join('?' * 25)})",
+                    (device, OLD_LAYER_SPACE, 1.2, key, 160, 1, "fp32", 3, 0.51, 0.51, 0.01, 0.5, 0.52, 0.01, 0.01,
+                     0.5, 0.52, 0.5, 0.52, 0.51, 1, 1, "[]", "converged", 11.0 + index))
+        table.finish_run(run_id)
+    return device
+
+
+def test_old_layer_store_opens_reads_and_resumes(tmp_path: Path) -> None:
+    """A lookup table's store from before entries had a kind reads as layer entries of the family, finds its
+    reference by setup, counts its layers finished for a resumed build, takes new layers in the same form, and
+    merges (keeping kind and reference)."""
+    path = tmp_path / "layers.db"
+    device = write_old_layer_store(path)
+    keys = [EntryKey.layer("mobilenetv3", 1.2, key, 160, 1, "fp32") for key in OLD_LAYER_KEYS]
+    new = EntryKey.layer("mobilenetv3", 1.2, "final_expand_layer-input:5x5x160-output:5x5x960", 160, 1, "fp32")
+    setup = SetupKey("mobilenetv3", 1.2, 1, "fp32", LAYER)
+    with LatencyTable.open(path) as table:
+        entries = table.entries()
+        assert {e.key for e in entries} == set(keys) and all(e.key.kind == LAYER for e in entries)
+        assert table.entries(space="mobilenetv3", kind=LAYER) == entries == table.entries(space=OLD_LAYER_SPACE)
+        assert table.entries(kind=SUBNET) == [] and table.entries(space="mobilenetv3", kind=SUBNET) == []
+        assert table.reference(device, setup) == (OLD_LAYER_KEYS[1], 0.5)
+        assert table.finished_keys(device) == set(keys)
+        noisy, missing = split_by_entry([*keys, new], lambda key: key, table, device)  # what a build resumes from
+        assert noisy == [] and missing == [new]
+        assert [r.samples_ms for r in table.rounds(device, keys[0])] == [(0.5, 0.52, 0.51)]
+    with LatencyTable.open(path, writable=True) as table:  # resumed: the missing layer measured and stored
+        run_id = table.start_run(device, {"batch": 1}, {"kind": "layers"}, {"backend": "onnxruntime"}, None)
+        records = tuple(RoundRecord(index, 20.0 + index, 20.5 + index, (0.3,), (0.30, 0.31, 0.29, 0.30) * 5, 1.0,
+                                    0.01, {}) for index in range(3))
+        for record in records:
+            table.add_round(run_id, device, new, record)
+        measurement = Measurement(new, records)
+        table.put_entry(device, new, measurement, measurement.estimate, "converged")
+        table.finish_run(run_id)
+        stored = {row[0] for name in ("entries", "rounds", "references_")
+                  for row in table.connection.execute(f"SELECT DISTINCT space FROM {name}").fetchall()}
+        schema = dict(table.connection.execute("SELECT key, value FROM meta").fetchall())["schema_version"]
+    assert stored == {OLD_LAYER_SPACE} and schema == "1"  # one form for old and new rows; no migration
+    merged = tmp_path / "merged.db"
+    report = merge_tables(merged, [path])
+    assert report.entries == 3 and report.rescaled == {f"{path}:mobilenetv3 layers": 1.0}
+    with LatencyTable.open(merged) as table:
+        assert {e.key for e in table.entries()} == {*keys, new}
+        assert table.reference(table.devices()[0].id, setup) == (OLD_LAYER_KEYS[1], 0.5)
+
+
 def test_export_json_and_csv(tmp_path: Path) -> None:
     """Exports list every entry with the documented fields; the OFA dict round-trips."""
     path = tmp_path / "t.db"
@@ -268,7 +431,8 @@ def test_cli_profile_bad_table_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
     profile_space(request(table, limit=1))
     before = digest(table)
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == table and mode & os.W_OK else real_access(p, mode))
+    monkeypatch.setattr(os, "access",
+                        lambda p, mode: False if Path(p) == table and mode & os.W_OK else real_access(p, mode))
     result = run("profile", "--device", "fake", "--limit", "2", "--table", str(table), "--quiet")
     assert result.exit_code == 2 and "read-only" in result.stderr
     assert digest(table) == before

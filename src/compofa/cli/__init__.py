@@ -2,6 +2,11 @@
 
 Every command parses its arguments, calls one library function and prints the
 result; errors from the library become one line on stderr and exit code 2.
+
+Subcommands are registered by name, module and short help, and imported only
+when run: `compofa --help`, `compofa spaces` or `compofa table show` never
+import what `compofa train` needs (torch), and each command module imports its
+heavy libraries inside the command itself.
 """
 
 from __future__ import annotations
@@ -9,21 +14,40 @@ from __future__ import annotations
 import click
 
 from compofa import __version__
-from compofa.cli.common import CompofaGroup
-from compofa.cli.devices import devices_command
-from compofa.cli.export import export_command
-from compofa.cli.lut import lut_group
-from compofa.cli.predictor import predictor_group
-from compofa.cli.profile import profile_command
-from compofa.cli.report import report_command
-from compofa.cli.search import search_command
-from compofa.cli.spaces import space_group, spaces_command
-from compofa.cli.subnet import subnet_group
-from compofa.cli.table import table_group
-from compofa.cli.train import digits_command, eval_command, train_command
+from compofa.cli.common import LazyCommand, LazyGroup
+
+#: Every subcommand: where it lives, and the short help `compofa --help` lists for it
+#: (the first sentence of its docstring; tests/test_startup.py keeps the two equal).
+COMMANDS: dict[str, LazyCommand] = {
+    "spaces": LazyCommand("compofa.cli.spaces:spaces_command",
+                          "List the design spaces and how many subnets each has (per resolution)."),
+    "space": LazyCommand("compofa.cli.spaces:space_group", "Inspect one design space."),
+    "subnet": LazyCommand("compofa.cli.subnet:subnet_group", "Sample, enumerate and describe subnets."),
+    "export": LazyCommand("compofa.cli.export:export_command",
+                          'Export subnet SPEC as ONNX (input "input" NCHW float32, output "logits") or PyTorch.'),
+    "devices": LazyCommand("compofa.cli.devices:devices_command",
+                           "List the device backends, whether each is available here, and why not."),
+    "profile": LazyCommand("compofa.cli.profile:profile_command",
+                           "Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes."),
+    "table": LazyCommand("compofa.cli.table:table_group", "Inspect, export, compare and merge latency tables."),
+    "search": LazyCommand("compofa.cli.search:search_command",
+                          "Find the most accurate subnet of SPACE under each latency target."),
+    "lut": LazyCommand("compofa.cli.lut:lut_group", "Layer lookup tables (OFA's {R}_lookup_table.yaml format)."),
+    "report": LazyCommand("compofa.cli.report:report_command",
+                          "Pareto fronts, the paper's design-space views, cross-device rank agreement and noise, "
+                          "as OUTPUT/index.html."),
+    "train": LazyCommand("compofa.cli.train:train_command",
+                         "Train the supernet phase by phase; rerunning resumes after the last finished epoch."),
+    "eval": LazyCommand("compofa.cli.train:eval_command",
+                        "Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE."),
+    "predictor": LazyCommand("compofa.cli.predictor:predictor_group", "Accuracy predictors (OFA's 3 x 400 network)."),
+    "digits": LazyCommand("compofa.cli.train:digits_command",
+                          "Write scikit-learn's handwritten digits (1797 real scans, no download) as an ImageFolder "
+                          "dataset."),
+}
 
 
-@click.group(cls=CompofaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="compofa")
 def main() -> None:
     """Profile every subnet of a CompOFA supernet on a device, keep the
@@ -31,19 +55,4 @@ def main() -> None:
     latency target, report on them, and train the supernet itself."""
 
 
-main.add_command(spaces_command)
-main.add_command(space_group)
-main.add_command(subnet_group)
-main.add_command(export_command)
-main.add_command(devices_command)
-main.add_command(profile_command)
-main.add_command(table_group)
-main.add_command(search_command)
-main.add_command(lut_group)
-main.add_command(report_command)
-main.add_command(train_command)
-main.add_command(eval_command)
-main.add_command(predictor_group)
-main.add_command(digits_command)
-
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]

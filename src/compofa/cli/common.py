@@ -1,19 +1,24 @@
-"""What every command shares: error reporting, spec arguments, output helpers."""
+"""What every command shares: error reporting, lazily loaded subcommands, spec arguments, output helpers."""
 
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 import signal
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from compofa.errors import CompofaError, SpecError
 from compofa.fileio import environment_message
-from compofa.space import SubnetSpec, get_space, read_spec
+
+if TYPE_CHECKING:
+    from compofa.space import SubnetSpec
 
 #: Exit codes: bad input or a refused operation; interrupted by the user.
 EXIT_USAGE = 2
@@ -62,6 +67,57 @@ class CompofaGroup(click.Group):
             raise_internal(error)
 
 
+@dataclass(frozen=True)
+class LazyCommand:
+    """Where a subcommand lives ("module:attribute") and its short help, known without importing it."""
+
+    target: str
+    help: str
+
+    def load(self) -> click.Command:
+        module, _, attribute = self.target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), f"{self.target} is not a click command"
+        return command
+
+
+class LazyGroup(CompofaGroup):
+    """A group whose subcommands are imported only when one is run (or asked for its own --help).
+
+    Importing a command's module pulls in what it needs (numpy, onnx, the
+    store, search), which costs seconds when it is torch; `compofa --help` and
+    `compofa spaces` must not pay for `compofa train`. The listing uses the
+    registry's short help, which a test keeps equal to each command's own.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, LazyCommand], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.add_command(self.lazy[cmd_name].load(), cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)  # as click lays its listing out
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            # a stand-in built from the registry's text shortens it exactly as click shortens the real one
+            command = loaded if loaded is not None else click.Command(name, help=self.lazy[name].help)
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 def interrupt_on_termination() -> None:
     """`kill` (SIGTERM) and a closed terminal or dropped connection (SIGHUP) stop work the way Ctrl-C does:
     the measurement in flight is abandoned, what is finished is closed properly (the table's lock and WAL
@@ -104,6 +160,8 @@ def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
 
 def spec_argument(text: str, space: str | None, resolution: int | None) -> SubnetSpec:
     """A SPEC argument: canonical text, OFA dict JSON, or @file.json."""
+    from compofa.space import get_space, read_spec
+
     if space is not None:
         get_space(space)  # an unknown --space is reported as such, not as a spec error
     return read_spec(text, space=space, resolution=resolution)

@@ -6,8 +6,7 @@ import click
 
 from compofa.cli.common import spec_argument
 from compofa.errors import ExportError
-from compofa.search.results import read_result
-from compofa.supernet.export import METHODS, export_subnet
+from compofa.graphs.interface import METHODS
 
 
 @click.command("export")
@@ -45,9 +44,13 @@ def export_command(
 
     SPEC is the canonical text (compofa-r224-k33e33_...), an OFA dict as JSON
     text, or @file.json; or give --result (and --target) to export what a
-    search chose. Without --checkpoint the weights are freshly initialised:
-    right for latency, meaningless for accuracy.
+    search chose. Without --checkpoint the weights are seeded (no PyTorch
+    needed for ONNX): right for latency, meaningless for accuracy.
+    --checkpoint, a .pt file and --method torch need PyTorch.
     """
+    from compofa.search.results import read_result
+    from compofa.sources.export import export_subnet
+
     if (spec is None) == (result is None):
         raise ExportError("give either a SPEC or --result FILE (with --target when it holds several)")
     if result is not None:
@@ -64,4 +67,4 @@ def export_command(
     click.echo(f"wrote {path}: {subnet}, input {shape}, {size_mb:.1f} MB"
                if path.suffix == ".onnx" else f"wrote {path}: {subnet}, {size_mb:.1f} MB")
     if checkpoint is None:
-        click.echo("note: no --checkpoint, so the weights are freshly initialised (fine for latency)", err=True)
+        click.echo("note: no --checkpoint, so the weights are seeded random ones (fine for latency)", err=True)

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, print_json
 from compofa.cli.profile import echo_stability, parse_options, progress_bar
-from compofa.devices import Settings, get_backend
-from compofa.devices.lut import LookupTable
-from compofa.profiler import NOISY
-from compofa.space import DEFAULT_SPACE, get_space
-from compofa.jobs.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
-from compofa.tables import LatencyTable
-from compofa.jobs.lutcheck import DEFAULT_CALIBRATION_SUBNETS, Agreement, LutValidation, validate_lut
+from compofa.jobs.lutcheck import DEFAULT_CALIBRATION_SUBNETS
+from compofa.space import DEFAULT_SPACE
+
+if TYPE_CHECKING:
+    from compofa.jobs.lutcheck import Agreement, LutValidation
 
 
 @click.group("lut", cls=CompofaGroup)
@@ -33,7 +32,8 @@ def lut_group() -> None:
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
 @click.option("-O", "--option", "options", multiple=True, help="Backend option NAME=VALUE (repeatable).")
 @click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
-@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="Rounds per layer, at most.")
+@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Rounds per layer, at most.")
 @click.option("--round-seconds", default=0.2, show_default=True, type=float, help="Timed runs per layer and round.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder for the tables.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -42,6 +42,11 @@ def build_command(
     options: tuple[str, ...], target_ci: float, max_rounds: int, round_seconds: float, output: str, quiet: bool,
 ) -> None:
     """Measure every distinct layer of SPACE on DEVICE into OUTPUT/{R}_lookup_table.yaml; rerunning resumes."""
+    from compofa.devices import Settings, get_backend
+    from compofa.jobs.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
+    from compofa.profiler import NOISY
+    from compofa.space import get_space
+
     design = get_space(space)
     width = width if width is not None else design.family.default_width
     design.family.check_width(width)
@@ -75,6 +80,10 @@ def validate_command(
     lut_source: str, table: str, space: str | None, device_id: int | None, calibrate: int, worst: int, as_json: bool
 ) -> None:
     """Compare a LUT's layer sums with the whole-network latencies measured in TABLE."""
+    from compofa.jobs.lutcheck import validate_lut
+    from compofa.lut import LookupTable
+    from compofa.tables import LatencyTable
+
     lut = LookupTable.open(lut_source)
     with LatencyTable.open(table) as store:
         entries = store.entries(device_id=device_id, space=space)
@@ -96,7 +105,8 @@ def _print(result: LutValidation, table: str) -> None:
     if result.calibrated is not None and result.calibration is not None:
         fit = result.calibration
         rows.append(_figures(f"calibrated ({fit.scale:.4f} x sum {fit.offset_ms:+.3f} ms)", result.calibrated))
-    echo_rows(rows, ("estimate", "subnets", "RMSPE", "within 5%", "within 10%", "median error", "spread", "Kendall tau"))
+    echo_rows(rows, ("estimate", "subnets", "RMSPE", "within 5%", "within 10%", "median error", "spread",
+                     "Kendall tau"))
     if result.calibration is not None:
         click.echo(f"calibration fitted on {len(result.calibration.fitted_on)} subnets spread over the range; "
                    "its figures are on the others")

@@ -6,10 +6,9 @@ import click
 
 from compofa.cli.common import CompofaGroup
 from compofa.errors import CompofaError
+from compofa.extras import require_torch
 from compofa.fileio import check_output_path
-from compofa.search.predictor import train_predictor
-from compofa.space import DEFAULT_SPACE, get_space, parse_spec
-from compofa.tables import LatencyTable
+from compofa.space import DEFAULT_SPACE
 
 
 @click.group("predictor", cls=CompofaGroup)
@@ -25,16 +24,22 @@ def predictor_group() -> None:
 @click.option("--epochs", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--validation", default=0.2, show_default=True, type=float, help="Share of rows held out.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Predictor file (use as --accuracy predictor:PATH).")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Predictor file (use as --accuracy predictor:PATH).")
 def train_command(
     table: str, space: str, width: float | None, weights: str | None, epochs: int, seed: int, validation: float,
     output: str,
 ) -> None:
     """Fit a predictor of top-1 on every (subnet, top-1) row of SPACE in TABLE."""
+    require_torch("fitting a predictor")
+    from compofa.search.predictor import train_predictor
+    from compofa.space import get_space, parse_spec
+    from compofa.tables import LatencyTable
+
     width = width if width is not None else get_space(space).family.default_width
     check_output_path(output)
     with LatencyTable.open(table) as store:
-        rows = store.accuracies(space, width, weights)
+        rows = store.accuracy.top1(space, width, weights)
     if len(rows) < 10:
         raise CompofaError(f"table {table} has {len(rows)} {space} accuracy rows at width {width:g}; fitting a "
                            "predictor needs at least 10 (measure more with `compofa eval`)")

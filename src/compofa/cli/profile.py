@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
-from compofa.cli.table import print_summary
-from compofa.devices import Settings, get_backend
-from compofa.devices.base import DeviceOptionError
-from compofa.profiler import NOISY, ProfileConfig, ProfileConfigError, ProfileListener
-from compofa.profiler import Progress as ProfileProgress
-from compofa.space import DEFAULT_SPACE, get_space
-from compofa.supernet.source import SubnetSource
-from compofa.jobs.profile import ProfileRequest, Shard, profile_space
+from compofa.profiler import ProfileListener
+from compofa.space import DEFAULT_SPACE
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+    from compofa.profiler import Progress as ProfileProgress
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    from compofa.devices.base import DeviceOptionError
+
     options = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
@@ -62,7 +62,7 @@ class _Bar(ProfileListener):
             self._task(),
             completed=progress.done,
             total=progress.total,
-            subnet=f"{progress.spec} (round {progress.round_index + 1})",
+            subnet=f"{progress.item} (round {progress.round_index + 1})",
             noise=f"CI +-{progress.relative_ci:.1%}",
             eta=eta,
         )
@@ -73,6 +73,9 @@ def progress_bar(
     description: str, table: str | Path, quiet: bool = False, transient: bool = False
 ) -> Iterator[ProfileListener]:
     """A progress bar on stderr for profiling into `table`; Ctrl-C inside says how to resume and exits."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA {task.fields[eta]}"),
@@ -91,6 +94,8 @@ def progress_bar(
 
 
 def check_rounds(min_rounds: int, max_rounds: int) -> None:
+    from compofa.profiler import ProfileConfigError
+
     if min_rounds > max_rounds:
         raise ProfileConfigError(f"--min-rounds {min_rounds} is more than --max-rounds {max_rounds}; "
                                  "raise --max-rounds too")
@@ -103,7 +108,8 @@ def _duration(seconds: float) -> str:
 
 @click.command("profile")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space to profile (must be enumerable).")
-@click.option("--device", default="onnxruntime", show_default=True, help="Backend (see `compofa devices`), e.g. lut:note10.")
+@click.option("--device", default="onnxruntime", show_default=True,
+              help="Backend (see `compofa devices`), e.g. lut:note10.")
 @click.option("--resolution", default="224", show_default=True, help="Comma-separated input resolutions.")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's, 1 on CPU, 64 on GPU).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
@@ -115,9 +121,11 @@ def _duration(seconds: float) -> str:
 @click.option("--shard", help="Profile only part K of N (K/N) of the subnets; merge the tables afterwards.")
 @click.option("--limit", type=click.IntRange(min=1), help="Profile only the first N subnets (a quick try).")
 @click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
-@click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1), help="Fresh sessions per subnet, at least.")
+@click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Fresh sessions per subnet, at least.")
 @click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
-@click.option("--round-seconds", default=0.4, show_default=True, type=float, help="Timed inference per subnet and round.")
+@click.option("--round-seconds", default=0.4, show_default=True, type=float,
+              help="Timed inference per subnet and round.")
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_command(
@@ -133,6 +141,12 @@ def profile_command(
     machine's drift, until each median's 95% confidence interval is within
     --target-ci. Ctrl-C keeps every finished round; the same command continues.
     """
+    from compofa.devices import Settings, get_backend
+    from compofa.jobs.profile import ProfileRequest, Shard, profile_space
+    from compofa.profiler import NOISY, ProfileConfig
+    from compofa.sources.subnet import SubnetSource
+    from compofa.space import get_space
+
     design = get_space(space)
     resolutions = parse_int_list(resolution, "--resolution") or (224,)
     for value in resolutions:
@@ -168,6 +182,8 @@ def profile_command(
         click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded (the machine's speed "
                    "changed during them) and measured again")
     echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
+    from compofa.cli.table import print_summary  # the store loads only once there is a table to show
+
     print_summary(Path(table))
 
 

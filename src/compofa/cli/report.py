@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
-from compofa.report import PAGE_NAME, ReportRequest, write_report
 from compofa.space import DEFAULT_SPACE
 
 
@@ -17,7 +15,8 @@ from compofa.space import DEFAULT_SPACE
 @click.option("--lut", "luts", multiple=True,
               help="A layer lookup table, note10 or a folder (repeatable; default note10 for MobileNetV3 spaces).")
 @click.option("--no-lut", is_flag=True, help="No lookup table: only the measured tables.")
-@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="The CompOFA space (compared with its OFA space).")
+@click.option("--space", default=DEFAULT_SPACE, show_default=True,
+              help="The CompOFA space (compared with its OFA space).")
 @click.option("--width", type=float, help="Width multiplier (default: the family's).")
 @click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
               help="predictor, predictor:PATH or table:PATH (as for search).")
@@ -37,6 +36,9 @@ def report_command(
     quiet: bool,
 ) -> None:
     """Pareto fronts, the paper's design-space views, cross-device rank agreement and noise, as OUTPUT/index.html."""
+    from rich.console import Console
+
+    from compofa.report import PAGE_NAME, ReportRequest, write_report
     from compofa.space import get_space
 
     if no_lut and luts:

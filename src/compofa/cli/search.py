@@ -4,42 +4,42 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from compofa.cli.common import echo_rows, parse_int_list, print_json
-from compofa.cli.profile import parse_options, progress_bar
-from compofa.devices import Settings, get_backend
 from compofa.errors import CompofaError
-from compofa.profiler import ProfileConfig
-from compofa.search.latency import latency_source
-from compofa.search.predictor import accuracy_source
-from compofa.search.results import SearchReport, check_results_path, write_results
-from compofa.search.run import STRATEGIES, SearchRequest, search
-from compofa.search.targets import FitRule, parse_targets
+from compofa.search.run import STRATEGIES
 from compofa.space import DEFAULT_SPACE, get_space
-from compofa.tables import LatencyTable
+
+if TYPE_CHECKING:
+    from compofa.search.results import SearchReport
+    from compofa.tables import Entry
 
 
 def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The resolutions and batch sizes a table holds entries of `space` at."""
+    from compofa.tables import SUBNET, LatencyTable
+
     with LatencyTable.open(path) as table:
-        entries = table.entries()
+        entries = table.entries(kind=SUBNET)
     keys = [e.key for e in entries if e.key.space == space]
     if not keys:
         raise CompofaError(f"table {path} has no {space} entries{_held(entries)}; {_how_to_measure(space, path)}")
     return tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys}))
 
 
-def _held(entries: list) -> str:  # type: ignore[type-arg]
-    spaces = sorted({e.key.space for e in entries if not e.key.space.startswith("layers/")})
+def _held(entries: list[Entry]) -> str:
+    spaces = sorted({e.key.space for e in entries})
     return f" (it holds {', '.join(spaces)}: search those with --space {spaces[0]})" if spaces else ""
 
 
 def _how_to_measure(space: str, path: str) -> str:
     if get_space(space).enumerable:
         return f"profile them with `compofa profile --space {space} --table {path}`"
-    return f"{space} is too large to profile whole: measure its subnets on demand with --latency device:NAME --table {path}"
+    return (f"{space} is too large to profile whole: measure its subnets on demand with --latency device:NAME "
+            f"--table {path}")
 
 
 @click.command("search")
@@ -60,7 +60,8 @@ def _how_to_measure(space: str, path: str) -> str:
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(),
               help="Where device:NAME memoizes its measurements.")
 @click.option("--device-id", type=int, help="Which device of a table holding several (see `compofa table show`).")
-@click.option("--batch", type=click.IntRange(min=1), help="Batch size for table/device latency (default: the device's).")
+@click.option("--batch", type=click.IntRange(min=1),
+              help="Batch size for table/device latency (default: the device's).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
 @click.option("-O", "--option", "options", multiple=True, help="device:NAME backend option NAME=VALUE (repeatable).")
 @click.option("--round-seconds", default=0.4, show_default=True, type=float,
@@ -79,6 +80,14 @@ def search_command(
     generations: int | None, population: int | None, seed: int, output: str | None, as_json: bool, quiet: bool,
 ) -> None:
     """Find the most accurate subnet of SPACE under each latency target."""
+    from compofa.devices import Settings, get_backend
+    from compofa.profiler import ProfileConfig
+    from compofa.search.latency import latency_source
+    from compofa.search.predictor import accuracy_source
+    from compofa.search.results import check_results_path, write_results
+    from compofa.search.run import SearchRequest, search
+    from compofa.search.targets import FitRule, parse_targets
+
     design = get_space(space)
     width = width if width is not None else design.family.default_width
     kind, _, rest = latency_text.partition(":")
@@ -91,6 +100,8 @@ def search_command(
     elif resolutions is None:
         # measuring costs minutes per resolution; estimates are free
         resolutions = (224,) if kind == "device" else design.search_resolutions
+    from compofa.cli.profile import parse_options, progress_bar
+
     settings = Settings(batch or default_batch, precision, threads, parse_options(options))
     for value in resolutions:
         design.check_resolution(value)
@@ -131,6 +142,7 @@ def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | 
     kind, _, rest = latency_text.partition(":")
     if kind not in ("table", "device"):
         raise CompofaError("--bucket auto needs measured latency (table:PATH or device:NAME) to know the noise")
+    from compofa.tables import LatencyTable
     from compofa.tables.analysis import noise_floor
 
     with LatencyTable.open(rest if kind == "table" else table) as store:
@@ -145,7 +157,8 @@ def _print(report: SearchReport, output: str | None) -> None:
     click.echo(f"{report.space} w{report.width:g}: {report.candidates} candidates scored by {report.accuracy_source}, "
                f"latency from {report.latency_source} ({report.fit}), {report.seconds:.2f} s")
     rows = [
-        (f"{r.target:.4g}" + (f" ({r.requested})" if r.requested.endswith("%") else ""), str(r.spec), f"{r.accuracy:.4f}",
+        (f"{r.target:.4g}" + (f" ({r.requested})" if r.requested.endswith("%") else ""), str(r.spec),
+         f"{r.accuracy:.4f}",
          f"{r.latency_ms:.3f}" + ("" if r.latency_ci_low_ms == r.latency_ci_high_ms
                                   else f" [{r.latency_ci_low_ms:.3f}, {r.latency_ci_high_ms:.3f}]"),
          f"{r.seconds:.3f}")

@@ -70,7 +70,8 @@ def space_show(name: str, as_json: bool) -> None:
     click.echo(f"  subnets           {space.cardinality} per resolution ({_count(space)})"
                + ("" if space.enumerable else ", too many to enumerate"))
     click.echo(f"  kernel transform  {'on' if space.kernel_transform else 'off'} by default")
-    click.echo(f"  resolutions       {describe_range(space.resolutions)} (search: {describe_range(space.search_resolutions)})")
+    click.echo(f"  resolutions       {describe_range(space.resolutions)} "
+               f"(search: {describe_range(space.search_resolutions)})")
     for index, stage in enumerate(space.stages):
         click.echo(f"  stage {index}           {stage.describe()} ({stage.cardinality} choices)")
     click.echo(f"  smallest          {summary['smallest']}")

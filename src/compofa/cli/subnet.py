@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import click
 import numpy as np
@@ -90,7 +91,8 @@ def subnet_show(spec: str, space: str | None, width: float | None, resolution: i
     click.echo(f"spec        {record['spec']}")
     click.echo(f"ofa         {json.dumps(record['ofa'])}")
     click.echo(f"width       {plan.width:g}   depths {list(subnet.depths)}")
-    click.echo(f"parameters  {cost.parameters / 1e6:.2f} M   MACs {cost.macs / 1e6:.1f} M at {subnet.resolution}x{subnet.resolution}")
+    click.echo(f"parameters  {cost.parameters / 1e6:.2f} M   MACs {cost.macs / 1e6:.1f} M "
+               f"at {subnet.resolution}x{subnet.resolution}")
     rows = [
         (
             "first" if block.stage < 0 else f"{block.stage}",

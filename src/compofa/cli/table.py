@@ -5,25 +5,29 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from compofa.cli.common import CompofaGroup, echo_rows, print_json
-from compofa.tables import LatencyTable, TableError
-from compofa.tables.analysis import buckets, indistinguishable, noise_floor
-from compofa.tables.compare import compare_entries
-from compofa.tables.exchange import EXPORT_FORMATS, export_entries, merge_tables
-from compofa.tables.store import Entry
+from compofa.tables.exchange import EXPORT_FORMATS
+
+if TYPE_CHECKING:
+    from compofa.tables import LatencyTable
+    from compofa.tables.store import Entry
 
 
 def table_summary(path: Path) -> list[dict[str, Any]]:
     """One record per device, space, width, batch and precision in the table."""
+    import numpy as np
+
+    from compofa.tables import LatencyTable
+    from compofa.tables.analysis import noise_floor
+
     with LatencyTable.open(path) as table:
         entries = table.entries()
         devices = {d.id: d for d in table.devices()}
-        groups: dict[tuple, list[Entry]] = defaultdict(list)  # type: ignore[type-arg]
+        groups: dict[tuple[int, str, float, int, str], list[Entry]] = defaultdict(list)
         for entry in entries:
             key = entry.key
             groups[(entry.device_id, key.space, key.width, key.batch, key.precision)].append(entry)
@@ -59,8 +63,8 @@ def print_summary(path: Path) -> None:
         return
     for r in records:
         resolutions = ",".join(map(str, r["resolutions"]))
-        click.echo(f"{path}: {r['device']} (device {r['device_id']}), {r['space']} w{r['width']:g}, batch {r['batch']}, "
-                   f"{r['precision']}, resolutions {resolutions}")
+        click.echo(f"{path}: {r['device']} (device {r['device_id']}), {r['space']} w{r['width']:g}, "
+                   f"batch {r['batch']}, {r['precision']}, resolutions {resolutions}")
         click.echo(f"  {r['entries']} entries, {r['fastest_ms']:.3f} .. {r['slowest_ms']:.3f} ms; median CI "
                    f"+-{r['median_relative_ci'] / 2:.2%}; {r['unstable']} unstable, {r['unconverged']} unconverged")
         if r["estimated"]:
@@ -83,6 +87,9 @@ def table_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def table_show(table: str, bucket: str | None, as_json: bool) -> None:
     """Summarize TABLE: entries, latency range, noise floor, reference."""
+    from compofa.tables import LatencyTable, TableError
+    from compofa.tables.analysis import buckets, indistinguishable, noise_floor
+
     path = Path(table)
     records = table_summary(path)
     if bucket is None:
@@ -115,6 +122,8 @@ def table_show(table: str, bucket: str | None, as_json: bool) -> None:
 
 
 def _positive_float(text: str) -> float:
+    from compofa.tables import TableError
+
     try:
         value = float(text)
     except ValueError:
@@ -132,6 +141,9 @@ def _positive_float(text: str) -> float:
 @click.option("--device-id", type=int, help="Only this device (ids in `table show`).")
 def table_export(table: str, fmt: str, output: str, space: str | None, device_id: int | None) -> None:
     """Write TABLE's entries as a JSON list or CSV rows (spec, OFA dict, statistics)."""
+    from compofa.tables import LatencyTable, TableError
+    from compofa.tables.exchange import export_entries
+
     with LatencyTable.open(table) as store:
         if device_id is not None:
             store.require_device(device_id)
@@ -152,6 +164,9 @@ def table_export(table: str, fmt: str, output: str, space: str | None, device_id
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def table_diff(table_a: str, table_b: str, as_json: bool) -> None:
     """Compare two tables: rank correlation and relative differences, raw and drift-normalized."""
+    from compofa.tables import LatencyTable, TableError
+    from compofa.tables.compare import compare_entries
+
     with LatencyTable.open(table_a) as a, LatencyTable.open(table_b) as b:
         entries_a, entries_b = a.entries(), b.entries()
         baselines = _shared_baselines(a, b, entries_a, entries_b)
@@ -189,11 +204,17 @@ def _shared_baselines(a: LatencyTable, b: LatencyTable, entries_a: list[Entry], 
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--force", is_flag=True, help="Merge measurements of differing setups under the first one.")
 def table_merge(output: str, inputs: tuple[str, ...], force: bool) -> None:
-    """Merge shard tables INPUTS into OUTPUT (created if missing)."""
+    """Merge tables INPUTS (profile shards, accuracy tables) into OUTPUT (created if missing)."""
+    from compofa.jobs.merge import merge_tables
+
     report = merge_tables(Path(output), [Path(p) for p in inputs], force)
     scaled = ", ".join(f"{name} x{factor:.4f}" for name, factor in report.rescaled.items() if factor != 1.0)
-    present = (f"; already there: {report.conflicts} entries, {report.rounds_present} rounds (kept once)"
-               if report.conflicts or report.rounds_present else "")
+    present = (f"; already there: {report.conflicts} entries, {report.rounds_present} rounds, "
+               f"{report.accuracies_present} accuracy rows (kept once)"
+               if report.conflicts or report.rounds_present or report.accuracies_present else "")
+    differing = (f"; {report.accuracy_conflicts} accuracy rows differ from {output}'s for the same subnet and "
+                 f"weights ({output}'s kept)" if report.accuracy_conflicts else "")
     click.echo(f"merged {report.tables} tables into {output}: {report.entries} entries, {report.runs} runs, "
-               f"{report.rounds} rounds added{present}" + (f"; rescaled to the first reference: {scaled}" if scaled else ""))
+               f"{report.rounds} rounds, {report.accuracies} accuracy rows added{present}{differing}"
+               + (f"; rescaled to the first reference: {scaled}" if scaled else ""))
 

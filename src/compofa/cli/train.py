@@ -6,17 +6,16 @@ import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
-from compofa.supernet.train.loop import TrainRequest
-from compofa.supernet.train.phases import Phase
-from compofa.supernet.train.schedule import ScheduleRequest, check_schedule, load_schedule, run_schedule, shortened
-from compofa.supernet.train.step import StepLosses
+from compofa.extras import require_torch
+
+if TYPE_CHECKING:
+    from compofa.supernet.train.phases import Phase
+    from compofa.supernet.train.step import StepLosses
 
 
 @click.command("train")
@@ -44,6 +43,19 @@ def train_command(
     max_steps: int | None, mixed_precision: bool | None, quiet: bool,
 ) -> None:
     """Train the supernet phase by phase; rerunning resumes after the last finished epoch."""
+    require_torch("training")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from compofa.supernet.train.loop import TrainRequest
+    from compofa.supernet.train.schedule import (
+        ScheduleRequest,
+        check_schedule,
+        load_schedule,
+        run_schedule,
+        shortened,
+    )
+
     phases = load_schedule(schedule)
     if epochs is not None:
         phases = shortened(phases, epochs)
@@ -90,7 +102,8 @@ def train_command(
 
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(), help="Supernet weights (e.g. RUN/compound-2/checkpoint.pt).")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="Supernet weights (e.g. RUN/compound-2/checkpoint.pt).")
 @click.option("--space", default="compofa", show_default=True, help="Design space whose subnets to evaluate.")
 @click.option("--data", required=True, type=click.Path(), help="Dataset folder (DATA/train for BatchNorm, DATA/val).")
 @click.option("--resolution", default="224", show_default=True, help="Comma-separated resolutions.")
@@ -109,9 +122,13 @@ def eval_command(
     calibration_images: int, batch_size: int, workers: int, device: str, seed: int, quiet: bool,
 ) -> None:
     """Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE."""
+    require_torch("evaluating subnets")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from compofa.jobs.evaluate import EvalRequest, evaluate_subnets, specs_to_evaluate
     from compofa.space import get_space
     from compofa.supernet.train.data import check_dataset
-    from compofa.jobs.evaluate import EvalRequest, evaluate_subnets, specs_to_evaluate
     from compofa.tables import LatencyTable
 
     resolutions = parse_int_list(resolution, "--resolution") or (224,)
@@ -150,6 +167,7 @@ def eval_command(
 @click.option("--size", default=32, show_default=True, type=click.IntRange(min=8), help="Image side in pixels.")
 def digits_command(output: str, size: int) -> None:
     """Write scikit-learn's handwritten digits (1797 real scans, no download) as an ImageFolder dataset."""
+    require_torch("the digits dataset (for training)")
     from compofa.supernet.train.data import write_digits
 
     info = write_digits(output, size)

@@ -1,7 +1,7 @@
 """Data files shipped with compofa (read them with `importlib.resources`).
 
 - `note10_lut/{R}_lookup_table.yaml`: the Samsung Note10 layer latency lookup
-  tables of the OFA MobileNetV3 w1.2 network (read by `compofa.devices.lut`).
+  tables of the OFA MobileNetV3 w1.2 network (read by `compofa.lut`).
 - `ofa_acc_predictor/acc_predictor.pth`: OFA's ImageNet accuracy predictor.
 
 Both come from the CompOFA authors' repository under the Apache License 2.0;

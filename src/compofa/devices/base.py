@@ -1,10 +1,12 @@
-"""The device backend contract and its registry.
+"""The device backend contract: settings, the source protocol, the device protocol.
 
-A backend runs one prepared subnet and times it; it knows nothing of
-statistics, scheduling or storage (those are the profiler's and the tables').
-Each backend lives in its own module and imports its heavy or optional
-libraries (onnxruntime, tensorrt, pynvml) only when used, so listing devices
-never fails because one library is missing.
+A backend runs one prepared item (a subnet, or one layer of a lookup table) and
+times it; it knows nothing of statistics, scheduling or storage (those are the
+profiler's and the tables'), nor of how networks are built: it asks its
+`ModelSource`. Each backend lives in its own module and imports its heavy or
+optional libraries (onnxruntime, torch, tensorrt, pynvml) only when used, so
+listing devices never fails, nor imports torch, because of one library.
+The registry of backends is `compofa.devices.registry`.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from __future__ import annotations
 import os
 import platform
 import re
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from compofa.errors import CompofaError
-from compofa.registry import Registry
-from compofa.space import SubnetSpec
 
-if TYPE_CHECKING:  # listing or opening a lookup table never needs torch
-    from compofa.supernet.source import SubnetSource
+if TYPE_CHECKING:  # only the torch backends ever import it
+    import torch
 
 
 class UnknownDeviceError(CompofaError):
@@ -45,34 +47,89 @@ class Availability:
 
 @dataclass(frozen=True)
 class Settings:
-    """What every backend is told: batch, precision, threads, extra options."""
+    """What every backend is told: batch, precision, threads, extra options.
+
+    `cache_dir` is where a backend may keep what it builds across runs
+    (TensorRT's engines and timing caches); the jobs pass the export cache's
+    folder. A backend never picks a folder of its own: with None it keeps no
+    such cache unless an option names a file.
+    """
 
     batch: int = 1
     precision: str = "fp32"
     threads: int = 1
     options: Mapping[str, str] = field(default_factory=dict)
+    cache_dir: Path | None = None
+
+
+#: What a device times: a subnet's spec, or one layer of a lookup table (`compofa.lut.Layer`).
+#: Any hashable value with a readable `str()` will do; devices never look inside it, they hand
+#: it to their `ModelSource`.
+ItemT = TypeVar("ItemT", bound=Hashable)
+ItemT_contra = TypeVar("ItemT_contra", bound=Hashable, contravariant=True)
+
+
+class ModelSource(Protocol[ItemT_contra]):
+    """What a backend asks of the source of what it times, for one item at a time.
+
+    A source of subnets (`compofa.graphs`' ``SubnetSource``) and one of single
+    layers (``LayerSource``) both fit: the backend runs whatever network the
+    source hands it, so the same backend times subnets and layers.
+    """
+
+    @property
+    def output_name(self) -> str:
+        """The name of the output of the ONNX files `onnx` hands out."""
+        ...
+
+    def onnx(self, item: ItemT_contra, batch: int) -> Path:
+        """An ONNX file of `item` at `batch` (one input named ``input``)."""
+        ...
+
+    def input_shape(self, item: ItemT_contra, batch: int) -> tuple[int, ...]:
+        """The input shape of `item`'s network at `batch`."""
+        ...
+
+    def module(self, item: ItemT_contra) -> torch.nn.Module:
+        """`item` as a PyTorch module in eval mode (for the torch backends; imports torch)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the networks handed out (stored with every run)."""
+        ...
 
 
 @runtime_checkable
-class PreparedSubnet(Protocol):
-    """A subnet loaded on a device, ready to be timed; `close` frees it."""
+class SpaceSource(Protocol):
+    """A source of the subnets of one design space at one width: what a lookup table can estimate."""
 
-    spec: SubnetSpec
+    @property
+    def space(self) -> str: ...
+
+    @property
+    def width(self) -> float | None: ...
+
+
+@runtime_checkable
+class Prepared(Protocol):
+    """An item loaded on a device, ready to be timed; `close` frees it."""
 
     def close(self) -> None: ...
 
 
-@runtime_checkable
-class Device(Protocol):
-    """A backend that can time subnets.
+HandleT = TypeVar("HandleT", bound=Prepared)
 
-    `time(handle, n)` runs the prepared subnet `n` times and returns one
+
+class Device(Protocol[ItemT_contra, HandleT]):
+    """A backend that can time items (subnets or layers), each prepared into a `HandleT`.
+
+    `time(handle, n)` runs the prepared item `n` times and returns one
     latency per run in milliseconds (one batch each). `deterministic` backends
     (lookup tables) return estimates that need no repetition.
     `fingerprint()` is what must match for two measurements to be comparable
     (hardware, driver and library versions, settings); `conditions()` are
     readings that drift during a run (GPU clocks, temperature, throttling),
-    which the profiler records before and after each subnet.
+    which the profiler records before and after each item.
     """
 
     name: str
@@ -83,59 +140,28 @@ class Device(Protocol):
 
     def conditions(self) -> dict[str, Any]: ...
 
-    def prepare(self, spec: SubnetSpec) -> PreparedSubnet: ...
+    def prepare(self, item: ItemT_contra) -> HandleT: ...
 
-    def time(self, handle: PreparedSubnet, n: int) -> list[float]: ...
+    def time(self, handle: HandleT, n: int) -> list[float]: ...
 
     def close(self) -> None:
         """Undo what the device changed (locked GPU clocks); safe to call twice."""
 
 
+#: How a backend is built: from its settings and the source of what it times. Typing each
+#: backend's `BACKEND` with it is what has mypy check that the backend satisfies `Device`.
+DeviceFactory = Callable[[Settings, ModelSource[Any]], Device[Any, Any]]
+
+
 @dataclass(frozen=True)
 class Backend:
-    """A registered backend: how to check it and how to build it."""
+    """A backend: how to check it and how to build it."""
 
     name: str
     summary: str
     availability: Callable[[], Availability]
-    factory: Callable[[Settings, "SubnetSource"], Device]
+    factory: DeviceFactory
     default_batch: int = 1  # the paper's settings: 1 on CPUs and phones, 64 on GPUs
-
-
-_BACKENDS: Registry[Backend] = Registry("device", UnknownDeviceError, "see `compofa devices`")
-
-
-def register_backend(backend: Backend) -> Backend:
-    return _BACKENDS.register(backend.name, backend)
-
-
-def list_backends() -> tuple[Backend, ...]:
-    _load_builtin()
-    return _BACKENDS.values()
-
-
-def get_backend(name: str) -> Backend:
-    """The backend of a device name (``lut:note10`` is the ``lut`` backend)."""
-    _load_builtin()
-    return _BACKENDS.get(name.split(":", 1)[0])
-
-
-def open_device(name: str, source: SubnetSource, settings: Settings | None = None) -> Device:
-    """Build the backend `name` timing subnets of `source`, or explain why it cannot run here."""
-    backend = get_backend(name)
-    status = backend.availability()
-    if not status.ok:
-        raise DeviceUnavailableError(f"device {backend.name!r} is not available here: {status.reason}")
-    settings = settings or Settings()
-    if ":" in name:
-        settings = Settings(settings.batch, settings.precision, settings.threads,
-                            {**settings.options, "source": name.split(":", 1)[1]})
-    return backend.factory(settings, source)
-
-
-def _load_builtin() -> None:
-    # Importing the modules registers them; their heavy imports stay lazy.
-    from compofa.devices import builtin  # noqa: F401
 
 
 def cpu_model() -> str:

@@ -1,15 +1,15 @@
 """PyTorch on an NVIDIA GPU, timed with CUDA events.
 
 The paper measured its GPU (an RTX 2080 Ti) at batch 64 (CompOFA paper,
-section 5; DESIGN.md, "Search"), so the command line gives this backend
+section 5), so the command line gives this backend
 `DEFAULT_BATCH` (64) unless told otherwise; the library always uses
 `Settings.batch`.
 
 Each run is bracketed by two CUDA events on the stream it runs on and its
 latency is the GPU time between them, read after synchronizing on the end
 event: a wall clock around an asynchronous launch measures only the launch,
-which is how the reference code under-reported (DESIGN.md, "Measuring
-latency well"). Clocks, temperature, power and throttle reasons come from
+which is how the reference code under-reported (docs/architecture.md,
+"How a measurement is made"). Clocks, temperature, power and throttle reasons come from
 NVML (`compofa.devices.nvml`) as the device's `conditions()`.
 
 Options (``--option key=value``; all values are strings):
@@ -24,29 +24,40 @@ Options (``--option key=value``; all values are strings):
         also undoes a lock someone set before with ``nvidia-smi -lgc``.
 
 The option parsing (`parse_cuda_options` and its helpers, shared with the
-TensorRT backend) is pure, so it is tested without a GPU.
+TensorRT backend) is pure, so it is tested without a GPU. torch is imported
+when a device is built, never with this module: `availability()` reads what
+torch was built for and whether an NVIDIA driver is loaded without importing
+it, and building the device checks that CUDA really starts.
 """
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
+import re
+import sys
 import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic
 
 from compofa.devices.base import (
     Availability,
     Backend,
     DeviceOptionError,
+    DeviceUnavailableError,
+    ItemT,
+    ModelSource,
     Settings,
     host_fingerprint,
-    register_backend,
 )
 from compofa.devices.nvml import GpuRef, gpu_identity, gpu_readings, lock_clocks, reset_clocks
-from compofa.space import SubnetSpec
-from compofa.supernet.source import SubnetSource
+from compofa.devices.torch_cpu import MISSING_TORCH
+
+if TYPE_CHECKING:
+    import torch
 
 #: The batch of the paper's GPU measurements; the CLI's default for GPU backends.
 DEFAULT_BATCH = 64
@@ -57,30 +68,81 @@ GRAPH_WARMUP_RUNS = 3
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+_HIDDEN = "CUDA_VISIBLE_DEVICES hides every GPU; unset it or name a GPU"
+_NO_DRIVER = "no NVIDIA driver found; this backend needs an NVIDIA GPU and its driver"
 
 
 # -- availability ----------------------------------------------------------------------
 
 
 def availability() -> Availability:
-    """Whether PyTorch can run on an NVIDIA GPU here and, if not, why."""
-    if torch.version.cuda is None:
-        return Availability(False, f"torch {torch.__version__} is built without CUDA; install a CUDA build of torch")
-    if torch.cuda.is_available():
-        return Availability(True)
-    return Availability(False, _why_no_cuda())
+    """Whether PyTorch can run on an NVIDIA GPU here and, if not, why (without importing torch).
+
+    Reads what the installed torch was built for and whether an NVIDIA driver is
+    loaded; building the device (`require_cuda`) then checks that CUDA starts.
+    """
+    build = _torch_build()
+    if build is None:
+        return Availability(False, MISSING_TORCH)
+    version, cuda = build
+    if cuda is None:
+        return Availability(False, f"torch {version} is built without CUDA; install a CUDA build of torch")
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return Availability(False, _HIDDEN)
+    if not _driver_loaded():
+        return Availability(False, _NO_DRIVER)
+    return Availability(True)
+
+
+def _torch_build() -> tuple[str, str | None] | None:
+    """(torch's version, the CUDA version it was built for or None), or None without torch.
+
+    From the imported module when something imported it already, else from its
+    ``version.py``, which torch's build writes as plain assignments.
+    """
+    module = sys.modules.get("torch")
+    if module is not None:
+        return str(module.__version__), module.version.cuda
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    version = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+    return (version[1] if version else "unknown"), (cuda[1] if cuda else None)
+
+
+def _driver_loaded() -> bool:
+    """Whether an NVIDIA kernel driver is loaded; True where that cannot be told cheaply (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def require_cuda(backend: str) -> None:
+    """Check that CUDA starts (importing torch); else `DeviceUnavailableError` saying why."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(f"device {backend!r} is not available here: {_why_no_cuda()}")
 
 
 def _why_no_cuda() -> str:
+    import torch
+
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is built without CUDA; install a CUDA build of torch"
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return "CUDA_VISIBLE_DEVICES hides every GPU; unset it or name a GPU"
+        return _HIDDEN
     try:
         torch.cuda.init()
     except (RuntimeError, AssertionError) as error:
         first_line = (str(error).strip().splitlines() or ["unknown error"])[0]
         if "no nvidia driver" in first_line.lower():
-            return "no NVIDIA driver found; this backend needs an NVIDIA GPU and its driver"
+            return _NO_DRIVER
         return f"CUDA cannot start: {first_line}"
     return "no CUDA device is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
 
@@ -113,7 +175,9 @@ def check_gpu_settings(backend: str, settings: Settings, allowed: tuple[str, ...
     # "source" is what open_device makes of "cuda:1": the device index.
     unknown = sorted(set(settings.options) - set(allowed) - {"source"})
     if unknown:
-        raise DeviceOptionError(f"the {backend} device takes the options {', '.join(allowed)}, not {', '.join(unknown)}")
+        raise DeviceOptionError(
+            f"the {backend} device takes the options {', '.join(allowed)}, not {', '.join(unknown)}"
+        )
     if settings.precision not in PRECISIONS:
         raise DeviceOptionError(
             f"the {backend} device runs precision {' or '.join(PRECISIONS)}, not {settings.precision!r}"
@@ -160,6 +224,8 @@ def parse_mhz(backend: str, value: Any) -> int | None:
 
 def nvml_gpu(index: int) -> GpuRef:
     """How NVML names CUDA device `index`: by UUID, since the two may number GPUs differently."""
+    import torch
+
     uuid = str(getattr(torch.cuda.get_device_properties(index), "uuid", "") or "")
     if not uuid:
         return index
@@ -168,6 +234,8 @@ def nvml_gpu(index: int) -> GpuRef:
 
 def check_device_index(backend: str, index: int) -> torch.device:
     """The torch device of CUDA index `index`, or an error saying which indices exist."""
+    import torch
+
     count = torch.cuda.device_count()
     if index >= count:
         raise DeviceOptionError(f"the {backend} device {index} does not exist: this machine has GPUs 0..{count - 1}")
@@ -176,6 +244,8 @@ def check_device_index(backend: str, index: int) -> torch.device:
 
 def gpu_fingerprint(index: int) -> dict[str, Any]:
     """What identifies CUDA device `index` and its software stack."""
+    import torch
+
     props = torch.cuda.get_device_properties(index)
     identity = gpu_identity(nvml_gpu(index))
     return host_fingerprint() | {
@@ -224,6 +294,8 @@ def time_runs(run: Callable[[], object], stream: torch.cuda.Stream, n: int) -> l
     Every run is synchronized before the next starts, so each sample is one
     batch's latency and not a share of a pipelined queue.
     """
+    import torch
+
     start = torch.cuda.Event(enable_timing=True)
     end = torch.cuda.Event(enable_timing=True)
     samples = []
@@ -240,10 +312,10 @@ def time_runs(run: Callable[[], object], stream: torch.cuda.Stream, n: int) -> l
 
 
 @dataclass
-class CudaSubnet:
-    """A subnet on the GPU with its input, and the callable one timed run makes."""
+class CudaSubnet(Generic[ItemT]):
+    """An item (subnet or layer) on the GPU with its input, and the callable one timed run makes."""
 
-    spec: SubnetSpec
+    item: ItemT
     run: Callable[[], object] | None
     keep: tuple[Any, ...]  # module, input, graph, static output: alive as long as `run`
 
@@ -252,18 +324,21 @@ class CudaSubnet:
         self.keep = ()
 
 
-class CudaDevice:
-    """Times subnets as PyTorch modules on an NVIDIA GPU (see the module docstring)."""
+class CudaDevice(Generic[ItemT]):
+    """Times items (subnets or layers) as PyTorch modules on an NVIDIA GPU (see the module docstring)."""
 
     name = "cuda"
     deterministic = False
 
-    def __init__(self, settings: Settings, source: SubnetSource) -> None:
+    def __init__(self, settings: Settings, source: ModelSource[ItemT]) -> None:
+        import torch
+
         self.options = parse_cuda_options(settings)
+        require_cuda(self.name)
         self.settings = settings
         self.source = source
         self.device = check_device_index(self.name, self.options.device)
-        self.dtype = _DTYPES[settings.precision]
+        self.dtype = {"fp32": torch.float32, "fp16": torch.float16}[settings.precision]
         self._gpu = nvml_gpu(self.options.device)
         self._clocks = ClockLock(self._gpu, self.options.lock_clocks_mhz)
 
@@ -273,6 +348,8 @@ class CudaDevice:
         return self._clocks.note
 
     def fingerprint(self) -> dict[str, Any]:
+        import torch
+
         return gpu_fingerprint(self.options.device) | {
             "backend": self.name,
             "cudnn": torch.backends.cudnn.version(),
@@ -288,9 +365,11 @@ class CudaDevice:
     def conditions(self) -> dict[str, Any]:
         return gpu_readings(self._gpu)
 
-    def prepare(self, spec: SubnetSpec) -> CudaSubnet:
-        module = self.source.module(spec).to(self.device, self.dtype)
-        shape = self.source.input_shape(spec, self.settings.batch)  # a subnet's image, or a layer's input
+    def prepare(self, item: ItemT) -> CudaSubnet[ItemT]:
+        import torch
+
+        module = self.source.module(item).to(self.device, self.dtype)
+        shape = self.source.input_shape(item, self.settings.batch)  # a subnet's image, or a layer's input
         image = torch.randn(*shape, generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
         # cuDNN autotuning picks the fastest convolution algorithms per input
         # shape on the first forward of that shape; the warm-up forward below
@@ -300,14 +379,16 @@ class CudaDevice:
             module(image)
             torch.cuda.synchronize(self.device)
             if not self.options.cuda_graphs:
-                return CudaSubnet(spec, lambda: module(image), (module, image))
+                return CudaSubnet(item, lambda: module(image), (module, image))
             graph, output = _capture(module, image)
-        return CudaSubnet(spec, graph.replay, (module, image, graph, output))
+        return CudaSubnet(item, graph.replay, (module, image, graph, output))
 
-    def time(self, handle: CudaSubnet, n: int) -> list[float]:
+    def time(self, handle: CudaSubnet[ItemT], n: int) -> list[float]:
+        import torch
+
         run = handle.run
         if run is None:
-            raise ValueError(f"subnet {handle.spec} was closed; prepare it again")
+            raise ValueError(f"{handle.item} was closed; prepare it again")
         with torch.cuda.device(self.device), torch.inference_mode():
             return time_runs(run, torch.cuda.current_stream(self.device), n)
 
@@ -315,7 +396,7 @@ class CudaDevice:
         """Give locked clocks back to the driver."""
         self._clocks.release()
 
-    def __enter__(self) -> CudaDevice:
+    def __enter__(self) -> CudaDevice[ItemT]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -324,6 +405,8 @@ class CudaDevice:
 
 def _capture(module: torch.nn.Module, image: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     """One forward of `module` on `image` captured as a CUDA graph, and its (static) output."""
+    import torch
+
     side = torch.cuda.Stream(device=image.device)
     side.wait_stream(torch.cuda.current_stream(image.device))
     with torch.cuda.stream(side):
@@ -337,12 +420,10 @@ def _capture(module: torch.nn.Module, image: torch.Tensor) -> tuple[torch.cuda.C
     return graph, output
 
 
-register_backend(
-    Backend(
-        name="cuda",
-        summary="PyTorch on an NVIDIA GPU, CUDA-event timing (fp32/fp16, optional CUDA graphs; batch 64 by default)",
-        availability=availability,
-        factory=CudaDevice,
-        default_batch=DEFAULT_BATCH,
-    )
+BACKEND = Backend(
+    name="cuda",
+    summary="PyTorch on an NVIDIA GPU, CUDA-event timing (fp32/fp16, optional CUDA graphs; batch 64 by default)",
+    availability=availability,
+    factory=CudaDevice,
+    default_batch=DEFAULT_BATCH,
 )

@@ -1,7 +1,7 @@
 """What an NVIDIA GPU is and what state it is in, read through NVML.
 
 Both GPU backends record the SM clock, temperature, power and throttle reasons
-with every measurement (DESIGN.md, "Measuring latency well"): a subnet timed
+with every measurement (docs/architecture.md, "How a measurement is made"): a subnet timed
 while the GPU was power-capped or thermally throttled is slower for a reason
 that has nothing to do with the subnet, and only these readings show it.
 
@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable, Union
+from typing import Any
 
 #: An NVML device index, or a GPU/MIG UUID.
-GpuRef = Union[int, str]
+GpuRef = int | str
 
 #: NVML's clock event ("throttle") reason bits and their readable names, from
 #: the nvmlClocksEventReasons defines of the NVML API reference (the older
@@ -142,7 +143,9 @@ def lock_clocks(gpu: GpuRef, mhz: int) -> ClockControl:
     """
     if mhz <= 0:
         return ClockControl(False, f"a clock of {mhz} MHz cannot be locked; give a positive number of MHz")
-    return _command(gpu, "lock the GPU clocks", lambda nvml, handle: nvml.nvmlDeviceSetGpuLockedClocks(handle, mhz, mhz))
+    return _command(
+        gpu, "lock the GPU clocks", lambda nvml, handle: nvml.nvmlDeviceSetGpuLockedClocks(handle, mhz, mhz)
+    )
 
 
 def reset_clocks(gpu: GpuRef) -> ClockControl:
@@ -233,7 +236,8 @@ def _command(gpu: GpuRef, action: str, call: Callable[[ModuleType, Any], None]) 
 def _refusal(action: str, error: Exception) -> str:
     code = getattr(error, "value", None)
     if code == _NO_PERMISSION:
-        return f"no permission to {action} (needs root; or lock them beforehand with `sudo nvidia-smi --lock-gpu-clocks`)"
+        return (f"no permission to {action} (needs root; or lock them beforehand with "
+                "`sudo nvidia-smi --lock-gpu-clocks`)")
     if code == _NOT_SUPPORTED:
         return f"this GPU does not support locked clocks, so NVML cannot {action}"
     if code == _NOT_FOUND:

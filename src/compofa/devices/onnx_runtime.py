@@ -1,6 +1,7 @@
 """ONNX Runtime backend: the CPU execution provider by default.
 
-Each `prepare` opens a fresh InferenceSession (the profiler asks for one per
+It times whatever ONNX file its source hands it for an item: a whole subnet, or
+one layer of a lookup table. Each `prepare` opens a fresh InferenceSession (the profiler asks for one per
 round: a session's memory placement is part of what varies between runs) with
 a fixed number of intra-op threads (1 by default, which gives the steadiest
 medians on a CPU) and inputs and outputs bound once, so a timed run is only
@@ -9,38 +10,38 @@ medians on a CPU) and inputs and outputs bound once, so a timed run is only
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import Any, Generic
 
 from compofa.devices.base import (
     Availability,
     Backend,
     DeviceOptionError,
+    ItemT,
+    ModelSource,
     Settings,
     host_fingerprint,
-    register_backend,
 )
-from compofa.space import SubnetSpec
-from compofa.supernet.source import SubnetSource
 
 OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disable")
 DEFAULT_PROVIDER = "CPUExecutionProvider"
 
 
 def availability() -> Availability:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    # Asked by `compofa devices` for every backend: finding the package is enough, and loading
+    # onnxruntime (a third of a second) waits until a device is opened.
+    if importlib.util.find_spec("onnxruntime") is None:
         return Availability(False, "the onnxruntime package is not installed (pip install onnxruntime)")
     return Availability(True)
 
 
 @dataclass
-class OrtSubnet:
-    spec: SubnetSpec
+class OrtSubnet(Generic[ItemT]):
+    """An item's InferenceSession with its input and output bound."""
+
+    item: ItemT
     session: Any
     binding: Any
 
@@ -49,8 +50,8 @@ class OrtSubnet:
         self.session = None
 
 
-class OnnxRuntimeDevice:
-    """Times subnets with ONNX Runtime.
+class OnnxRuntimeDevice(Generic[ItemT]):
+    """Times the ONNX files of items (subnets or layers) with ONNX Runtime.
 
     Options: ``provider`` (default CPUExecutionProvider; any installed one),
     ``optimization`` (all, extended, basic, disable; default all).
@@ -59,7 +60,7 @@ class OnnxRuntimeDevice:
     name = "onnxruntime"
     deterministic = False
 
-    def __init__(self, settings: Settings, source: SubnetSource) -> None:
+    def __init__(self, settings: Settings, source: ModelSource[ItemT]) -> None:
         import onnxruntime as ort
 
         unknown = set(settings.options) - {"provider", "optimization"}
@@ -115,19 +116,21 @@ class OnnxRuntimeDevice:
         options.graph_optimization_level = levels[self.optimization]
         return options
 
-    def prepare(self, spec: SubnetSpec) -> OrtSubnet:
-        # The source decides what is timed: a subnet, or one layer for a lookup table
-        # (compofa.jobs.layers.LayerSource), each an ONNX file with one input and one output.
-        path = self.source.onnx(spec, self.settings.batch)
+    def prepare(self, item: ItemT) -> OrtSubnet[ItemT]:
+        # The source decides what is timed: a subnet, or one layer for a lookup table,
+        # each an ONNX file with one input and one output.
+        path = self.source.onnx(item, self.settings.batch)
         session = self._ort.InferenceSession(str(path), self._session_options(), providers=[self.provider])
-        shape = self.source.input_shape(spec, self.settings.batch)
+        shape = self.source.input_shape(item, self.settings.batch)
+        import numpy as np
+
         image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         binding = session.io_binding()
         binding.bind_cpu_input("input", image)
         binding.bind_output(self.source.output_name)
-        return OrtSubnet(spec, session, binding)
+        return OrtSubnet(item, session, binding)
 
-    def time(self, handle: OrtSubnet, n: int) -> list[float]:
+    def time(self, handle: OrtSubnet[ItemT], n: int) -> list[float]:
         run, binding = handle.session.run_with_iobinding, handle.binding
         samples = []
         for _ in range(n):
@@ -137,11 +140,9 @@ class OnnxRuntimeDevice:
         return samples
 
 
-register_backend(
-    Backend(
-        name="onnxruntime",
-        summary="ONNX Runtime, CPU execution provider by default (fixed intra-op threads)",
-        availability=availability,
-        factory=OnnxRuntimeDevice,
-    )
+BACKEND = Backend(
+    name="onnxruntime",
+    summary="ONNX Runtime, CPU execution provider by default (fixed intra-op threads)",
+    availability=availability,
+    factory=OnnxRuntimeDevice,
 )

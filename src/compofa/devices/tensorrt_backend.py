@@ -1,7 +1,7 @@
-"""TensorRT on an NVIDIA GPU: each subnet's ONNX graph built into an engine and timed.
+"""TensorRT on an NVIDIA GPU: each item's ONNX graph built into an engine and timed.
 
-`prepare` takes the subnet's ONNX file from the export cache
-(``source.onnx(spec, batch)``), has TensorRT build an engine from it (fp32, or
+`prepare` takes the item's ONNX file (a subnet's, or one layer's) from its
+source (``source.onnx(item, batch)``), has TensorRT build an engine from it (fp32, or
 fp16 kernels where faster with ``BuilderFlag.FP16``; inputs and outputs stay
 fp32), binds one device buffer per input and output with the TensorRT 10
 tensor-address API, and runs it once so that lazy set-up is not timed. A timed
@@ -25,10 +25,14 @@ Options (``--option key=value``):
         ``<cache>/tensorrt/timing-<gpu>-<tensorrt version>.cache``), or ``off``.
     engine_cache: true/false (default true); engines live in
         ``<cache>/tensorrt/engines``.
-``<cache>`` is `compofa.supernet.export.default_cache_dir()`. The CLI's
-default batch for this backend is 64 (`compofa.devices.cuda.DEFAULT_BATCH`).
+``<cache>`` is `Settings.cache_dir`: the jobs that open devices pass the ONNX
+export cache's folder, so engines sit beside the graphs they are built from.
+The backend picks no folder itself: without one, the default timing cache and
+the engine cache are off. The CLI's default batch for this backend is 64
+(`compofa.devices.cuda.DEFAULT_BATCH`).
 
-TensorRT is optional (``pip install 'compofa[trt]'``) and imported only here.
+TensorRT is optional (``pip install 'compofa[trt]'``) and imported only here,
+torch (for CUDA streams and buffers) only when a device is built.
 """
 
 from __future__ import annotations
@@ -39,17 +43,15 @@ import hashlib
 import importlib.util
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Generic
 
-import torch
-
-from compofa.devices.base import Availability, Backend, Settings, register_backend
+from compofa.devices.base import Availability, Backend, ItemT, ModelSource, Settings
 from compofa.devices.cuda import (
     DEFAULT_BATCH,
     ClockLock,
-    availability as cuda_availability,
     check_device_index,
     check_gpu_settings,
     gpu_fingerprint,
@@ -57,14 +59,18 @@ from compofa.devices.cuda import (
     parse_device_index,
     parse_flag,
     parse_mhz,
+    require_cuda,
     time_runs,
+)
+from compofa.devices.cuda import (
+    availability as cuda_availability,
 )
 from compofa.devices.nvml import gpu_readings
 from compofa.errors import CompofaError
 from compofa.fileio import atomic_output, write_bytes_atomic
-from compofa.space import SubnetSpec
-from compofa.supernet.export import default_cache_dir
-from compofa.supernet.source import SubnetSource
+
+if TYPE_CHECKING:
+    import torch
 
 MISSING_PACKAGE = "the tensorrt package is not installed (pip install 'compofa[trt]'; needs an NVIDIA GPU)"
 #: Bumped when the way engines are built changes, so that cached engines are rebuilt.
@@ -125,10 +131,9 @@ def parse_tensorrt_options(settings: Settings) -> TensorRtOptions:
     )
 
 
-def default_timing_cache_path(gpu_name: str, tensorrt_version: str, cache_dir: Path | None = None) -> Path:
-    """``<cache>/tensorrt/timing-<gpu>-<version>.cache``: timings hold for one GPU model and TensorRT build."""
-    folder = (cache_dir if cache_dir is not None else default_cache_dir()) / "tensorrt"
-    return folder / f"timing-{_file_safe(gpu_name)}-{_file_safe(tensorrt_version)}.cache"
+def default_timing_cache_path(gpu_name: str, tensorrt_version: str, cache_dir: Path) -> Path:
+    """``<cache_dir>/tensorrt/timing-<gpu>-<version>.cache``: timings hold for one GPU model and TensorRT build."""
+    return Path(cache_dir) / "tensorrt" / f"timing-{_file_safe(gpu_name)}-{_file_safe(tensorrt_version)}.cache"
 
 
 def engine_key(onnx_graph: bytes, build: Mapping[str, Any]) -> str:
@@ -157,7 +162,7 @@ def _logger() -> Any:
     """
     import tensorrt as trt  # type: ignore[import-not-found, unused-ignore]
 
-    class _ErrorLog(trt.ILogger):  # type: ignore[misc, name-defined]
+    class _ErrorLog(trt.ILogger):  # type: ignore[misc, name-defined, unused-ignore]
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: collections.deque[str] = collections.deque(maxlen=20)
@@ -177,10 +182,10 @@ def _read_or_empty(path: Path) -> bytes:
 
 
 @dataclass
-class TrtSubnet:
-    """A subnet's engine on the GPU with its execution context, bound buffers and stream."""
+class TrtSubnet(Generic[ItemT]):
+    """An item's engine on the GPU with its execution context, bound buffers and stream."""
 
-    spec: SubnetSpec
+    item: ItemT
     engine: Any
     context: Any
     stream: torch.cuda.Stream
@@ -193,8 +198,8 @@ class TrtSubnet:
         self.buffers = {}
 
 
-class TensorRtDevice:
-    """Times subnets as TensorRT engines on an NVIDIA GPU (see the module docstring).
+class TensorRtDevice(Generic[ItemT]):
+    """Times items (subnets or layers) as TensorRT engines on an NVIDIA GPU (see the module docstring).
 
     Attributes:
         builds: engines built by this device.
@@ -205,10 +210,12 @@ class TensorRtDevice:
     name = "tensorrt"
     deterministic = False
 
-    def __init__(self, settings: Settings, source: SubnetSource) -> None:
+    def __init__(self, settings: Settings, source: ModelSource[ItemT]) -> None:
         import tensorrt as trt  # type: ignore[import-not-found, unused-ignore]
+        import torch
 
         self.options = parse_tensorrt_options(settings)
+        require_cuda(self.name)
         self.settings = settings
         self.source = source
         self.device = check_device_index(self.name, self.options.device)
@@ -225,7 +232,8 @@ class TensorRtDevice:
             "batch": settings.batch,
         }
         self.timing_cache_path = self._timing_cache_path(props.name)
-        self.engine_folder = default_cache_dir() / "tensorrt" / "engines" if self.options.engine_cache else None
+        cache = settings.cache_dir
+        self.engine_folder = Path(cache) / "tensorrt" / "engines" if self.options.engine_cache and cache else None
         self.builds = 0
         self.timing_cache_reuses = 0
         self.engine_cache_hits = 0
@@ -250,14 +258,16 @@ class TensorRtDevice:
     def conditions(self) -> dict[str, Any]:
         return gpu_readings(self._gpu)
 
-    def prepare(self, spec: SubnetSpec) -> TrtSubnet:
-        onnx_path = self.source.onnx(spec, self.settings.batch)
+    def prepare(self, item: ItemT) -> TrtSubnet[ItemT]:
+        import torch
+
+        onnx_path = self.source.onnx(item, self.settings.batch)
         with torch.cuda.device(self.device):
             engine = self._load_engine(onnx_path)
             context = engine.create_execution_context()
             if context is None:
-                raise TensorRtError(f"TensorRT could not create a context for {spec}: {self._last_error()}")
-            handle = TrtSubnet(spec, engine, context, torch.cuda.Stream(self.device))
+                raise TensorRtError(f"TensorRT could not create a context for {item}: {self._last_error()}")
+            handle = TrtSubnet(item, engine, context, torch.cuda.Stream(self.device))
             handle.buffers = self._bind(engine, context)
             # The buffers were filled on the current stream; the engine runs on its own.
             handle.stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -265,9 +275,11 @@ class TensorRtDevice:
             handle.stream.synchronize()
         return handle
 
-    def time(self, handle: TrtSubnet, n: int) -> list[float]:
+    def time(self, handle: TrtSubnet[ItemT], n: int) -> list[float]:
+        import torch
+
         if handle.context is None:
-            raise ValueError(f"subnet {handle.spec} was closed; prepare it again")
+            raise ValueError(f"{handle.item} was closed; prepare it again")
         with torch.cuda.device(self.device):
             return time_runs(lambda: self._enqueue(handle), handle.stream, n)
 
@@ -275,7 +287,7 @@ class TensorRtDevice:
         """Give locked clocks back to the driver."""
         self._clocks.release()
 
-    def __enter__(self) -> TensorRtDevice:
+    def __enter__(self) -> TensorRtDevice[ItemT]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -335,7 +347,9 @@ class TensorRtDevice:
         if self.options.timing_cache == "off":
             return None
         if self.options.timing_cache == "default":
-            return default_timing_cache_path(gpu_name, self._trt.__version__)
+            if self.settings.cache_dir is None:
+                return None  # no folder given: nothing is kept
+            return default_timing_cache_path(gpu_name, self._trt.__version__, self.settings.cache_dir)
         return Path(self.options.timing_cache).expanduser()
 
     def _attach_timing_cache(self, config: Any) -> None:
@@ -380,6 +394,8 @@ class TensorRtDevice:
 
     def _bind(self, engine: Any, context: Any) -> dict[str, torch.Tensor]:
         """One device buffer per input and output, bound by name; inputs hold N(0, 1) values."""
+        import torch
+
         trt = self._trt
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
         buffers: dict[str, torch.Tensor] = {}
@@ -402,17 +418,15 @@ class TensorRtDevice:
             buffers[name] = tensor
         return buffers
 
-    def _enqueue(self, handle: TrtSubnet) -> None:
+    def _enqueue(self, handle: TrtSubnet[ItemT]) -> None:
         if not handle.context.execute_async_v3(handle.stream.cuda_stream):
-            raise TensorRtError(f"TensorRT could not run the engine of {handle.spec}: {self._last_error()}")
+            raise TensorRtError(f"TensorRT could not run the engine of {handle.item}: {self._last_error()}")
 
 
-register_backend(
-    Backend(
-        name="tensorrt",
-        summary="TensorRT engines built from the ONNX export (fp32/fp16, timing and engine caches; batch 64 by default)",
-        availability=availability,
-        factory=TensorRtDevice,
-        default_batch=DEFAULT_BATCH,
-    )
+BACKEND = Backend(
+    name="tensorrt",
+    summary="TensorRT engines built from the ONNX export (fp32/fp16, timing and engine caches; batch 64 by default)",
+    availability=availability,
+    factory=TensorRtDevice,
+    default_batch=DEFAULT_BATCH,
 )

@@ -2,19 +2,21 @@
 
 A subnet's BatchNorm statistics are slices of the supernet's, gathered over
 many subnets; OFA and CompOFA re-estimate them on a few thousand training
-images before evaluating one (DESIGN.md, "Training"). The images are a fixed,
-seeded subset seen with the evaluation transform, so a subnet scores the same
-every time. Each result is committed to the table store as an accuracy row the
-moment it exists (`compofa search --accuracy table:PATH` reads them); rerunning
-skips the subnets the table already has for these weights.
+images before evaluating one (docs/architecture.md, "Training"). The images are
+a fixed, seeded subset seen with the evaluation transform, so a subnet scores the
+same every time. Each result is committed to the table's accuracy rows
+(`compofa.tables.accuracy`) the moment it exists (`compofa search --accuracy
+table:PATH` reads them); rerunning skips the subnets the table already has for
+these weights.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -94,7 +96,8 @@ def evaluate_subnets(
     weights = weights_id(request.checkpoint)
     device = device_for(request.device)
     with writing(request.table) as table:  # its writer for the whole run: nothing else interleaves
-        done = set(table.accuracies(request.space, supernet.width, weights))
+        rows = table.accuracy
+        done = set(rows.top1(request.space, supernet.width, weights))
         todo = [spec for spec in request.specs if str(spec) not in done]
         results = []
         images = _Images(request)
@@ -104,9 +107,9 @@ def evaluate_subnets(
             loader = _loader(calibration_set, request.batch_size, request.workers)
             recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in batches(loader)))
             result = _score(subnet.eval(), spec, val, request, device)
-            table.put_accuracy(request.space, supernet.width, str(spec), spec.resolution, weights, result.top1,
-                               result.top5, result.images, {"calibration_images": request.calibration_images,
-                                                            "seed": request.seed, "data": str(request.data)})
+            rows.put(request.space, supernet.width, str(spec), spec.resolution, weights, result.top1, result.top5,
+                     result.images, {"calibration_images": request.calibration_images, "seed": request.seed,
+                                     "data": str(request.data)})
             table.checkpoint()
             results.append(result)
             if on_done is not None:

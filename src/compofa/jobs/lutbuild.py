@@ -1,13 +1,15 @@
 """Build a layer lookup table for any device: every distinct layer timed alone.
 
-Each distinct layer of the space (`compofa.jobs.layers`) is exported as a
-one-layer ONNX model and measured by the same profiler as whole subnets:
+Each distinct layer of the space (`compofa.lut.layers`) is exported as a
+one-layer ONNX model (`compofa.sources.layers.LayerSource`) and measured by the
+same profiler and job skeleton (`compofa.jobs.measure`) as whole subnets:
 interleaved rounds in fresh sessions, a reference layer timed between blocks
 to divide out the machine's drift, until each median's confidence interval is
 tight. Rounds and results go into a table store beside the lookup table
 (``DIR/layers.db``), so an interrupted build resumes; the lookup table itself
 is written in OFA's format, one ``DIR/{R}_lookup_table.yaml`` per resolution,
-with ``mean`` holding the drift-corrected median.
+with ``mean`` holding the drift-corrected median. In the store, layer entries are
+keyed as layers of their family (`EntryKey.layer`), not as subnets of a space.
 """
 
 from __future__ import annotations
@@ -18,22 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compofa.devices import Settings, open_device
-from compofa.devices.base import host_details
-from compofa.devices.lut import LayerTable, LookupTable, LutEntry, write_lut
+from compofa.devices import Device, Settings, open_device
 from compofa.errors import CompofaError
-from compofa.profiler import ProfileConfig, ProfileListener, Profiler, TimeAccount
+from compofa.jobs.measure import ItemKeys, measure_items, with_cache_dir
+from compofa.lut import Layer, LayerTable, LookupTable, LutEntry, distinct_layers, write_lut
+from compofa.profiler import ProfileConfig, ProfileListener, TimeAccount
+from compofa.sources.layers import LayerSource
 from compofa.space import get_space
-from compofa.jobs.profile import (
-    JobSummary,
-    RunRecord,
-    StoreCommitter,
-    check_same_device,
-    measure_in_order,
-    split_by_entry,
-)
-from compofa.jobs.layers import Layer, LayerSource, distinct_layers
-from compofa.tables.store import EntryKey, LatencyTable, writing
+from compofa.tables.store import LAYER, Entry, EntryKey, LatencyTable, SetupKey, writing
 
 #: The store of a lookup table's measurements, inside its folder.
 STORE_NAME = "layers.db"
@@ -71,15 +65,21 @@ class LutBuildSummary:
     measured: int
     paths: list[Path]
     times: TimeAccount | None = None
-    reasons: Counter = field(default_factory=Counter)  # type: ignore[type-arg]
+    reasons: Counter[str] = field(default_factory=Counter)
     remeasured: int = 0  # layers an earlier build left unstable, measured again first
     unstable: int = 0  # layers finished now with stability warnings
 
 
-def _entry_key(request: LutBuildRequest, layer: Layer) -> EntryKey:
+def layer_keys(request: LutBuildRequest, layers: list[Layer]) -> ItemKeys[Layer]:
+    """How a build's layers are keyed in its store (as layers of the family), and how its reference is named."""
     family = get_space(request.space).family.name
-    return EntryKey(f"layers/{family}", request.width, layer.key, layer.resolution, request.settings.batch,
-                    request.settings.precision)
+    settings = request.settings
+    by_key = {layer.key: layer for layer in layers}
+
+    def entry(layer: Layer) -> EntryKey:
+        return EntryKey.layer(family, request.width, layer.key, layer.resolution, settings.batch, settings.precision)
+
+    return ItemKeys(entry, SetupKey(family, request.width, settings.batch, settings.precision, LAYER), by_key.get)
 
 
 def _reference(layers: list[Layer]) -> Layer:
@@ -95,13 +95,14 @@ def check_folder(request: LutBuildRequest) -> None:
     store = request.folder / STORE_NAME
     if store.exists():
         with LatencyTable.open(store) as table:
-            held = {(entry.key.space, entry.key.width) for entry in table.entries()}
-        others = sorted(held - {(f"layers/{family.name}", request.width)})
+            held = {(entry.key.kind, entry.key.space, entry.key.width) for entry in table.entries()}
+        others = sorted(held - {(LAYER, family.name, request.width)})
         if others:
-            space, width = others[0]
+            kind, space, width = others[0]
+            what = space if kind == LAYER else f"{kind}s of {space}"
             raise CompofaError(
-                f"{store} holds measurements of {space.removeprefix('layers/')} width {width:g}, not {family.name} "
-                f"width {request.width:g}; build into another folder (-o), or rerun with that space and width to resume"
+                f"{store} holds measurements of {what} width {width:g}, not {family.name} width {request.width:g}; "
+                "build into another folder (-o), or rerun with that space and width to resume"
             )
     elif any(request.folder.glob("*_lookup_table.yaml")):
         try:
@@ -111,42 +112,22 @@ def check_folder(request: LutBuildRequest) -> None:
                                "build into another folder (-o)") from None
 
 
-def _measure_layers(request: LutBuildRequest, table: LatencyTable, device: Any, source: LayerSource,
-                    layers: list[Layer], listener: ProfileListener
-                    ) -> tuple[LutBuildSummary, dict[Layer, EntryKey], dict[EntryKey, Any]]:
-    """Measure the layers the store lacks (and those a noisy machine left unstable, first)."""
-    fingerprint = device.fingerprint()
-    check_same_device(table, device.name, fingerprint, force=False)
-    settings = request.settings
-    run_settings = {"batch": settings.batch, "precision": settings.precision, "threads": settings.threads,
-                    "options": dict(settings.options), "config": vars(request.config), **host_details()}
-    run = RunRecord(table, device.name, fingerprint, run_settings, source.describe(), None)
-    keys = {layer: _entry_key(request, layer) for layer in layers}
-    noisy, missing = split_by_entry(layers, keys.__getitem__, table, run.known_device)
-    todo = noisy + missing
-    summary = LutBuildSummary(len(layers), len(layers) - len(todo), 0, [], remeasured=len(noisy))
-    if todo:
-        device_id = run.known_device
-        by_key = {layer.key: layer for layer in layers}
-        chosen = _reference(layers)
-        stored = table.reference(device_id, keys[chosen]) if device_id is not None else None
-        reference = by_key.get(stored[0], chosen) if stored else chosen
-        baseline = stored[1] if stored and stored[0] in by_key else None
-        job = JobSummary(planned=len(layers), already_done=summary.already_done, device_id=device_id)
-        committer = StoreCommitter(table, run, keys, _entry_key(request, reference), job, listener)  # type: ignore[arg-type]
-        prior = {layer: table.rounds(device_id, keys[layer]) for layer in todo} if device_id is not None else {}
-        times, _ = measure_in_order(Profiler(device, request.config), (noisy, missing), reference, baseline, prior,
-                                    committer)
-        run.finish()
-        summary.measured, summary.times, summary.reasons, summary.unstable = job.measured, times, job.reasons, job.unstable
-    device_id = run.known_device
-    entries = {e.key: e for e in table.entries(device_id=device_id)} if device_id is not None else {}
-    return summary, keys, entries
+def _measure_layers(request: LutBuildRequest, table: LatencyTable, device: Device[Layer, Any], source: LayerSource,
+                    settings: Settings, layers: list[Layer], keys: ItemKeys[Layer], listener: ProfileListener[Layer]
+                    ) -> tuple[LutBuildSummary, dict[EntryKey, Entry]]:
+    """Measure the layers the store lacks (and those a noisy machine left unstable, first); the summary and
+    the device's finished entries."""
+    job = measure_items(table, device, layers, keys, lambda: _reference(layers), source.describe(),
+                        settings, request.config, listener, remedy="build into another folder (-o)")
+    summary = LutBuildSummary(len(layers), job.already_done, job.measured, [], job.times, job.reasons,
+                              job.remeasured, job.unstable)
+    entries = {e.key: e for e in table.entries(device_id=job.device_id)} if job.device_id is not None else {}
+    return summary, entries
 
 
-def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None) -> LutBuildSummary:
+def build_lut(request: LutBuildRequest, listener: ProfileListener[Layer] | None = None) -> LutBuildSummary:
     """Measure every distinct layer of the request's space into its folder; rerunning resumes."""
-    listener = listener or ProfileListener()
+    listener = listener or ProfileListener[Layer]()
     if request.device not in LAYER_DEVICES:
         raise CompofaError(
             f"compofa lut build times each layer alone, which the {request.device!r} backend cannot do; "
@@ -157,20 +138,22 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
     layers = distinct_layers(request.space, request.width, request.resolutions)
     check_folder(request)
     store = request.folder / STORE_NAME
+    keys = layer_keys(request, layers)
     source = LayerSource(design.family, request.width, request.cache_dir)
-    device = open_device(request.device, source, request.settings)  # type: ignore[arg-type]
+    settings = with_cache_dir(request.settings, request.cache_dir)
+    device = open_device(request.device, source, settings)
     created_folder = not request.folder.exists()
     with contextlib.closing(device):
         try:  # only once the device is known to work: a refused build leaves nothing behind
             request.folder.mkdir(parents=True, exist_ok=True)
             LatencyTable.check_path(store, writable=True, create=True)
             with writing(store) as table:
-                summary, keys, entries = _measure_layers(request, table, device, source, layers, listener)
+                summary, entries = _measure_layers(request, table, device, source, settings, layers, keys, listener)
         except BaseException:
             if created_folder and request.folder.is_dir() and not any(request.folder.iterdir()):
                 request.folder.rmdir()
             raise
-    unfinished = [layer for layer in layers if keys[layer] not in entries]
+    unfinished = [layer for layer in layers if keys.entry(layer) not in entries]
     if unfinished:  # the profiler finishes every layer or raises; this guards the table we write
         raise CompofaError(
             f"{len(unfinished)} layers have no finished measurement (e.g. {unfinished[0].key}); "
@@ -179,7 +162,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
     tables = []
     for resolution in request.resolutions:
         measured = {
-            layer.key: LutEntry(entries[keys[layer]].n, entries[keys[layer]].median_ms, entries[keys[layer]].std_ms)
+            layer.key: _lut_entry(entries[keys.entry(layer)])
             for layer in layers if layer.resolution == resolution
         }
         tables.append(LayerTable(resolution, measured, origin=f"{request.folder}/{resolution}_lookup_table.yaml"))
@@ -187,3 +170,8 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener | None = None)
         raise CompofaError("no resolutions to build a lookup table for")
     summary.paths = write_lut(LookupTable(tables, str(request.folder)), request.folder)
     return summary
+
+
+def _lut_entry(entry: Entry) -> LutEntry:
+    """A finished layer entry as OFA's format holds it: count, and the drift-corrected median as `mean`."""
+    return LutEntry(entry.n, entry.median_ms, entry.std_ms)

@@ -10,13 +10,13 @@ are computed on the other subnets only, so they are not flattered by the fit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-from compofa.devices.lut import LookupTable, LutError
 from compofa.errors import CompofaError
+from compofa.lut import LookupTable, LutError
 from compofa.space import SubnetSpec, get_space, parse_spec
 from compofa.tables.compare import kendall_tau
 from compofa.tables.store import Entry
@@ -138,7 +138,8 @@ def validate_lut(
         raise LutValidationError(f"entries of {len(devices)} devices; choose one with --device-id")
     if len(widths) > 1 or len(families) > 1:
         raise LutValidationError(
-            f"entries of several widths {sorted(widths)} or families {sorted(families)}; choose one with --space/--width"
+            f"entries of several widths {sorted(widths)} or families {sorted(families)}; "
+            "choose one with --space/--width"
         )
     width = widths.pop()
     missing = sorted({e.key.resolution for e in entries} - set(lut.resolutions))

@@ -1,9 +1,10 @@
 """Measurements as immutable records: raw samples per round, statistics derived.
 
-A subnet is measured in several rounds, each with a freshly prepared subnet
-(a new ONNX Runtime session, say), a warm-up and a set of timed samples. Each
-round also carries the machine's drift factor at the time: the latency of a
-reference subnet then, divided by its baseline. Statistics are computed from
+An item (a subnet, or one layer of a lookup table) is measured in several
+rounds, each with the item freshly prepared (a new ONNX Runtime session, say),
+a warm-up and a set of timed samples. Each round also carries the machine's
+drift factor at the time: the latency of a reference item then, divided by its
+baseline. Statistics are computed from
 the drift-corrected samples on demand and never stored as the only truth.
 """
 
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Generic
 
 import numpy as np
 
+from compofa.devices.base import ItemT
 from compofa.profiler.stats import Summary, stability_warnings, summarize
-from compofa.space import SubnetSpec
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (standard tables).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -31,10 +33,10 @@ def t95(degrees_of_freedom: int) -> float:
 
 @dataclass(frozen=True)
 class RoundRecord:
-    """One round of one subnet.
+    """One round of one item.
 
     Attributes:
-        round_index: 0-based round number for this subnet.
+        round_index: 0-based round number for this item.
         started_at: wall-clock time (seconds since the epoch) the round began.
         timed_at: wall-clock time of the middle of the timed samples (where
             the drift is interpolated).
@@ -43,7 +45,7 @@ class RoundRecord:
         drift: machine speed factor at the time (the reference's latency,
             interpolated between the checks before and after this round, over
             its baseline); samples are divided by it. 1.0 without a reference.
-        prepare_s: seconds spent preparing the subnet (e.g. session creation).
+        prepare_s: seconds spent preparing the item (e.g. session creation).
         conditions: device readings before and after (GPU clocks, temperature).
         discarded: set when a sudden drift made the round untrustworthy; a
             discarded round is kept for the record but not used.
@@ -66,7 +68,7 @@ class RoundRecord:
 
 @dataclass(frozen=True)
 class RoundSpread:
-    """Relative variance of round medians around their subnet's mean, with its degrees of freedom."""
+    """Relative variance of round medians around their item's mean, with its degrees of freedom."""
 
     sum_squares: float
     df: int
@@ -116,10 +118,10 @@ class Estimate:
 
 
 @dataclass(frozen=True)
-class Measurement:
-    """All rounds of one subnet on one device."""
+class Measurement(Generic[ItemT]):
+    """All rounds of one item on one device."""
 
-    spec: SubnetSpec
+    item: ItemT
     rounds: tuple[RoundRecord, ...]
     deterministic: bool = False  # an estimate (lookup table): one sample says all
 
@@ -129,7 +131,7 @@ class Measurement:
 
     @functools.cached_property
     def estimate(self) -> Estimate:
-        """The estimate from this subnet's rounds alone (see `estimate_with`)."""
+        """The estimate from this item's rounds alone (see `estimate_with`)."""
         return self.estimate_with(None)
 
     def round_medians(self) -> np.ndarray:
@@ -143,14 +145,14 @@ class Measurement:
         between rounds (session placement, the machine's speed) exceeds the
         spread within one, and an interval that ignored it would be
         overconfident. That between-round spread is a property of the machine
-        more than of the subnet, so with `spread` (pooled over every subnet
+        more than of the item, so with `spread` (pooled over every item
         of the run) its variance is the pooled estimate, including this
-        subnet's own rounds, with the pooled degrees of freedom; alone, a few
+        item's own rounds, with the pooled degrees of freedom; alone, a few
         rounds would give a t-interval several times wider than the truth.
         """
         rounds = self.used_rounds
         if not rounds:
-            raise ValueError(f"no usable rounds for {self.spec}")
+            raise ValueError(f"no usable rounds for {self.item}")
         summary = summarize(np.concatenate([r.corrected_ms for r in rounds]))
         low, high = summary.ci_low_ms, summary.ci_high_ms
         if len(rounds) >= 2:

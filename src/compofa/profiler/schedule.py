@@ -1,11 +1,14 @@
-"""Interleaved, drift-corrected measurement of many subnets on one device.
+"""Interleaved, drift-corrected measurement of many items on one device.
+
+An item is what a device times: a whole subnet, or one layer of a lookup
+table; the profiler only hands items to the device and names them by `str()`.
 
 Why this shape. A subnet timed in one long session differs between runs by
-about 1% because of where its session happened to land, so each subnet is
+about 1% because of where its session happened to land, so each item is
 timed in several rounds, each in a fresh session, in an order reshuffled every
 round. The machine's speed also wanders: slowly by about 1% over minutes on a
-quiet machine (DESIGN.md), and on a shared virtual machine by several percent
-from one second to the next. So a reference subnet is kept prepared and warm in
+quiet machine, and on a shared virtual machine by several percent
+from one second to the next. So a reference item is kept prepared and warm in
 its own session and timed in short blocks *between* the blocks of every round:
 the round's samples are divided by the reference's speed at the same moment
 relative to its baseline. A round during which the reference itself moved by
@@ -15,11 +18,11 @@ it is committed the moment it ends and an interruption loses only the round in
 flight.
 
 On a machine that stays busy, rounds can keep being discarded, so a run
-measures a subnet in at most twice `max_rounds` rounds. A subnet that reaches
+measures an item in at most twice `max_rounds` rounds. An item that reaches
 that bound with fewer than `min_rounds` kept rounds is finished as `NOISY`
 with what it has (its kept rounds, or, with none, its discarded ones, under a
 wider interval from their own spread) and marked unstable, and the run goes
-on. The bound is the run's: a later run measures such a subnet again, afresh.
+on. The bound is the run's: a later run measures such an item again, afresh.
 
 The profiler returns values and reports progress through a listener; it does
 not know the table store (resume and persistence are the store's job, which
@@ -31,22 +34,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Generic
 
 import numpy as np
 
-from compofa.devices.base import Device
+from compofa.devices.base import Device, ItemT, Prepared
 from compofa.errors import CompofaError
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
-from compofa.space import SubnetSpec
 
 
 class ProfileConfigError(CompofaError):
     """Profiler settings that cannot work."""
 
 
-#: Why a subnet stopped when its run reached the bound on rounds with fewer than `min_rounds` kept
+#: Why an item stopped when its run reached the bound on rounds with fewer than `min_rounds` kept
 #: (see the module docstring).
 NOISY = "noisy"
 
@@ -58,19 +61,19 @@ class ProfileConfig:
     Attributes:
         target_ci: stop once the CI half-width is at most this fraction of the median...
         ci_floor_ms: ... or at most this many milliseconds.
-        min_rounds, max_rounds: rounds (fresh sessions) per subnet.
-        round_seconds: timed inference per subnet and round; sets the samples per round.
+        min_rounds, max_rounds: rounds (fresh sessions) per item.
+        round_seconds: timed inference per item and round; sets the samples per round.
         min_samples, max_samples: bounds on samples per round.
         warmup_chunk: warm-up runs between stability checks.
         max_warmup: warm-up runs at most per round.
         warmup_tolerance: warm-up ends when a chunk is no more than this much faster than the last.
-        budget_seconds: timed inference per subnet at most (then it stops, unconverged).
+        budget_seconds: timed inference per item at most (then it stops, unconverged).
         blocks: blocks a round's samples are split into, with a reference block before,
             between and after them.
         reference_samples: samples per reference block.
         drift_threshold: a round is discarded when the reference's first and second
             halves differ by more than this fraction.
-        seed: seed of the order of subnets within each round.
+        seed: seed of the order of items within each round.
     """
 
     target_ci: float = 0.01
@@ -111,18 +114,18 @@ class ProfileConfig:
 
 
 @dataclass(frozen=True)
-class Progress:
+class Progress(Generic[ItemT]):
     """A snapshot for progress bars."""
 
     done: int
     total: int
-    spec: SubnetSpec
+    item: ItemT
     round_index: int
     relative_ci: float
     eta_seconds: float | None
 
 
-class ProfileListener:
+class ProfileListener(Generic[ItemT]):
     """Receives what the profiler does; every method is optional (no-op here)."""
 
     def on_baseline(self, median_ms: float) -> None:
@@ -131,17 +134,17 @@ class ProfileListener:
     def on_reference(self, at: float, median_ms: float, samples_ms: Sequence[float]) -> None:
         """The reference's samples of one round (or of the baseline)."""
 
-    def on_round(self, spec: SubnetSpec, record: RoundRecord) -> None:
+    def on_round(self, item: ItemT, record: RoundRecord) -> None:
         """A finished round (possibly discarded); commit it now to survive an interruption."""
 
-    def on_done(self, spec: SubnetSpec, measurement: Measurement, estimate: Estimate, reason: str) -> None:
-        """A subnet is finished (converged, or out of rounds or budget), with its final estimate."""
+    def on_done(self, item: ItemT, measurement: Measurement[ItemT], estimate: Estimate, reason: str) -> None:
+        """An item is finished (converged, or out of rounds or budget), with its final estimate."""
 
-    def on_progress(self, progress: Progress) -> None:
+    def on_progress(self, progress: Progress[ItemT]) -> None:
         """After every round."""
 
     def on_staged(self, done: int, total: int) -> None:
-        """`done` of `total` subnets prepared once before any timing (exports, engine builds)."""
+        """`done` of `total` items prepared once before any timing (exports, engine builds)."""
 
 
 @dataclass
@@ -150,7 +153,7 @@ class TimeAccount:
 
     prepare: float = 0.0
     warmup: float = 0.0
-    timed: float = 0.0  # the subnets' samples (sum of their latencies)
+    timed: float = 0.0  # the items' samples (sum of their latencies)
     reference: float = 0.0  # the reference's samples
     total: float = 0.0
     rounds: int = 0
@@ -159,42 +162,43 @@ class TimeAccount:
 
     @property
     def overhead_ratio(self) -> float:
-        """Total wall time over time inside timed inference (subnets and reference)."""
+        """Total wall time over time inside timed inference (items and reference)."""
         inside = self.timed + self.reference
         return self.total / inside if inside > 0 else math.inf
 
 
 @dataclass(frozen=True)
-class ProfileResult:
-    measurements: dict[SubnetSpec, Measurement]
-    estimates: dict[SubnetSpec, Estimate]
-    reasons: dict[SubnetSpec, str]
+class ProfileResult(Generic[ItemT]):
+    measurements: dict[ItemT, Measurement[ItemT]]
+    estimates: dict[ItemT, Estimate]
+    reasons: dict[ItemT, str]
     baseline_ms: float | None
     times: TimeAccount
 
 
 @dataclass
 class _Reference:
-    """The reference subnet, kept prepared and warm, and its baseline."""
+    """The reference item, kept prepared and warm, and its baseline."""
 
-    handle: Any
+    handle: Prepared
     baseline_ms: float
 
 
-class Profiler:
-    """Measures subnets on `device` in interleaved rounds (see the module docstring)."""
+class Profiler(Generic[ItemT]):
+    """Measures items on `device` in interleaved rounds (see the module docstring)."""
 
-    def __init__(self, device: Device, config: ProfileConfig | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, device: Device[ItemT, Any], config: ProfileConfig | None = None,
+                 clock: Callable[[], float] = time.time):
         self.device = device
         self.config = config or ProfileConfig()
         self.clock = clock
-        self._spreads: dict[SubnetSpec, tuple[int, RoundSpread]] = {}  # per subnet, by its round count
-        self._prior_rounds: dict[SubnetSpec, int] = {}  # rounds each subnet had before this run
+        self._spreads: dict[ItemT, tuple[int, RoundSpread]] = {}  # per item, by its round count
+        self._prior_rounds: dict[ItemT, int] = {}  # rounds each item had before this run
 
-    def _timed(self, handle: object, n: int) -> list[float]:
-        return self.device.time(handle, n)  # type: ignore[arg-type]
+    def _timed(self, handle: Prepared, n: int) -> list[float]:
+        return self.device.time(handle, n)
 
-    def warm_up(self, handle: object) -> list[float]:
+    def warm_up(self, handle: Prepared) -> list[float]:
         """Run until a chunk of runs is no longer faster than the previous one."""
         cfg = self.config
         runs = self._timed(handle, cfg.warmup_chunk)
@@ -208,17 +212,17 @@ class Profiler:
             previous = current
         return runs
 
-    # -- one subnet, one round ---------------------------------------------------------
+    # -- one item, one round ---------------------------------------------------------
 
     def measure_round(
-        self, spec: SubnetSpec, round_index: int, account: TimeAccount, ref: _Reference | None = None,
-        listener: ProfileListener | None = None,
+        self, item: ItemT, round_index: int, account: TimeAccount, ref: _Reference | None = None,
+        listener: ProfileListener[ItemT] | None = None,
     ) -> RoundRecord:
-        """Prepare `spec` afresh, warm it up and time it, between blocks of the reference."""
+        """Prepare `item` afresh, warm it up and time it, between blocks of the reference."""
         cfg = self.config
         started = self.clock()
         start = time.perf_counter()
-        handle = self.device.prepare(spec)
+        handle = self.device.prepare(item)
         prepared = time.perf_counter()
         account.prepare += prepared - start
         discarded = False
@@ -253,7 +257,7 @@ class Profiler:
             discarded,
         )
 
-    def _interleaved(self, handle: object, count: int, ref: _Reference | None) -> tuple[list[float], list[float]]:
+    def _interleaved(self, handle: Prepared, count: int, ref: _Reference | None) -> tuple[list[float], list[float]]:
         """`count` samples of `handle` in blocks, with a reference block before, between and after."""
         cfg = self.config
         if ref is None:
@@ -274,11 +278,12 @@ class Profiler:
         moved = abs(second / first - 1) > self.config.drift_threshold
         return float(np.median(reference)) / baseline_ms, moved
 
-    def finished(self, measurement: Measurement, spread: RoundSpread | None = None, measured_now: int = 0) -> str | None:
+    def finished(self, measurement: Measurement[ItemT], spread: RoundSpread | None = None, measured_now: int = 0
+                 ) -> str | None:
         """Why `measurement` needs no more rounds, or None if it does.
 
         `spread` is the between-round spread pooled over the run (see
-        `Measurement.estimate_with`); `measured_now` counts the subnet's rounds
+        `Measurement.estimate_with`); `measured_now` counts the item's rounds
         of this run, kept or discarded, at most twice `max_rounds`.
         """
         cfg = self.config
@@ -300,12 +305,12 @@ class Profiler:
             return "budget"
         return None
 
-    def noisy_estimate(self, measurement: Measurement, spread: RoundSpread | None, discarded_now: int
-                       ) -> tuple[Measurement, Estimate]:
-        """What a `NOISY` subnet is finished with: its kept rounds, or with none its discarded ones under an
+    def noisy_estimate(self, measurement: Measurement[ItemT], spread: RoundSpread | None, discarded_now: int
+                       ) -> tuple[Measurement[ItemT], Estimate]:
+        """What a `NOISY` item is finished with: its kept rounds, or with none its discarded ones under an
         interval from their own spread alone (never the quieter pooled one)."""
         if not measurement.used_rounds:
-            measurement = Measurement(measurement.spec, tuple(dataclasses.replace(r, discarded=False)
+            measurement = Measurement(measurement.item, tuple(dataclasses.replace(r, discarded=False)
                                                               for r in measurement.rounds))
             spread, note = None, "estimated from rounds the machine's drift could not be corrected in"
         else:
@@ -320,31 +325,31 @@ class Profiler:
 
     def run(
         self,
-        specs: Iterable[SubnetSpec],
-        reference: SubnetSpec | None = None,
+        items: Iterable[ItemT],
+        reference: ItemT | None = None,
         baseline_ms: float | None = None,
-        prior: Mapping[SubnetSpec, Sequence[RoundRecord]] | None = None,
-        listener: ProfileListener | None = None,
-    ) -> ProfileResult:
-        """Measure every spec until it converges or runs out of rounds or budget.
+        prior: Mapping[ItemT, Sequence[RoundRecord]] | None = None,
+        listener: ProfileListener[ItemT] | None = None,
+    ) -> ProfileResult[ItemT]:
+        """Measure every item until it converges or runs out of rounds or budget.
 
         Args:
-            specs: the subnets (duplicates are measured once).
-            reference: the subnet timed between the blocks of every round to
+            items: what to measure (duplicates are measured once).
+            reference: the item timed between the blocks of every round to
                 correct drift (ignored for deterministic devices).
             baseline_ms: the reference's latency that means "no drift" (a table
                 keeps it across runs); measured now when None.
-            prior: rounds already committed for some specs (a resumed run).
+            prior: rounds already committed for some items (a resumed run).
             listener: progress and persistence callbacks.
         """
-        listener = listener or ProfileListener()
+        listener = listener or ProfileListener[ItemT]()
         account = TimeAccount()
         begin = time.perf_counter()
-        rounds = {spec: list((prior or {}).get(spec, ())) for spec in dict.fromkeys(specs)}
-        self._prior_rounds = {spec: len(spec_rounds) for spec, spec_rounds in rounds.items()}
-        results: dict[SubnetSpec, Measurement] = {}
-        estimates: dict[SubnetSpec, Estimate] = {}
-        reasons: dict[SubnetSpec, str] = {}
+        rounds = {item: list((prior or {}).get(item, ())) for item in dict.fromkeys(items)}
+        self._prior_rounds = {item: len(item_rounds) for item, item_rounds in rounds.items()}
+        results: dict[ItemT, Measurement[ItemT]] = {}
+        estimates: dict[ItemT, Estimate] = {}
+        reasons: dict[ItemT, str] = {}
         ref: _Reference | None = None
         try:
             if not self.device.deterministic:
@@ -353,18 +358,18 @@ class Profiler:
                 ref = self._open_reference(reference, baseline_ms, listener, account)
                 baseline_ms = ref.baseline_ms
             rng = np.random.default_rng(self.config.seed)
-            for spec in rounds:  # prior rounds may already suffice
-                self._consider(spec, rounds, results, estimates, reasons, listener)
-            while pending := [spec for spec in rounds if spec not in results]:
+            for item in rounds:  # prior rounds may already suffice
+                self._consider(item, rounds, results, estimates, reasons, listener)
+            while pending := [item for item in rounds if item not in results]:
                 for index in rng.permutation(len(pending)):
-                    spec = pending[int(index)]
-                    record = self.measure_round(spec, len(rounds[spec]), account, ref, listener)
-                    rounds[spec].append(record)
-                    listener.on_round(spec, record)
-                    estimate = self._consider(spec, rounds, results, estimates, reasons, listener)
+                    item = pending[int(index)]
+                    record = self.measure_round(item, len(rounds[item]), account, ref, listener)
+                    rounds[item].append(record)
+                    listener.on_round(item, record)
+                    estimate = self._consider(item, rounds, results, estimates, reasons, listener)
                     relative_ci = estimate.relative_ci if estimate is not None else math.inf
                     listener.on_progress(
-                        Progress(len(results), len(rounds), spec, record.round_index, relative_ci,
+                        Progress(len(results), len(rounds), item, record.round_index, relative_ci,
                                  self._eta(rounds, results, account, begin))
                     )
         finally:
@@ -373,23 +378,23 @@ class Profiler:
         account.total = time.perf_counter() - begin
         return ProfileResult(results, estimates, reasons, baseline_ms, account)
 
-    def _stage(self, specs: Sequence[SubnetSpec], listener: ProfileListener, account: TimeAccount) -> None:
-        """Prepare every subnet once before timing any: first preparations export and compile
-        (cached), and work done then would run beside the timing of another subnet and
+    def _stage(self, items: Sequence[ItemT], listener: ProfileListener[ItemT], account: TimeAccount) -> None:
+        """Prepare every item once before timing any: first preparations export and compile
+        (cached), and work done then would run beside the timing of another item and
         slow it (an export's threads left competing for the cores made a 2-thread
         reference 50% slower right after it)."""
         start = time.perf_counter()
-        for done, spec in enumerate(specs, 1):
-            self.device.prepare(spec).close()
-            listener.on_staged(done, len(specs))
+        for done, item in enumerate(items, 1):
+            self.device.prepare(item).close()
+            listener.on_staged(done, len(items))
         account.prepare += time.perf_counter() - start
 
     def _open_reference(
-        self, spec: SubnetSpec, baseline_ms: float | None, listener: ProfileListener, account: TimeAccount
+        self, item: ItemT, baseline_ms: float | None, listener: ProfileListener[ItemT], account: TimeAccount
     ) -> _Reference:
         """Prepare and warm the reference; measure its baseline unless given."""
         start = time.perf_counter()
-        handle = self.device.prepare(spec)
+        handle = self.device.prepare(item)
         account.prepare += time.perf_counter() - start
         try:
             self.warm_up(handle)
@@ -406,19 +411,19 @@ class Profiler:
 
     def _consider(
         self,
-        spec: SubnetSpec,
-        rounds: dict[SubnetSpec, list[RoundRecord]],
-        results: dict[SubnetSpec, Measurement],
-        estimates: dict[SubnetSpec, Estimate],
-        reasons: dict[SubnetSpec, str],
-        listener: ProfileListener,
+        item: ItemT,
+        rounds: dict[ItemT, list[RoundRecord]],
+        results: dict[ItemT, Measurement[ItemT]],
+        estimates: dict[ItemT, Estimate],
+        reasons: dict[ItemT, str],
+        listener: ProfileListener[ItemT],
     ) -> Estimate | None:
-        """Judge `spec` on its rounds and the run's pooled spread; record it if finished."""
-        measurement = Measurement(spec, tuple(rounds[spec]), self.device.deterministic)
+        """Judge `item` on its rounds and the run's pooled spread; record it if finished."""
+        measurement = Measurement(item, tuple(rounds[item]), self.device.deterministic)
         if not measurement.rounds:
             return None
-        spread = self._pooled_spread(rounds, exclude=spec)
-        now = rounds[spec][self._prior_rounds.get(spec, 0):]
+        spread = self._pooled_spread(rounds, exclude=item)
+        now = rounds[item][self._prior_rounds.get(item, 0):]
         discarded_now = sum(r.discarded for r in now)
         reason = self.finished(measurement, spread, len(now))
         if reason == NOISY:
@@ -428,34 +433,34 @@ class Profiler:
         else:
             estimate = measurement.estimate_with(spread)
         if reason is not None:
-            results[spec], estimates[spec], reasons[spec] = measurement, estimate, reason
-            listener.on_done(spec, measurement, estimate, reason)
+            results[item], estimates[item], reasons[item] = measurement, estimate, reason
+            listener.on_done(item, measurement, estimate, reason)
         return estimate
 
-    def _pooled_spread(self, rounds: dict[SubnetSpec, list[RoundRecord]], exclude: SubnetSpec) -> RoundSpread:
-        """The between-round spread of every other subnet of the run (this one adds its own)."""
+    def _pooled_spread(self, rounds: dict[ItemT, list[RoundRecord]], exclude: ItemT) -> RoundSpread:
+        """The between-round spread of every other item of the run (this one adds its own)."""
         pooled = RoundSpread(0.0, 0)
-        for spec, spec_rounds in rounds.items():
-            if spec == exclude:
+        for item, item_rounds in rounds.items():
+            if item == exclude:
                 continue
-            cached = self._spreads.get(spec)
-            if cached is None or cached[0] != len(spec_rounds):
-                medians = Measurement(spec, tuple(spec_rounds)).round_medians()
-                cached = (len(spec_rounds), RoundSpread.of(medians) if len(medians) >= 2 else RoundSpread(0.0, 0))
-                self._spreads[spec] = cached
+            cached = self._spreads.get(item)
+            if cached is None or cached[0] != len(item_rounds):
+                medians = Measurement(item, tuple(item_rounds)).round_medians()
+                cached = (len(item_rounds), RoundSpread.of(medians) if len(medians) >= 2 else RoundSpread(0.0, 0))
+                self._spreads[item] = cached
             pooled = pooled.merged(cached[1])
         return pooled
 
     def _eta(
-        self, rounds: dict[SubnetSpec, list[RoundRecord]], results: dict[SubnetSpec, Measurement],
+        self, rounds: dict[ItemT, list[RoundRecord]], results: dict[ItemT, Measurement[ItemT]],
         account: TimeAccount, begin: float,
     ) -> float | None:
         if account.rounds == 0:
             return None
         per_round = (time.perf_counter() - begin) / account.rounds
         remaining = sum(
-            max(self.config.min_rounds - len(spec_rounds), 1)
-            for spec, spec_rounds in rounds.items()
-            if spec not in results
+            max(self.config.min_rounds - len(item_rounds), 1)
+            for item, item_rounds in rounds.items()
+            if item not in results
         )
         return per_round * remaining

@@ -10,8 +10,9 @@ IQR/median >= 10%, trtexec flags a coefficient of variation above 1% on GPUs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

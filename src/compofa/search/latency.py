@@ -14,17 +14,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from compofa.devices import DeviceUnavailableError, Settings, get_backend
 from compofa.errors import CompofaError
+from compofa.lut import LayerSumModel, LookupTable, LutError, MissingLayerError
+from compofa.lut.estimate import family_expand_ratios
 from compofa.profiler import ProfileConfig, ProfileListener
 from compofa.search.arrays import ArchBatch
-from compofa.space import Family, get_space
+from compofa.space import get_space
 from compofa.space.cost import block_cost, network_cost
-from compofa.space.plan import NetworkPlan, plan_network
+from compofa.space.plan import NetworkPlan
 
 if TYPE_CHECKING:
     from compofa.tables import LatencyTable
@@ -66,76 +68,12 @@ class LatencySource(Protocol):
 
 
 # -- additive models: lookup tables and FLOPs -------------------------------------------------
-
-
-class AdditiveModel:
-    """cost(subnet) = fixed[resolution] + the sum over its active blocks of block[resolution, position, k, e].
-
-    A block's cost depends only on its position, kernel and expand ratio (its
-    input channels and size are fixed by the position and the resolution), so
-    the whole model is a small array built from a few full-depth layouts of
-    the family; a batch is then one gather and one sum.
-    """
-
-    def __init__(
-        self,
-        family: Family,
-        width: float,
-        resolutions: tuple[int, ...],
-        expand_ratios: tuple[int, ...],
-        layer_costs: Callable[[NetworkPlan], tuple[float, list[float]]],
-    ) -> None:
-        self.family, self.width = family, width
-        self.resolutions = tuple(sorted(resolutions))
-        self.kernels = family.kernel_sizes
-        self.expands = tuple(sorted(expand_ratios))
-        positions = family.num_blocks
-        self.fixed = np.zeros(len(self.resolutions))
-        self.blocks = np.full((len(self.resolutions), positions, len(self.kernels), len(self.expands)), np.nan)
-        for r, resolution in enumerate(self.resolutions):
-            for k, kernel in enumerate(self.kernels):
-                for e, expand in enumerate(self.expands):
-                    stage_blocks = tuple(((kernel, expand),) * stage.max_depth for stage in family.stages)
-                    fixed, per_block = layer_costs(plan_network(family, width, resolution, stage_blocks))
-                    self.fixed[r] = fixed
-                    self.blocks[r, :, k, e] = per_block
-        # One flat table for a single gather per batch: the last kernel and expand slots hold 0, the
-        # cost of an inactive block (whose kernel and expand ratio are 0 in an ArchBatch).
-        padded = np.zeros((len(self.resolutions), positions, len(self.kernels) + 1, len(self.expands) + 1))
-        padded[:, :, :-1, :-1] = self.blocks
-        self._flat = padded.ravel()
-        self._row_stride = positions * padded.shape[2] * padded.shape[3]
-        self._position_offset = np.arange(positions) * padded.shape[2] * padded.shape[3]
-        self._kernel_slot = np.full(max(self.kernels) + 1, len(self.kernels), dtype=np.intp)
-        self._kernel_slot[list(self.kernels)] = np.arange(len(self.kernels))
-        self._kernel_slot *= padded.shape[3]
-        self._expand_slot = np.full(max(self.expands) + 1, len(self.expands), dtype=np.intp)
-        self._expand_slot[list(self.expands)] = np.arange(len(self.expands))
-        self._resolution_row = np.full(max(self.resolutions) + 1, -1, dtype=np.intp)
-        self._resolution_row[list(self.resolutions)] = np.arange(len(self.resolutions))
-
-    def __call__(self, batch: ArchBatch) -> np.ndarray:
-        resolution = batch.resolution.astype(np.intp)
-        inside = resolution < len(self._resolution_row)
-        rows = np.where(inside, self._resolution_row[np.where(inside, resolution, 0)], -1)
-        if (rows < 0).any():
-            missing = int(resolution[np.flatnonzero(rows < 0)[0]])
-            raise LatencySourceError(
-                f"no costs at resolution {missing}; available: {', '.join(map(str, self.resolutions))}"
-            )
-        index = (rows * self._row_stride)[:, None] + self._position_offset
-        index += self._kernel_slot.take(batch.kernel) + self._expand_slot.take(batch.expand)
-        return self.fixed.take(rows) + self._flat.take(index).sum(axis=1)
-
-
-def _space_expands(family: Family) -> tuple[int, ...]:
-    from compofa.space import list_spaces
-
-    return tuple(sorted({e for s in list_spaces() if s.family == family for c in s.stages for e in c.expand_ratios}))
+# Both are layer sums over `compofa.lut.LayerSumModel`: a batch is one gather and one sum.
 
 
 def _flops_costs(plan: NetworkPlan) -> tuple[float, list[float]]:
-    per_block = [block_cost(block).macs / 1e6 for block in plan.blocks[1:]]
+    """MMACs of the layers every subnet shares, and of each elastic block (`LayerPlan.stage` >= 0)."""
+    per_block = [block_cost(layer.block).macs / 1e6 for layer in plan.layers if layer.stage >= 0 and layer.block]
     return network_cost(plan).macs / 1e6 - sum(per_block), per_block
 
 
@@ -151,13 +89,16 @@ class FlopsLatency:
 
     def __post_init__(self) -> None:
         design = get_space(self.space)
-        self._model = AdditiveModel(
-            design.family, self.width, design.resolutions, _space_expands(design.family), _flops_costs
+        self._model = LayerSumModel(
+            design.family, self.width, design.resolutions, family_expand_ratios(design.family), _flops_costs
         )
 
     def latency(self, batch: ArchBatch) -> LatencyEstimates:
         self.stats.hits += len(batch)
-        value = self._model(batch)
+        try:
+            value = self._model(batch.resolution, batch.kernel, batch.expand)
+        except LutError as error:
+            raise LatencySourceError(str(error)) from None
         return LatencyEstimates(value, value, value)
 
     def describe(self) -> str:
@@ -165,44 +106,33 @@ class FlopsLatency:
 
 
 class LutLatency:
-    """The layer-sum estimate of an OFA-format lookup table (``lut:note10`` or ``lut:PATH``)."""
+    """The layer-sum estimate of an OFA-format lookup table (``lut:note10`` or ``lut:PATH``).
+
+    The same estimate as the ``lut`` device's: `compofa.lut.LutPredictor`, over whole batches.
+    """
 
     unit = "ms"
 
     def __init__(self, source: str, space: str, width: float) -> None:
-        from compofa.devices.lut import KEY_GRAMMARS, LookupTable, LutError
-
         self.name = f"lut:{source}"
         self.stats = SourceStats()
         self.table = LookupTable.open(source)
-        design = get_space(space)
-        self.table.predictor(space, width)  # refuses a table of another family or width
-        grammar = KEY_GRAMMARS[design.family.name]
-
-        def layer_costs(plan: NetworkPlan) -> tuple[float, list[float]]:
-            layers = self.table.layer_table(plan.resolution)
-            keys = [key for _, key in grammar(plan)]
-            means = [layers.entries[key].mean if key in layers.entries else np.nan for key in keys]
-            blocks = means[2 : 2 + design.family.num_blocks]  # after the stem and the fixed first block
-            return float(sum(means[:2]) + sum(means[2 + design.family.num_blocks :])), blocks
-
-        resolutions = tuple(r for r in design.resolutions if r in self.table.resolutions)
-        if not resolutions:
+        self.predictor = self.table.predictor(space, width)  # refuses a table of another family or width
+        self.predictor.check_space(space)
+        if not any(r in self.table.resolutions for r in get_space(space).resolutions):
             raise LutError(f"LUT {self.table.name} has none of the resolutions of space {space!r}")
-        self._model = AdditiveModel(design.family, width, resolutions, _space_expands(design.family), layer_costs)
 
     def latency(self, batch: ArchBatch) -> LatencyEstimates:
         self.stats.hits += len(batch)
-        value = self._model(batch)
-        if np.isnan(value).any():
-            row = int(np.flatnonzero(np.isnan(value))[0])
-            keys = self.table.layer_keys(batch.spec(row))
-            layers = self.table.layer_table(int(batch.resolution[row]))
-            absent = [key for key in keys if key not in layers.entries]
+        try:
+            value = self.predictor.predict_arrays(batch.resolution, batch.kernel, batch.expand)
+        except MissingLayerError as missing:
             raise LatencySourceError(
-                f"{self.name} has no entry {absent[0]!r} at resolution {int(batch.resolution[row])} "
-                f"(needed by {batch.spec(row)}); build a LUT that covers it"
-            )
+                f"{self.name} has no entry {missing.key!r} at resolution {missing.resolution} "
+                f"(needed by {batch.spec(missing.row)}); build a LUT that covers it"
+            ) from None
+        except LutError as error:  # a resolution the table lacks
+            raise LatencySourceError(f"{self.name}: {error}") from None
         return LatencyEstimates(value, value, value)
 
     def describe(self) -> str:
@@ -296,9 +226,9 @@ class TableLatency:
         return LatencyEstimates(values[:, 0], values[:, 1], values[:, 2])
 
     def _measure(self, batch: ArchBatch) -> None:
-        from compofa.supernet.source import SubnetSource
-        from compofa.tables import LatencyTable
         from compofa.jobs.profile import ProfileRequest, profile_space
+        from compofa.sources.subnet import SubnetSource
+        from compofa.tables import LatencyTable
 
         unique = {key: row for row, key in enumerate(batch.keys())}
         specs = tuple(batch.spec(row) for row in unique.values())
@@ -321,7 +251,7 @@ class TableLatency:
 def _fingerprint(device: str, space: str, width: float, settings: Settings) -> dict[str, Any]:
     """What the profiler will record as this device's identity (opening and closing it once)."""
     from compofa.devices import open_device
-    from compofa.supernet.source import SubnetSource
+    from compofa.sources.subnet import SubnetSource
 
     handle = open_device(device, SubnetSource(space, width), settings)
     try:

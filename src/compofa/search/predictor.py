@@ -4,9 +4,9 @@ Search scores thousands of subnets per generation, so accuracy comes from an
 `AccuracySource` that answers a whole `ArchBatch` at once:
 
 - `PredictorAccuracy`: an MLP accuracy predictor. The shipped one is Once-for-All's
-  (DESIGN.md, "Accuracy predictor of OFA"), fitted on OFA MobileNetV3 w1.2
+  (docs/architecture.md, "OFA's accuracy predictor"), fitted on OFA MobileNetV3 w1.2
   subnets; the CompOFA paper used it for every platform. Inference is a few numpy
-  matmuls; torch is imported only to read, write or train a predictor file.
+  matmuls; files are read without torch (compofa.torchfile), which is imported only to write or train one.
 - `TableAccuracy`: top-1 measured by evaluation, read from a table's accuracy rows.
 
 The encoding (`encode`) is OFA's ``spec2feats`` (ofa/tutorial/accuracy_predictor.py)
@@ -20,18 +20,18 @@ gives 134, so a predictor trained for it has 134 inputs.
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from compofa import torchfile
 from compofa.errors import CompofaError, SpecError
 from compofa.fileio import atomic_output
 from compofa.search.arrays import ArchBatch
@@ -64,8 +64,6 @@ SHIPPED_WIDTH = 1.2
 SHIPPED_LABEL = "the shipped OFA accuracy predictor"
 
 _FIX_FILE = "save one with AccuracyPredictor.save or torch.save(model.state_dict())"
-# torch.save writes a zip archive (the format since PyTorch 1.6).
-_ZIP_MAGIC = b"PK\x03\x04"
 
 
 # -- the encoding ------------------------------------------------------------------------------
@@ -73,7 +71,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 @dataclass(frozen=True)
 class Encoding:
-    """The predictor input layout of one model family (DESIGN.md, "Accuracy predictor of OFA").
+    """The predictor input layout of one model family.
 
     Attributes:
         family: the family's registry name.
@@ -117,7 +115,7 @@ def encode(batch: ArchBatch) -> np.ndarray:
 
     Per block a one-hot of the kernel size, then per block a one-hot of the
     expand ratio (inactive blocks all zeros), then a one-hot of
-    ``(R - 112) // 16`` over 8 slots (DESIGN.md, "Accuracy predictor of OFA").
+    ``(R - 112) // 16`` over 8 slots.
     MobileNetV3 spaces give 128 inputs; ProxylessNAS spaces 21 * 6 + 8 = 134.
 
     Raises:
@@ -270,7 +268,7 @@ class AccuracyPredictor:
         """OFA's accuracy predictor for MobileNetV3 w1.2 subnets, shipped with compofa.
 
         It was fitted on ImageNet top-1 of OFA MobileNetV3 subnets at width 1.2;
-        the CompOFA paper used it for every platform (DESIGN.md). Scoring w1.0
+        the CompOFA paper used it for every platform. Scoring w1.0
         subnets with it is the caller's modelling choice. Read once and shared.
         """
         return _shipped()
@@ -385,21 +383,11 @@ def _as_array(value: Any, key: str, label: str) -> np.ndarray:
 
 
 def _torch_load(data: bytes, label: str) -> Any:
-    import torch
-
+    """The state_dict in a `torch.save` file, as numpy arrays; read without torch, so search needs none."""
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad file; its messages run to paragraphs
-        raise PredictorError(f"cannot read {label}: {_load_failure(data, error)}; {_FIX_FILE}") from None
-
-
-def _load_failure(data: bytes, error: Exception) -> str:
-    """Why `torch.load(weights_only=True)` refused `data`, in a few words."""
-    if not data.startswith(_ZIP_MAGIC):
-        return "it is not a PyTorch file"
-    if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
-        return "it holds Python objects besides tensors (a whole model?)"
-    return "the PyTorch archive is corrupt or truncated"
+        return torchfile.load(data)
+    except torchfile.TorchFileError as error:
+        raise PredictorError(f"cannot read {label}: {error}; {_FIX_FILE}") from None
 
 
 def _family_for_inputs(inputs: int, label: str) -> str:
@@ -440,7 +428,7 @@ def train_predictor(
     """Fit a new predictor of OFA's architecture on (subnet, top-1 fraction) pairs.
 
     The network is ``layers`` Linear(hidden)-ReLU layers and a Linear(hidden, 1),
-    as OFA's predictor (DESIGN.md: 3 x 400), trained with Adam on the mean
+    as OFA's predictor (3 x 400), trained with Adam on the mean
     squared error, on CPU (torch is imported here). The split, the
     initialization and the batch order all follow `seed` (the global torch RNG
     is restored afterwards): the same seed and thread count give the same weights.
@@ -631,7 +619,7 @@ class PredictorAccuracy:
 
 
 class TableAccuracy:
-    """Measured top-1 of the subnets of `space` at `width`, from a table's accuracy rows.
+    """Measured top-1 of the subnets of `space` at `width`, from a table's accuracy rows (`compofa.tables.accuracy`).
 
     The rows are read once, when the source is made. `weights` names the
     supernet weights the accuracies were measured with; it may be left out when
@@ -645,7 +633,7 @@ class TableAccuracy:
         self.path, self.space, self.weights = Path(path), space, weights
         self.width = design.family.default_width if width is None else float(width)
         with LatencyTable.open(self.path) as table:
-            rows = table.accuracies(space, self.width, weights)
+            rows = table.accuracy.top1(space, self.width, weights)
         if not rows:
             raise AccuracyError(
                 f"table {str(self.path)!r} holds no measured accuracy for space {space!r} at width {self.width:g}"

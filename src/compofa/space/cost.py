@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compofa.space.plan import BlockPlan, ConvPlan, NetworkPlan
+from compofa.space.plan import BlockPlan, ConvPlan, LayerPlan, NetworkPlan
 
 
 @dataclass(frozen=True)
@@ -24,15 +24,16 @@ class Cost:
 _ZERO = Cost(0, 0)
 
 
-def _conv(in_channels: int, out_channels: int, kernel: int, groups: int, output_size: int, bn: bool, bias: bool) -> Cost:
+def _conv(
+    in_channels: int, out_channels: int, kernel: int, groups: int, output_size: int, bn: bool, bias: bool
+) -> Cost:
     weights = out_channels * (in_channels // groups) * kernel * kernel
     extra = (2 * out_channels if bn else 0) + (out_channels if bias else 0)
     return Cost(weights + extra, weights * output_size * output_size)
 
 
-def _plain(plan: ConvPlan, output_size: int | None = None) -> Cost:
-    size = plan.output_size if output_size is None else output_size
-    return _conv(plan.in_channels, plan.out_channels, plan.kernel_size, 1, size, plan.batch_norm, False)
+def _plain(plan: ConvPlan) -> Cost:
+    return _conv(plan.in_channels, plan.out_channels, plan.kernel_size, 1, plan.output_size, plan.batch_norm, False)
 
 
 def block_cost(plan: BlockPlan) -> Cost:
@@ -48,13 +49,25 @@ def block_cost(plan: BlockPlan) -> Cost:
     return cost + _conv(mid, plan.out_channels, 1, 1, out_size, True, False)
 
 
+def _classifier(in_features: int, classes: int) -> Cost:
+    weights = in_features * classes
+    return Cost(weights + classes, weights)
+
+
+def layer_cost(layer: LayerPlan) -> Cost:
+    """Parameters and MACs of one layer of `NetworkPlan.layers`, for a single image."""
+    if layer.kind == "block":
+        assert layer.block is not None, "a block layer carries its block"
+        return block_cost(layer.block)
+    if layer.conv is not None:  # stem, final expand, feature mix
+        return _plain(layer.conv)
+    if layer.kind in ("classifier", "pool_classifier"):
+        return _classifier(layer.input_shape[0], layer.output_shape[0])
+    if layer.kind == "pool":
+        return _ZERO
+    raise ValueError(f"no cost model for a {layer.kind!r} layer")
+
+
 def network_cost(plan: NetworkPlan) -> Cost:
-    """Parameters and MACs of one inference of a single image."""
-    cost = _plain(plan.stem)
-    for block in plan.blocks:
-        cost += block_cost(block)
-    if plan.final_expand is not None:
-        cost += _plain(plan.final_expand)
-    cost += _plain(plan.feature_mix, output_size=plan.feature_mix.input_size)
-    classifier = plan.classifier_in * plan.num_classes
-    return cost + Cost(classifier + plan.num_classes, classifier)
+    """Parameters and MACs of one inference of a single image: the sum over `plan.layers`."""
+    return sum((layer_cost(layer) for layer in plan.layers), _ZERO)

@@ -1,39 +1,37 @@
-"""Export subnets to ONNX, each at most once.
+"""Export subnets of a PyTorch supernet to ONNX or PyTorch files.
 
 Two routes produce the same network: ``graph`` writes the ONNX graph straight
-from the subnet's plan and weights (milliseconds; the default), ``torch``
-traces the PyTorch subnet with `torch.onnx.export` (about half a second, kept
-as an independent cross-check). `OnnxExporter` adds a content-addressed cache:
-a file's name is a hash of everything that determines its bytes (weights,
-spec, batch, route and exporter version), so nothing is exported twice and a
-stale file can never be returned.
+from the subnet's plan and the supernet's weights (`compofa.graphs`,
+milliseconds; the default), ``torch`` traces the PyTorch subnet with
+`torch.onnx.export` (about half a second, kept as an independent cross-check).
+`SupernetWeights` hands a supernet's weights to the graph writer and to the
+content-addressed export cache (`compofa.graphs.cache.OnnxExporter`).
+Without a checkpoint the weights are seeded (`compofa.graphs.seeded`), the
+same on every route.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
+import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
-from compofa import __version__
 from compofa.errors import ExportError
 from compofa.fileio import atomic_output, check_output_path
-from compofa.space import SubnetSpec, format_spec
-from compofa.supernet.network import Supernet
-from compofa.supernet.onnx_graph import INPUT_NAME, OPSET, OUTPUT_NAME, build_onnx_model
-
-#: Bump whenever either route's output for the same inputs changes.
-#: 2: cached models keep their weights in shared external files.
-#: 3: graphs are written layer by layer (node names of the head changed).
-EXPORTER_VERSION = 3
-METHODS = ("graph", "torch")
+from compofa.graphs.cache import export_metadata, write_graph
+from compofa.graphs.interface import INPUT_NAME, METHODS, OPSET, OUTPUT_NAME, SUFFIXES
+from compofa.graphs.onnx_graph import StateDictWeights, Weights
+from compofa.graphs.seeded import SeededWeights
+from compofa.space import SubnetSpec, format_spec, get_space
+from compofa.space.plan import NetworkPlan
+from compofa.supernet.fresh import subnet_with_weights
+from compofa.supernet.network import Subnet, Supernet
 
 
 def weights_fingerprint(supernet: Supernet) -> str:
@@ -46,14 +44,31 @@ def weights_fingerprint(supernet: Supernet) -> str:
     return digest.hexdigest()
 
 
-def _metadata(supernet: Supernet, spec: SubnetSpec, fingerprint: str) -> dict[str, str]:
-    return {
-        "compofa.version": __version__,
-        "compofa.spec": format_spec(spec),
-        "compofa.width": f"{supernet.width:g}",
-        "compofa.kernel_transform": str(supernet.kernel_transform).lower(),
-        "compofa.weights": fingerprint,
-    }
+class SupernetWeights:
+    """A supernet's weights as graphs are written from them (`compofa.graphs.cache.NetworkWeights`).
+
+    The fingerprint is computed once: do not change the weights while this is in use.
+    """
+
+    def __init__(self, supernet: Supernet, fingerprint: str | None = None) -> None:
+        self.supernet = supernet
+        self.fingerprint = fingerprint or weights_fingerprint(supernet)
+
+    def plan(self, spec: SubnetSpec) -> NetworkPlan:
+        return self.supernet.plan(spec)
+
+    def subnet_weights(self, spec: SubnetSpec) -> Weights:
+        """`spec`'s weights read from views into the supernet's tensors (nothing copied but what folding makes)."""
+        state = self.supernet.subnet_state_dict(spec, copy=False)
+        arrays = {name: tensor.detach().cpu().numpy() for name, tensor in state.items()}
+        return StateDictWeights(arrays, self.supernet.family.bn_eps)
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "compofa.width": f"{self.supernet.width:g}",
+            "compofa.kernel_transform": str(self.supernet.kernel_transform).lower(),
+            "compofa.weights": self.fingerprint,
+        }
 
 
 def write_onnx(
@@ -74,152 +89,49 @@ def write_onnx(
     (graph route only) large weights go to external files (see `OnnxGraph.write`);
     without, the file is self-contained.
     """
-    if batch < 1:
-        raise ExportError(f"batch must be at least 1, got {batch}")
     if method not in METHODS:
         raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
-    target = check_output_path(path)
-    fingerprint = fingerprint or weights_fingerprint(supernet)
-    metadata = _metadata(supernet, spec, fingerprint)
+    weights = SupernetWeights(supernet, fingerprint)
     if method == "graph":
-        graph = build_onnx_model(supernet.plan(spec), supernet.subnet_state_dict(spec, copy=False), batch, metadata)
-        with atomic_output(target, durable=durable) as handle:
-            graph.write(handle, locate)
-    else:
-        data = _trace_to_onnx(supernet, spec, batch, metadata)
-        with atomic_output(target, durable=durable) as handle:
-            handle.write(data)
+        return write_graph(weights, spec, path, batch, durable, locate)
+    return write_traced(supernet.subnet(spec), path, batch, export_metadata(weights, spec), durable)
+
+
+def write_traced(
+    subnet: Subnet, path: str | os.PathLike[str], batch: int, metadata: dict[str, str], durable: bool = True
+) -> Path:
+    """Write `subnet` to `path` as ONNX through `torch.onnx.export` (atomically)."""
+    if batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}")
+    target = check_output_path(path)
+    data = _trace_to_onnx(subnet.eval(), batch, metadata)
+    with atomic_output(target, durable=durable) as handle:
+        handle.write(data)
     return target
 
 
-def _trace_to_onnx(supernet: Supernet, spec: SubnetSpec, batch: int, metadata: dict[str, str]) -> bytes:
+def _trace_to_onnx(subnet: Subnet, batch: int, metadata: dict[str, str]) -> bytes:
     import onnx
 
-    subnet = supernet.subnet(spec).eval()
-    example = torch.zeros(batch, 3, spec.resolution, spec.resolution)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    resolution = subnet.spec.resolution
+    example = torch.zeros(batch, 3, resolution, resolution)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        traced = Path(folder) / "traced.onnx"
         torch.onnx.export(
             subnet,
             (example,),
-            buffer,
+            traced,
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             opset_version=OPSET,
             dynamo=False,
         )
-    model = onnx.load_from_string(buffer.getvalue())
+        model = onnx.load(traced)
     for key, value in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     return model.SerializeToString()
-
-
-def default_cache_dir() -> Path:
-    """``$COMPOFA_CACHE_DIR``, else ``$XDG_CACHE_HOME/compofa``, else ``~/.cache/compofa``."""
-    if os.environ.get("COMPOFA_CACHE_DIR"):
-        return Path(os.environ["COMPOFA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "compofa"
-
-
-class SharedWeights:
-    """The weight files shared by the cached graphs of one supernet.
-
-    Graph initializers are named by what determines their values (see
-    `onnx_graph`), so one file per name serves every subnet, resolution and
-    batch that uses that layer: the 243 CompOFA graphs share a few hundred
-    files instead of holding 7 GB of copies.
-    """
-
-    def __init__(self, models_folder: Path, fingerprint: str) -> None:
-        self.relative = Path("weights") / fingerprint
-        self.folder = models_folder / self.relative
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self._known: set[str] = set()
-        self.written = 0
-
-    def __call__(self, name: str, array: np.ndarray) -> str:
-        """Save `array` as `name` unless already there; its path relative to the models."""
-        file_name = f"{name}.bin"
-        if name not in self._known:
-            path = self.folder / file_name
-            # A size check catches a file emptied by a power loss (cache writes skip fsync).
-            if not path.exists() or path.stat().st_size != array.nbytes:
-                with atomic_output(path, durable=False) as handle:
-                    handle.write(memoryview(np.ascontiguousarray(array)).cast("B"))
-                self.written += 1
-            self._known.add(name)
-        return (self.relative / file_name).as_posix()
-
-
-class OnnxExporter:
-    """Exports subnets of one supernet into a content-addressed cache.
-
-    The supernet's weights are hashed once, at construction: do not change
-    them while the exporter is in use (make a new exporter after training).
-    Graph-route files keep their large weights in `SharedWeights` beside them,
-    so a cached file is not self-contained: copy it with `write_onnx` instead.
-
-    Attributes:
-        hits, misses: cache lookups answered from disk / exported.
-    """
-
-    def __init__(
-        self,
-        supernet: Supernet,
-        batch: int = 1,
-        cache_dir: str | os.PathLike[str] | None = None,
-        method: str = "graph",
-    ) -> None:
-        if method not in METHODS:
-            raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
-        self.supernet = supernet
-        self.batch = batch
-        self.method = method
-        self.folder = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "onnx"
-        self.fingerprint = weights_fingerprint(supernet)
-        self.hits = 0
-        self.misses = 0
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.shared = SharedWeights(self.folder, self.fingerprint) if method == "graph" else None
-        except OSError as error:
-            raise ExportError(f"cannot create the export cache {str(self.folder)!r}: {error.strerror}") from None
-
-    def key(self, spec: SubnetSpec) -> str:
-        identity = {
-            "exporter": EXPORTER_VERSION,
-            "opset": OPSET,
-            "method": self.method,
-            "weights": self.fingerprint,
-            "spec": format_spec(spec),
-            "batch": self.batch,
-        }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
-
-    def path(self, spec: SubnetSpec) -> Path:
-        """The ONNX file of `spec`, exported now unless already cached."""
-        target = self.folder / f"{self.key(spec)}.onnx"
-        if target.exists():
-            self.hits += 1
-            return target
-        # A cache file can be rebuilt, so it skips the fsync; the rename stays atomic.
-        write_onnx(self.supernet, spec, target, self.batch, self.method, self.fingerprint, False, self.shared)
-        self.misses += 1
-        return target
-
-    def paths(
-        self, specs: Iterable[SubnetSpec], on_done: Callable[[SubnetSpec, Path], None] | None = None
-    ) -> list[Path]:
-        """`path` for each spec, calling `on_done` after each (for progress bars)."""
-        done = []
-        for spec in specs:
-            done.append(self.path(spec))
-            if on_done is not None:
-                on_done(spec, done[-1])
-        return done
 
 
 def load_or_build_supernet(
@@ -235,7 +147,6 @@ def load_or_build_supernet(
     Without a checkpoint the weights are random (seeded, with calibrated
     BatchNorm; see `fresh_supernet`): fine for latency, not for accuracy.
     """
-    from compofa.space import get_space
     from compofa.supernet.checkpoint import load_supernet
     from compofa.supernet.fresh import fresh_supernet
 
@@ -262,15 +173,29 @@ def export_subnet(
     """Export one subnet to ONNX (``.onnx``) or PyTorch (``.pt``): what ``compofa export`` does.
 
     Checks the output path before any work, so a bad path fails at once.
+    Without `checkpoint` the weights are seeded (`compofa.graphs.seeded`), the
+    same whatever the route or file type.
     """
     suffix = Path(output).suffix.lower()
-    if suffix not in (".onnx", ".pt", ".pth"):
+    if suffix not in SUFFIXES:
         raise ExportError(f"export to a .onnx (ONNX) or .pt/.pth (PyTorch) file, not {Path(output).name!r}")
+    if method not in METHODS:
+        raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
     check_output_path(output)
-    supernet = load_or_build_supernet(spec.space, width, checkpoint, kernel_transform)
+    design = get_space(spec.space)
+    transform = design.kernel_transform if kernel_transform is None else kernel_transform
+    if checkpoint is not None:
+        supernet = load_or_build_supernet(spec.space, width, checkpoint, kernel_transform)
+        if suffix == ".onnx":
+            return write_onnx(supernet, spec, output, batch, method)
+        return write_torch(supernet, spec, output)
+    seeded = SeededWeights(design.family, design.family.default_width if width is None else width)
+    if suffix == ".onnx" and method == "graph":
+        return write_graph(seeded, spec, output, batch)
+    subnet = subnet_with_weights(spec, seeded.width, seeded.subnet_weights(spec))
     if suffix == ".onnx":
-        return write_onnx(supernet, spec, output, batch, method)
-    return write_torch(supernet, spec, output)
+        return write_traced(subnet, output, batch, export_metadata(seeded, spec))
+    return write_subnet_file(subnet, transform, output)
 
 
 #: Standalone PyTorch subnet files.
@@ -280,15 +205,29 @@ SUBNET_VERSION = 1
 
 
 def write_torch(supernet: Supernet, spec: SubnetSpec, path: str | os.PathLike[str]) -> Path:
-    """Write subnet `spec` as a PyTorch file that `load_subnet` rebuilds (atomic)."""
+    """Write subnet `spec` of `supernet` as a PyTorch file that `load_subnet` rebuilds (atomic)."""
+    check_output_path(path)
+    state = supernet.subnet_state_dict(spec)
+    return _write_subnet_content(spec, supernet.width, supernet.kernel_transform, state, path)
+
+
+def write_subnet_file(subnet: Subnet, kernel_transform: bool, path: str | os.PathLike[str]) -> Path:
+    """Write the standalone `subnet` as a PyTorch file that `load_subnet` rebuilds (atomic)."""
+    return _write_subnet_content(subnet.spec, subnet.width, kernel_transform, subnet.state_dict(), path)
+
+
+def _write_subnet_content(
+    spec: SubnetSpec, width: float, kernel_transform: bool, state: dict[str, torch.Tensor],
+    path: str | os.PathLike[str],
+) -> Path:
     target = check_output_path(path)
     content = {
         "format": SUBNET_FORMAT,
         "version": SUBNET_VERSION,
         "spec": format_spec(spec),
-        "width": supernet.width,
-        "kernel_transform": supernet.kernel_transform,
-        "state_dict": supernet.subnet_state_dict(spec),
+        "width": width,
+        "kernel_transform": kernel_transform,
+        "state_dict": state,
     }
     with atomic_output(target) as handle:
         torch.save(content, handle)
@@ -298,7 +237,6 @@ def write_torch(supernet: Supernet, spec: SubnetSpec, path: str | os.PathLike[st
 def load_subnet(path: str | os.PathLike[str]) -> Subnet:
     """The `Subnet` module saved by `write_torch` (or ``compofa export -o model.pt``), in eval mode."""
     from compofa.space import parse_spec
-    from compofa.supernet.network import Subnet
 
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)

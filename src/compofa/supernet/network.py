@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
 from compofa.errors import SpecError
 from compofa.space import Family, SubnetSpec, get_family, get_space, make_divisible
-from compofa.space.plan import NetworkPlan, plan_subnet, plan_supernet
+from compofa.space.plan import LayerPlan, NetworkPlan, plan_subnet, plan_supernet
 from compofa.supernet.elastic import (
     ElasticBlock,
     ElasticDepthwise,
@@ -88,17 +88,34 @@ class _Classify(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
+def _block_module(subnet: Subnet, layer: LayerPlan) -> nn.Module:
+    # The stem is layer 0 and the blocks follow in order, so block i of the subnet is layer i + 1.
+    return subnet.blocks[layer.index - 1]
+
+
+def _present(module: nn.Module | None, kind: str) -> nn.Module:
+    assert module is not None, f"a subnet with a {kind} layer has its module"
+    return module
+
+
+#: The PyTorch module of each `LayerPlan.kind` (every kind of `compofa.space.plan.LAYER_KINDS`), as
+#: `compofa.graphs.onnx_graph.LAYER_WRITERS` writes its graph.
+LAYER_MODULES: dict[str, Callable[[Subnet, LayerPlan], nn.Module]] = {
+    "stem": lambda subnet, layer: subnet.first_conv,
+    "block": _block_module,
+    "final_expand": lambda subnet, layer: _present(subnet.final_expand_layer, "final_expand"),
+    "pool": lambda subnet, layer: _Pool(),
+    "feature_mix": lambda subnet, layer: subnet.feature_mix_layer,
+    "classifier": lambda subnet, layer: _Classify(subnet.classifier, pool_first=False),
+    "pool_classifier": lambda subnet, layer: _Classify(subnet.classifier, pool_first=True),
+}
+
+
 def layer_modules(subnet: Subnet) -> list[nn.Module]:
-    """`subnet`'s layers in execution order, split as OFA's lookup tables key them (and as
-    `compofa.supernet.onnx_graph.build_layer_model` splits the graph): stem, blocks, final expand,
-    pooling, feature mix, classifier (ProxylessNAS: stem, blocks, feature mix, pooled classifier).
+    """`subnet`'s layers in execution order, one per layer of `subnet.plan.layers` (the split OFA's
+    lookup tables key, and the one `compofa.graphs.onnx_graph.build_layer_model` writes).
     Chained, they compute `subnet(x)`."""
-    layers: list[nn.Module] = [subnet.first_conv, *subnet.blocks]
-    if subnet.final_expand_layer is not None:
-        layers.append(subnet.final_expand_layer)
-    if subnet._mix_after_pool:
-        return [*layers, _Pool(), subnet.feature_mix_layer, _Classify(subnet.classifier, pool_first=False)]
-    return [*layers, subnet.feature_mix_layer, _Classify(subnet.classifier, pool_first=True)]
+    return [LAYER_MODULES[layer.kind](subnet, layer) for layer in subnet.plan.layers]
 
 
 class Supernet(_Network):
@@ -115,7 +132,9 @@ class Supernet(_Network):
     standalone module with copied weights and the same outputs.
     """
 
-    def __init__(self, family: Family | str = "mobilenetv3", width: float | None = None, kernel_transform: bool = False) -> None:
+    def __init__(
+        self, family: Family | str = "mobilenetv3", width: float | None = None, kernel_transform: bool = False
+    ) -> None:
         super().__init__()
         self.family = get_family(family) if isinstance(family, str) else family
         self.width = float(self.family.default_width if width is None else width)
@@ -138,8 +157,9 @@ class Supernet(_Network):
             for module in self.modules():
                 if isinstance(module, (nn.Conv2d, ElasticPointwise, ElasticDepthwise)):
                     nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                    if getattr(module, "bias", None) is not None:
-                        module.bias.zero_()
+                    bias = getattr(module, "bias", None)
+                    if bias is not None:
+                        bias.zero_()
                 elif isinstance(module, nn.BatchNorm2d):
                     module.reset_parameters()
                 elif isinstance(module, nn.Linear):
@@ -198,7 +218,12 @@ class Supernet(_Network):
         """
         for block in self._full_plan.blocks[1:]:
             ends = tuple(sorted(make_divisible(round(block.in_channels * e)) for e in keep_expand_ratios))
-            sort_middle_channels(self.blocks[block.position].conv, ends)
+            sort_middle_channels(self._elastic(block.position), ends)
+
+    def _elastic(self, position: int) -> ElasticMBConv:
+        block = self.blocks[position]
+        assert isinstance(block, ElasticBlock), f"block {position} of a supernet is elastic"
+        return block.conv
 
     # -- extraction ------------------------------------------------------------------
 
@@ -216,13 +241,16 @@ class Supernet(_Network):
                     state[name] = tensor
             for index, block in enumerate(plan.blocks):
                 if block.position == 0:
-                    block_state = self.blocks[0].conv.state_dict()
+                    first = self.blocks[0]
+                    assert isinstance(first, Block), "the first block is fixed"
+                    block_state = first.conv.state_dict()
                 else:
-                    block_state = self.blocks[block.position].conv.active_state(block)
+                    block_state = self._elastic(block.position).active_state(block)
                 state |= {f"blocks.{index}.conv.{name}": tensor for name, tensor in block_state.items()}
             if not copy:
                 return state
-            return {name: tensor.detach().clone(memory_format=torch.contiguous_format) for name, tensor in state.items()}
+            contiguous = torch.contiguous_format
+            return {name: tensor.detach().clone(memory_format=contiguous) for name, tensor in state.items()}
 
     def subnet(self, spec: SubnetSpec) -> Subnet:
         """Subnet `spec` as a standalone module (same mode and device as this one)."""

@@ -10,8 +10,8 @@ latency buckets no finer than it, listing which subnets are indistinguishable.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -37,7 +37,8 @@ def noise_floor(entries: Sequence[Entry]) -> NoiseFloor:
     widths = np.array([e.ci_high_ms - e.ci_low_ms for e in entries])
     relative = np.array([(e.ci_high_ms - e.ci_low_ms) / e.median_ms for e in entries if e.median_ms > 0])
     width = float(np.median(widths))
-    return NoiseFloor(width, float(np.median(relative)) if relative.size else math.inf, nice_ceiling(width), len(entries))
+    relative_width = float(np.median(relative)) if relative.size else math.inf
+    return NoiseFloor(width, relative_width, nice_ceiling(width), len(entries))
 
 
 def nice_ceiling(value: float) -> float:

@@ -10,8 +10,8 @@ reference; otherwise the median ratio of the matched entries stands in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -78,9 +78,9 @@ class Comparison:
     worst: tuple[tuple[str, float, float, float], ...]  # spec, a ms, b ms, normalized relative difference
 
 
-def _identity(entry: Entry) -> tuple:  # type: ignore[type-arg]
+def _identity(entry: Entry) -> tuple[str, str, float, str, int, str]:
     key = entry.key
-    return key.space, key.width, key.spec, key.batch, key.precision
+    return key.kind, key.space, key.width, key.spec, key.batch, key.precision
 
 
 def compare_entries(

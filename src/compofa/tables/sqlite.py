@@ -29,8 +29,9 @@ import fcntl
 import os
 import sqlite3
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from compofa.errors import CompofaError
 
@@ -41,6 +42,10 @@ class TableError(CompofaError):
 
 class TableBusyError(CompofaError):
     """Another process is writing to the table."""
+
+
+class TableMismatchError(CompofaError):
+    """Measurements that must not be mixed (different devices or settings, accuracies of different weights)."""
 
 
 def companions(path: Path) -> tuple[Path, Path]:
@@ -65,8 +70,8 @@ def probe_uri(path: Path) -> str:
         return _uri(path, "ro", immutable=True)
     if not shm.exists() and not writable_place(wal):
         raise TableError(
-            f"table {str(path)!r} keeps its latest measurements in {wal.name}, but {shm.name} is missing and the folder "
-            f"is read-only; copy the table together with {wal.name} to a writable folder"
+            f"table {str(path)!r} keeps its latest measurements in {wal.name}, but {shm.name} is missing and the "
+            f"folder is read-only; copy the table together with {wal.name} to a writable folder"
         )
     return _uri(path, "ro")
 
@@ -176,12 +181,12 @@ class TableConnection(sqlite3.Connection):
     path: Path = Path("?")
 
     def cursor(self, factory: Any = None) -> TableCursor:  # type: ignore[override]
-        return super().cursor(factory or TableCursor)  # type: ignore[no-any-return]
+        return super().cursor(factory or TableCursor)
 
-    def execute(self, sql: str, parameters: Any = (), /) -> TableCursor:  # type: ignore[override]
+    def execute(self, sql: str, parameters: Any = (), /) -> TableCursor:
         return self.cursor().execute(sql, parameters)
 
-    def executemany(self, sql: str, parameters: Iterable[Any], /) -> TableCursor:  # type: ignore[override]
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> TableCursor:
         return self.cursor().executemany(sql, parameters)
 
     def close(self) -> None:
@@ -251,7 +256,8 @@ class WriterLock:
                 owner = os.read(descriptor, 200).decode(errors="replace").strip() or "another process"
                 os.close(descriptor)
                 raise TableBusyError(
-                    f"table {str(self.table)!r} is being written by {owner}; wait for it to finish, or use another table"
+                    f"table {str(self.table)!r} is being written by {owner}; wait for it to finish, "
+                    "or use another table"
                 ) from None
             except OSError as error:
                 os.close(descriptor)

@@ -5,7 +5,10 @@ settings), every round of every subnet with its raw samples (committed the
 moment it is measured, so an interrupted run loses at most the round in
 flight), the reference subnet's checks, and one entry per (device, space,
 width, subnet, resolution, batch, precision) with the statistics derived from
-those rounds. Accuracy rows (measured by evaluation) have their own table.
+those rounds. An entry's key (`EntryKey`) is of a whole subnet or, in a lookup
+table's store, of one layer; a reference belongs to a setup (`SetupKey`).
+Accuracy rows (measured by evaluation) have their own table in the same file,
+owned by `compofa.tables.accuracy`.
 
 A file that is not a compofa table, is damaged, or comes from a newer schema
 is refused with a message before anything is written, and left byte for byte
@@ -22,20 +25,25 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from compofa import __version__
 from compofa.errors import CompofaError
 from compofa.fileio import current_umask
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord
+from compofa.tables.accuracy import SCHEMA as ACCURACY_SCHEMA
+from compofa.tables.accuracy import TABLE as ACCURACY_TABLE
+from compofa.tables.accuracy import AccuracyRows
 from compofa.tables.sqlite import (
     TableBusyError,
     TableConnection,
     TableCursor,
     TableError,
+    TableMismatchError,
     WriterLock,
     companions,
     connect,
@@ -44,14 +52,16 @@ from compofa.tables.sqlite import (
     writable_place,
 )
 
-__all__ = ["DeviceRow", "Entry", "EntryKey", "LatencyTable", "TableBusyError", "TableError", "TableMismatchError"]
+__all__ = ["KINDS", "LAYER", "SUBNET", "DeviceRow", "Entry", "EntryKey", "LatencyTable", "SetupKey", "TableBusyError",
+           "TableError", "TableMismatchError"]
 
 #: Schema history:
-#: 1: meta, devices, runs, rounds, reference_checks, references, entries, accuracy.
+#: 1: meta, devices, runs, rounds, reference_checks, references, entries, accuracy (its schema in
+#:    `compofa.tables.accuracy`); a layer's rows hold "layers/<family>" in their space column.
 SCHEMA_VERSION = 1
 APPLICATION = "compofa-latency-table"
 #: The tables every schema-1 file has.
-TABLES = ("meta", "devices", "runs", "references_", "reference_checks", "rounds", "entries", "accuracy")
+TABLES = ("meta", "devices", "runs", "references_", "reference_checks", "rounds", "entries", ACCURACY_TABLE)
 #: Seconds of writing after which a writer copies the WAL's commits into the table file (see `checkpoint`).
 CHECKPOINT_SECONDS = 30.0
 
@@ -122,28 +132,73 @@ CREATE TABLE entries (
     updated_at REAL NOT NULL,
     PRIMARY KEY (device_id, space, width, spec, batch, precision)
 );
-CREATE TABLE accuracy (
-    space TEXT NOT NULL, width REAL NOT NULL, spec TEXT NOT NULL, resolution INTEGER NOT NULL,
-    weights TEXT NOT NULL,
-    top1 REAL NOT NULL, top5 REAL,
-    images INTEGER NOT NULL,
-    settings TEXT NOT NULL,
-    evaluated_at REAL NOT NULL,
-    PRIMARY KEY (space, width, spec, weights)
-);
-"""
+""" + ACCURACY_SCHEMA
 
 
 #: Why a round is kept on record but not used.
 DISCARD_REASON = "the reference subnet's speed changed during the round"
 
 
-class TableMismatchError(CompofaError):
-    """Measurements that must not be mixed (different devices or settings)."""
+#: What an entry measures: a whole subnet, or one layer of a lookup table (`compofa lut build`).
+SUBNET, LAYER = "subnet", "layer"
+KINDS = (SUBNET, LAYER)
+#: How the space column holds a layer's family. Schema 1 has always stored layers so ("layers/mobilenetv3"),
+#: which keeps every lookup table's store readable and resumable without a migration; only this module
+#: reads or writes that form: everything above it sees `kind` and the family.
+_LAYER_PREFIX = "layers/"
+
+
+def _check_kind(kind: str, space: str) -> None:
+    if kind not in KINDS:
+        raise TableError(f"unknown entry kind {kind!r}; choose {' or '.join(KINDS)}")
+    if space.startswith(_LAYER_PREFIX):
+        raise TableError(f"space names starting with {_LAYER_PREFIX!r} are reserved for layers; "
+                         f"give the family name ({space.removeprefix(_LAYER_PREFIX)!r}) with kind {LAYER!r}")
+
+
+def _stored_space(kind: str, space: str) -> str:
+    return _LAYER_PREFIX + space if kind == LAYER else space
+
+
+def _kind_and_space(stored: str) -> tuple[str, str]:
+    return (LAYER, stored.removeprefix(_LAYER_PREFIX)) if stored.startswith(_LAYER_PREFIX) else (SUBNET, stored)
+
+
+@dataclass(frozen=True)
+class SetupKey:
+    """What a reference and its baseline belong to: one network timed at one batch and precision
+    (on a device, named beside it): the subnets of a space at a width, or the layers of a family."""
+
+    space: str  # a design space; for layers, the model family (a family's layers are shared by its spaces)
+    width: float
+    batch: int
+    precision: str
+    kind: str = SUBNET
+
+    def __post_init__(self) -> None:
+        _check_kind(self.kind, self.space)
+
+    @classmethod
+    def from_columns(cls, space: str, width: float, batch: int, precision: str) -> SetupKey:
+        """The setup of stored rows, from their space, width, batch and precision columns."""
+        kind, name = _kind_and_space(space)
+        return cls(name, float(width), int(batch), precision, kind)
+
+    def columns(self) -> tuple[str, float, int, str]:
+        """The space, width, batch and precision columns of this setup's rows."""
+        return _stored_space(self.kind, self.space), self.width, self.batch, self.precision
+
+    def describe(self) -> str:
+        return f"{self.space} layers" if self.kind == LAYER else self.space
+
 
 @dataclass(frozen=True)
 class EntryKey:
-    """What identifies one latency entry within a device."""
+    """What identifies one latency entry within a device.
+
+    `spec` is a subnet's canonical text, or for a layer (`kind` LAYER) the layer's
+    lookup-table key; `space` is then the model family the layer belongs to.
+    """
 
     space: str
     width: float
@@ -151,6 +206,31 @@ class EntryKey:
     resolution: int
     batch: int
     precision: str
+    kind: str = SUBNET
+
+    def __post_init__(self) -> None:
+        _check_kind(self.kind, self.space)
+
+    @classmethod
+    def layer(cls, family: str, width: float, key: str, resolution: int, batch: int, precision: str) -> EntryKey:
+        """The key of one lookup-table layer of `family` at `width`."""
+        return cls(family, width, key, resolution, batch, precision, LAYER)
+
+    @property
+    def setup(self) -> SetupKey:
+        """The setup this entry is measured in (its reference's)."""
+        return SetupKey(self.space, self.width, self.batch, self.precision, self.kind)
+
+    def columns(self) -> tuple[str, float, str, int, int, str]:
+        """The space, width, spec, resolution, batch and precision columns of this entry's rows."""
+        return _stored_space(self.kind, self.space), self.width, self.spec, self.resolution, self.batch, self.precision
+
+    @classmethod
+    def from_columns(cls, space: str, width: float, spec: str, resolution: int, batch: int, precision: str
+                     ) -> EntryKey:
+        """The key of stored rows, from their space, width, spec, resolution, batch and precision columns."""
+        kind, name = _kind_and_space(space)
+        return cls(name, float(width), spec, int(resolution), int(batch), precision, kind)
 
 
 @dataclass(frozen=True)
@@ -313,7 +393,8 @@ class LatencyTable:
             known = translate(error, target)
             if isinstance(known, CompofaError):
                 raise type(known)(f"{known}; it was left untouched") from None
-            raise TableError(f"{name} is not a readable compofa latency table ({error}); it was left untouched") from None
+            raise TableError(f"{name} is not a readable compofa latency table ({error}); "
+                             "it was left untouched") from None
 
     @staticmethod
     def _create(target: Path) -> None:
@@ -445,7 +526,8 @@ class LatencyTable:
             return int(cursor.lastrowid)  # type: ignore[arg-type]
 
     def start_run(
-        self, device_id: int, settings: dict[str, Any], source: dict[str, Any], fingerprint: dict[str, Any], shard: str | None
+        self, device_id: int, settings: dict[str, Any], source: dict[str, Any], fingerprint: dict[str, Any],
+        shard: str | None,
     ) -> int:
         with self.transaction() as cursor:
             cursor.execute(
@@ -462,20 +544,26 @@ class LatencyTable:
 
     # -- the reference -----------------------------------------------------------------------
 
-    def reference(self, device_id: int, key: EntryKey) -> tuple[str, float] | None:
-        """The reference spec and baseline of this device and network, if set."""
+    def reference(self, device_id: int, setup: SetupKey | EntryKey) -> tuple[str, float] | None:
+        """The reference (spec or layer key) and baseline of this device and setup, if set.
+
+        An entry's key stands for the setup it is measured in (`EntryKey.setup`).
+        """
+        if isinstance(setup, EntryKey):
+            setup = setup.setup
         row = self.connection.execute(
             "SELECT spec, baseline_ms FROM references_ WHERE device_id=? AND space=? AND width=? AND batch=? "
             "AND precision=?",
-            (device_id, key.space, key.width, key.batch, key.precision),
+            (device_id, *setup.columns()),
         ).fetchone()
         return (row[0], float(row[1])) if row else None
 
-    def set_reference(self, device_id: int, key: EntryKey, baseline_ms: float) -> None:
+    def set_reference(self, device_id: int, setup: SetupKey, reference: str, baseline_ms: float) -> None:
+        """Make `reference` (a spec, or a layer key) the reference of this device and setup, at `baseline_ms`."""
         with self.transaction() as cursor:
             cursor.execute(
                 "INSERT OR REPLACE INTO references_ VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (device_id, key.space, key.width, key.batch, key.precision, key.spec, baseline_ms, time.time()),
+                (device_id, *setup.columns(), reference, baseline_ms, time.time()),
             )
 
     def add_reference_check(self, run_id: int, at: float, median_ms: float, samples: Sequence[float]) -> None:
@@ -498,10 +586,9 @@ class LatencyTable:
                 "INSERT INTO rounds (run_id, device_id, space, width, spec, resolution, batch, precision, round_index,"
                 " started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, device_id, key.space, key.width, key.spec, key.resolution, key.batch, key.precision,
-                 record.round_index, record.started_at, record.timed_at, _samples(record.warmup_ms),
-                 _samples(record.samples_ms), record.drift, record.prepare_s, _dumps(record.conditions),
-                 DISCARD_REASON if record.discarded else None),
+                (run_id, device_id, *key.columns(), record.round_index, record.started_at, record.timed_at,
+                 _samples(record.warmup_ms), _samples(record.samples_ms), record.drift, record.prepare_s,
+                 _dumps(record.conditions), DISCARD_REASON if record.discarded else None),
             )
 
     def rounds(self, device_id: int, key: EntryKey) -> list[RoundRecord]:
@@ -512,10 +599,10 @@ class LatencyTable:
         them) are read once, so they never count as extra measurements.
         """
         rows = self.connection.execute(
-            "SELECT round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded FROM rounds"
-            " WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=?"
+            "SELECT round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded"
+            " FROM rounds WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=? AND precision=?"
             " ORDER BY round_index, started_at, id",
-            (device_id, key.space, key.width, key.spec, key.batch, key.precision),
+            (device_id, *_without_resolution(key.columns())),
         ).fetchall()
         unique: dict[tuple[int, float, float], Any] = {}
         for r in rows:  # in order: the first copy stays
@@ -529,7 +616,7 @@ class LatencyTable:
     def has_measurements(self) -> bool:
         """Whether any round, entry or accuracy row is stored."""
         return any(self.connection.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone()
-                   for name in ("rounds", "entries", "accuracy"))
+                   for name in ("rounds", "entries", ACCURACY_TABLE))
 
     def round_drifts(self, device_id: int, batch: int, precision: str) -> list[tuple[float, float, bool]]:
         """Every round of one device setup in time order: when it was timed, its drift factor, if discarded."""
@@ -550,32 +637,43 @@ class LatencyTable:
             cursor.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                 " ?, ?, ?, ?, ?)",
-                (device_id, key.space, key.width, key.spec, key.resolution, key.batch, key.precision, s.n,
-                 s.median_ms, s.mean_ms, s.std_ms, s.p10_ms, s.p90_ms, s.iqr_ms, s.mad_ms, s.min_ms, s.max_ms,
+                (device_id, *key.columns(), s.n, s.median_ms, s.mean_ms, s.std_ms, s.p10_ms, s.p90_ms, s.iqr_ms,
+                 s.mad_ms, s.min_ms, s.max_ms,
                  estimate.ci_low_ms, estimate.ci_high_ms, measurement.raw_median_ms, estimate.rounds,
                  int(estimate.stable), _dumps(list(estimate.warnings)), reason, time.time()),
             )
 
-    def entries(self, device_id: int | None = None, space: str | None = None) -> list[Entry]:
+    def entries(self, device_id: int | None = None, space: str | None = None, kind: str | None = None
+                ) -> list[Entry]:
+        """The finished entries (of a device, of a space or family, of a kind: any when not given)."""
         query = (
             "SELECT e.device_id, d.name, e.space, e.width, e.spec, e.resolution, e.batch, e.precision, e.n,"
             " e.median_ms, e.mean_ms, e.std_ms, e.p10_ms, e.p90_ms, e.iqr_ms, e.mad_ms, e.min_ms, e.max_ms,"
             " e.ci_low_ms, e.ci_high_ms, e.raw_median_ms, e.rounds, e.stable, e.warnings, e.reason"
             " FROM entries e JOIN devices d ON d.id = e.device_id"
         )
-        conditions, values = [], []
+        conditions: list[str] = []
+        values: list[Any] = []
         if device_id is not None:
             conditions.append("e.device_id = ?")
             values.append(device_id)
+        if space is not None and space.startswith(_LAYER_PREFIX):  # the stored form, as older compofa showed it
+            kind, space = LAYER, space.removeprefix(_LAYER_PREFIX)
+        if kind is not None:
+            _check_kind(kind, space or "")
+        kinds = [kind] if kind is not None else list(KINDS)
         if space is not None:
-            conditions.append("e.space = ?")
-            values.append(space)
+            conditions.append(f"e.space IN ({', '.join('?' for _ in kinds)})")
+            values.extend(_stored_space(k, space) for k in kinds)
+        elif kind is not None:
+            conditions.append("e.space " + ("LIKE ?" if kind == LAYER else "NOT LIKE ?"))
+            values.append(_LAYER_PREFIX + "%")
         if conditions:
             query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY e.device_id, e.space, e.width, e.resolution, e.median_ms"
         return [
             Entry(
-                device_id=r[0], device=r[1], key=EntryKey(r[2], r[3], r[4], r[5], r[6], r[7]), n=r[8],
+                device_id=r[0], device=r[1], key=EntryKey.from_columns(r[2], r[3], r[4], r[5], r[6], r[7]), n=r[8],
                 median_ms=r[9], mean_ms=r[10], std_ms=r[11], p10_ms=r[12], p90_ms=r[13], iqr_ms=r[14],
                 mad_ms=r[15], min_ms=r[16], max_ms=r[17], ci_low_ms=r[18], ci_high_ms=r[19],
                 raw_median_ms=r[20], rounds=r[21], stable=bool(r[22]), warnings=tuple(json.loads(r[23])),
@@ -586,40 +684,34 @@ class LatencyTable:
 
     # -- accuracy ------------------------------------------------------------------------------------
 
+    @property
+    def accuracy(self) -> AccuracyRows:
+        """The file's accuracy rows (`compofa.tables.accuracy`)."""
+        return AccuracyRows(self)
+
     def put_accuracy(
         self, space: str, width: float, spec: str, resolution: int, weights: str, top1: float,
         top5: float | None, images: int, settings: dict[str, Any],
     ) -> None:
-        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights`."""
-        with self.transaction() as cursor:
-            cursor.execute(
-                "INSERT OR REPLACE INTO accuracy VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (space, width, spec, resolution, weights, top1, top5, images, _dumps(settings), time.time()),
-            )
+        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights`
+        (`AccuracyRows.put`)."""
+        self.accuracy.put(space, width, spec, resolution, weights, top1, top5, images, settings)
 
     def accuracies(self, space: str, width: float | None = None, weights: str | None = None) -> dict[str, float]:
-        """Measured top-1 (fraction) by canonical spec text."""
-        query = "SELECT spec, top1, weights FROM accuracy WHERE space = ?"
-        values: list[Any] = [space]
-        if width is not None:
-            query += " AND width = ?"
-            values.append(width)
-        if weights is not None:
-            query += " AND weights = ?"
-            values.append(weights)
-        rows = self.connection.execute(query, values).fetchall()
-        if weights is None and len({row[2] for row in rows}) > 1:
-            raise TableMismatchError(
-                f"table {str(self.path)!r} holds accuracies of {len({row[2] for row in rows})} different supernet "
-                "weights for this space; name the weights to use"
-            )
-        return {row[0]: float(row[1]) for row in rows}
+        """Measured top-1 (fraction) by canonical spec text (`AccuracyRows.top1`)."""
+        return self.accuracy.top1(space, width, weights)
 
     def finished_keys(self, device_id: int) -> set[EntryKey]:
         rows = self.connection.execute(
             "SELECT space, width, spec, resolution, batch, precision FROM entries WHERE device_id = ?", (device_id,)
         ).fetchall()
-        return {EntryKey(*row) for row in rows}
+        return {EntryKey.from_columns(*row) for row in rows}
+
+
+def _without_resolution(columns: tuple[str, float, str, int, int, str]) -> tuple[str, float, str, int, str]:
+    """The columns rows of an entry are looked up by: its spec names its resolution already."""
+    space, width, spec, _, batch, precision = columns
+    return space, width, spec, batch, precision
 
 
 @contextmanager

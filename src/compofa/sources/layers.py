@@ -1,0 +1,96 @@
+"""Single-layer networks for timing a layer lookup table: ONNX files without torch, PyTorch modules with it.
+
+Each item is a `compofa.lut.layers.Layer`: the `index`-th of the
+`NetworkPlan.layers` of a host subnet. Its ONNX graph is that layer of the
+host's graph alone, with seeded weights (latency does not depend on their
+values); its PyTorch module is the same layer of the host `Subnet` holding the
+same seeded weights, so every backend times the same computation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compofa.extras import require_torch
+from compofa.graphs.interface import LAYER_OUTPUT_NAME
+from compofa.space.family import Family
+from compofa.space.plan import plan_subnet
+
+if TYPE_CHECKING:
+    from compofa.graphs.onnx_graph import OnnxGraph, Weights
+    from compofa.graphs.seeded import SeededWeights
+    from compofa.lut.layers import Layer
+
+
+def layer_graph(layer: Layer, weights: Weights, width: float, batch: int = 1) -> OnnxGraph:
+    """The ONNX model of `layer` alone, with the arrays `weights` gives its parameters."""
+    from compofa.graphs.onnx_graph import build_layer_model
+
+    return build_layer_model(plan_subnet(layer.spec, width), weights, layer.index, batch, {"lut_key": layer.key})
+
+
+@dataclass
+class LayerSource:
+    """Single-layer networks for timing, as a device backend asks its source for networks.
+
+    Hands a backend what `compofa.sources.subnet.SubnetSource` hands it for a
+    subnet, for a `Layer` instead: a cached ONNX file, its input shape, the
+    output's name, or a PyTorch module. Weights are seeded
+    (`compofa.graphs.seeded.SeededWeights`, seed 0); files are cached by
+    everything that shapes them.
+    """
+
+    family: Family
+    width: float
+    cache_dir: str | os.PathLike[str] | None = None
+    _weights: SeededWeights | None = field(default=None, init=False, repr=False)
+    _modules: dict[Layer, Any] = field(default_factory=dict, init=False, repr=False)
+
+    output_name = LAYER_OUTPUT_NAME
+
+    @property
+    def weights(self) -> SeededWeights:
+        if self._weights is None:
+            from compofa.graphs.seeded import SeededWeights
+
+            self._weights = SeededWeights(self.family, self.width)
+        return self._weights
+
+    def onnx(self, layer: Layer, batch: int) -> Path:
+        """The ONNX file of `layer` at `batch` (written once, then cached)."""
+        from compofa.fileio import atomic_output
+        from compofa.graphs.cache import EXPORTER_VERSION, default_cache_dir
+
+        identity = f"{EXPORTER_VERSION}|{self.weights.fingerprint}|{batch}|{layer.resolution}|{layer.key}"
+        folder = Path(self.cache_dir or default_cache_dir()) / "layers"
+        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.onnx"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            graph = layer_graph(layer, self.weights, self.width, batch)
+            with atomic_output(path, "wb", durable=False) as handle:  # a cache: rebuilt if lost
+                graph.write(handle)
+        return path
+
+    def input_shape(self, layer: Layer, batch: int) -> tuple[int, ...]:
+        return (batch, *plan_subnet(layer.spec, self.width).layers[layer.index].input_shape)
+
+    def module(self, layer: Layer) -> Any:
+        """The layer as a PyTorch module in eval mode (for the torch and cuda backends; needs PyTorch).
+
+        Kept once built: every round asks again, and building means filling a whole
+        subnet's weights; the layers of a space together weigh about one subnet."""
+        if layer not in self._modules:
+            require_torch("timing a layer with PyTorch")
+            from compofa.supernet.fresh import subnet_with_weights
+            from compofa.supernet.network import layer_modules
+
+            subnet = subnet_with_weights(layer.spec, self.width, self.weights)
+            self._modules[layer] = layer_modules(subnet)[layer.index]
+        return self._modules[layer]
+
+    def describe(self) -> dict[str, Any]:
+        return {"layers_of": self.family.name, "width": self.width, "weights": self.weights.describe()}

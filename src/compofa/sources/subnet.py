@@ -1,0 +1,135 @@
+"""Where device backends get the networks they time.
+
+A `SubnetSource` stands for one supernet (space, width, checkpoint, kernel
+transform) and hands out what a backend needs for a subnet: an ONNX file (from
+the content-addressed export cache) or a PyTorch module. Without a checkpoint
+the weights are seeded numpy arrays (`compofa.graphs.seeded`) and torch is
+never imported; a checkpoint (a torch pickle) and PyTorch modules go through
+`compofa.supernet`, imported only then. Nothing is built before it is asked
+for, so a backend that needs no network (a lookup table) costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from compofa.extras import require_torch
+from compofa.graphs.interface import OUTPUT_NAME
+from compofa.space import SubnetSpec, get_space
+
+if TYPE_CHECKING:
+    from compofa.graphs.cache import NetworkWeights, OnnxExporter
+    from compofa.supernet.network import Subnet, Supernet
+
+
+@dataclass
+class SubnetSource:
+    """The supernet whose subnets are measured.
+
+    Attributes:
+        space: design space of the subnets.
+        width: width multiplier (default: the family's).
+        checkpoint: supernet weights; None for seeded random ones (latency only).
+        kernel_transform: None for the space's default.
+        cache_dir: export cache folder (default: see `compofa.graphs.cache.default_cache_dir`).
+    """
+
+    space: str
+    width: float | None = None
+    checkpoint: str | os.PathLike[str] | None = None
+    kernel_transform: bool | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    _weights: NetworkWeights | None = field(default=None, init=False, repr=False)
+    _supernet: Supernet | None = field(default=None, init=False, repr=False)
+    _exporters: dict[int, OnnxExporter] = field(default_factory=dict, init=False, repr=False)
+
+    #: Name of the output of the ONNX files `onnx` hands out.
+    output_name = OUTPUT_NAME
+
+    def __post_init__(self) -> None:
+        design = get_space(self.space)
+        if self.width is None:
+            self.width = design.family.default_width
+        design.family.check_width(self.width)  # before anything is created for a width with no supernet
+
+    @property
+    def _width(self) -> float:
+        assert self.width is not None, "__post_init__ sets the width"
+        return self.width
+
+    @property
+    def _transform(self) -> bool:
+        design = get_space(self.space)
+        return design.kernel_transform if self.kernel_transform is None else self.kernel_transform
+
+    def _checkpoint_supernet(self) -> Supernet:
+        """The checkpoint's supernet, read on first use (needs PyTorch)."""
+        assert self.checkpoint is not None, "only a checkpoint has a supernet; seeded weights need none"
+        if self._supernet is None:
+            require_torch("reading a checkpoint")
+            from compofa.supernet.export import load_or_build_supernet
+
+            self._supernet = load_or_build_supernet(self.space, self._width, self.checkpoint, self.kernel_transform)
+        return self._supernet
+
+    @property
+    def weights(self) -> NetworkWeights:
+        """What the ONNX files are written from: seeded arrays, or the checkpoint's supernet."""
+        if self._weights is None:
+            if self.checkpoint is None:
+                from compofa.graphs.seeded import SeededWeights
+
+                self._weights = SeededWeights(get_space(self.space).family, self._width)
+            else:
+                supernet = self._checkpoint_supernet()  # says in one line if torch is missing
+                from compofa.supernet.export import SupernetWeights
+
+                self._weights = SupernetWeights(supernet)
+        return self._weights
+
+    def onnx(self, spec: SubnetSpec, batch: int) -> Path:
+        """The ONNX file of `spec` at `batch` (exported once, then cached)."""
+        if batch not in self._exporters:
+            from compofa.graphs.cache import OnnxExporter
+
+            self._exporters[batch] = OnnxExporter(self.weights, batch, self.cache_dir)
+        return self._exporters[batch].path(spec)
+
+    def input_shape(self, spec: SubnetSpec, batch: int) -> tuple[int, ...]:
+        """The NCHW input shape of `spec`'s ONNX file at `batch`."""
+        return (batch, 3, spec.resolution, spec.resolution)
+
+    def module(self, spec: SubnetSpec) -> Subnet:
+        """`spec` as a standalone PyTorch module in eval mode, with the weights of its ONNX file (needs PyTorch)."""
+        if self.checkpoint is not None:
+            return self._checkpoint_supernet().subnet(spec).eval()
+        require_torch("a PyTorch module of a subnet")
+        from compofa.supernet.fresh import subnet_with_weights
+
+        return subnet_with_weights(spec, self._width, self.weights.subnet_weights(spec))
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies the measured networks (stored with every table run).
+
+        Latency does not depend on weight values, so describing the source
+        never reads a checkpoint: its weights' fingerprint is included once
+        something else has read it; seeded weights are named by their generator.
+        """
+        design = get_space(self.space)
+        description: dict[str, Any] = {
+            "space": self.space,
+            "family": design.family.name,
+            "width": self.width,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "kernel_transform": self._transform,
+        }
+        if self.checkpoint is None:
+            from compofa.graphs.seeded import SeededWeights
+
+            description["weights"] = SeededWeights(design.family, self._width).describe()
+        elif self._weights is not None:
+            description["weights"] = self._weights.fingerprint
+        return description
