@@ -176,3 +176,16 @@ def echo_rows(rows: Sequence[Sequence[str]], header: Sequence[str]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     for row in (header, *rows):
         click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """The device options of repeated ``-O NAME=VALUE`` flags."""
+    from compofa.devices.base import DeviceOptionError
+
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise DeviceOptionError(f"-O takes NAME=VALUE, got {pair!r}")
+        options[name] = value
+    return options

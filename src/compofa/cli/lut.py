@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, print_json
-from compofa.cli.profile import echo_stability, parse_options, progress_bar
+from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, parse_options, print_json
+from compofa.cli.profile import echo_stability, progress_bar
 from compofa.jobs.lutcheck import DEFAULT_CALIBRATION_SUBNETS
 from compofa.space import DEFAULT_SPACE
 

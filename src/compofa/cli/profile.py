@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
+from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list, parse_options
 from compofa.profiler import ProfileListener
 from compofa.space import DEFAULT_SPACE
 
@@ -18,18 +18,6 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from compofa.profiler import Progress as ProfileProgress
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict[str, str]:
-    from compofa.devices.base import DeviceOptionError
-
-    options = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise DeviceOptionError(f"-O takes NAME=VALUE, got {pair!r}")
-        options[name] = value
-    return options
 
 
 class _Bar(ProfileListener):

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from compofa.cli.common import echo_rows, parse_int_list, print_json
+from compofa.cli.common import echo_rows, parse_int_list, parse_options, print_json
 from compofa.errors import CompofaError
 from compofa.search.run import STRATEGIES
 from compofa.space import DEFAULT_SPACE, get_space
 
 if TYPE_CHECKING:
+    from compofa.profiler import ProfileListener
     from compofa.search.results import SearchReport
     from compofa.tables import Entry
 
@@ -81,7 +82,6 @@ def search_command(
 ) -> None:
     """Find the most accurate subnet of SPACE under each latency target."""
     from compofa.devices import Settings, get_backend
-    from compofa.profiler import ProfileConfig
     from compofa.search.latency import latency_source
     from compofa.search.predictor import accuracy_source
     from compofa.search.results import check_results_path, write_results
@@ -100,8 +100,6 @@ def search_command(
     elif resolutions is None:
         # measuring costs minutes per resolution; estimates are free
         resolutions = (224,) if kind == "device" else design.search_resolutions
-    from compofa.cli.profile import parse_options, progress_bar
-
     settings = Settings(batch or default_batch, precision, threads, parse_options(options))
     for value in resolutions:
         design.check_resolution(value)
@@ -117,11 +115,16 @@ def search_command(
     request = SearchRequest(space, width, parse_targets(targets), tuple(resolutions), strategy, rule, seed, evolution)
     if output:
         check_results_path(output)  # before any measuring
-    measuring = progress_bar(f"measuring {space} on {rest}", table, quiet or as_json, transient=True) \
-        if kind == "device" else nullcontext(None)
+    measuring: AbstractContextManager[ProfileListener[Any] | None] = nullcontext(None)
+    config = None
+    if kind == "device":  # the profiler and its progress bar load only when measuring
+        from compofa.cli.profile import progress_bar
+        from compofa.profiler import ProfileConfig
+
+        measuring = progress_bar(f"measuring {space} on {rest}", table, quiet or as_json, transient=True)
+        config = ProfileConfig(round_seconds=round_seconds)
     with measuring as listener:
-        latency = latency_source(latency_text, space, width, settings, table, device_id,
-                                 ProfileConfig(round_seconds=round_seconds), listener)
+        latency = latency_source(latency_text, space, width, settings, table, device_id, config, listener)
         report = search(request, accuracy, latency)
     if output:
         write_results(report, Path(output))

@@ -30,7 +30,7 @@ import numpy as np
 
 from compofa.errors import SpecError
 from compofa.graphs.onnx_graph import Parameter, Weights
-from compofa.space import Family, SubnetSpec, get_space
+from compofa.space import Family, SubnetSpec, get_family, get_space
 from compofa.space.plan import NetworkPlan, plan_subnet
 
 #: Bump whenever the arrays drawn for a name change (it is part of every fingerprint).
@@ -58,7 +58,8 @@ class SeededWeights:
         fingerprint: a hash of (seed, family, width, generator version): all that decides the arrays.
     """
 
-    def __init__(self, family: Family, width: float, seed: int = 0) -> None:
+    def __init__(self, family: Family | str, width: float, seed: int = 0) -> None:
+        family = get_family(family) if isinstance(family, str) else family
         family.check_width(width)
         self.family = family
         self.width = float(width)

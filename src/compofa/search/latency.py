@@ -22,13 +22,13 @@ from compofa.devices import DeviceUnavailableError, Settings, get_backend
 from compofa.errors import CompofaError
 from compofa.lut import LayerSumModel, LookupTable, LutError, MissingLayerError
 from compofa.lut.estimate import family_expand_ratios
-from compofa.profiler import ProfileConfig, ProfileListener
 from compofa.search.arrays import ArchBatch
 from compofa.space import get_space
 from compofa.space.cost import block_cost, network_cost
 from compofa.space.plan import NetworkPlan
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the profiler and the store load only for measured latency (table:, device:)
+    from compofa.profiler import ProfileConfig, ProfileListener
     from compofa.tables import LatencyTable
 
 
@@ -166,6 +166,8 @@ class TableLatency:
         self.space, self.width = space, width
         self.settings = settings or Settings()
         self.device = device
+        from compofa.profiler import ProfileConfig
+
         self.config, self.listener = config or ProfileConfig(), listener
         self.name = f"device:{device}" if device else f"table:{path}"
         self.stats = SourceStats()

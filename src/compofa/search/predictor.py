@@ -37,7 +37,6 @@ from compofa.fileio import atomic_output
 from compofa.search.arrays import ArchBatch
 from compofa.space import Family, SubnetSpec, get_family, get_space, list_families, parse_spec
 from compofa.space.registry import EXPANDS
-from compofa.tables.store import LatencyTable
 
 if TYPE_CHECKING:  # torch is needed to read, write and train predictors, never to predict
     import torch
@@ -632,6 +631,8 @@ class TableAccuracy:
         design = get_space(space)
         self.path, self.space, self.weights = Path(path), space, weights
         self.width = design.family.default_width if width is None else float(width)
+        from compofa.tables.store import LatencyTable  # the store loads only for measured accuracy
+
         with LatencyTable.open(self.path) as table:
             rows = table.accuracy.top1(space, self.width, weights)
         if not rows:
