@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -62,7 +62,7 @@ class CompofaGroup(click.Group):
             message = environment_message(error)
             if message is None:
                 raise_internal(error)
-            fail(message)  # type: ignore[arg-type]
+            fail(message)
         except Exception as error:  # noqa: BLE001 - a bug: still one line, with a way to see more
             raise_internal(error)
 
@@ -130,7 +130,11 @@ def interrupt_on_termination() -> None:
             signal.signal(number, interrupt)
 
 
-def raise_internal(error: Exception) -> None:
+class OptionError(CompofaError):
+    """A command-line value that cannot work as given; the message names the flag to change."""
+
+
+def raise_internal(error: Exception) -> NoReturn:
     """Report a bug in one line (the traceback with COMPOFA_DEBUG=1) and exit 1."""
     if os.environ.get("COMPOFA_DEBUG"):
         raise error
@@ -140,7 +144,7 @@ def raise_internal(error: Exception) -> None:
     sys.exit(1)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_USAGE)
 

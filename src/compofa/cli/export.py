@@ -60,7 +60,8 @@ def export_command(
     else:
         if target is not None:
             raise ExportError("--target goes with --result")
-        subnet = spec_argument(spec, space, resolution)  # type: ignore[arg-type]
+        assert spec is not None  # one of SPEC and --result, checked above
+        subnet = spec_argument(spec, space, resolution)
     path = export_subnet(subnet, output, width, checkpoint, batch, kernel_transform, method)
     size_mb = path.stat().st_size / 1e6
     shape = f"[{batch}, 3, {subnet.resolution}, {subnet.resolution}]"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from compofa.cli.common import CompofaGroup
-from compofa.errors import CompofaError
+from compofa.cli.common import CompofaGroup, OptionError
 from compofa.extras import require_torch
 from compofa.fileio import check_output_path
 from compofa.space import DEFAULT_SPACE
@@ -41,7 +40,7 @@ def train_command(
     with LatencyTable.open(table) as store:
         rows = store.accuracy.top1(space, width, weights)
     if len(rows) < 10:
-        raise CompofaError(f"table {table} has {len(rows)} {space} accuracy rows at width {width:g}; fitting a "
+        raise OptionError(f"table {table} has {len(rows)} {space} accuracy rows at width {width:g}; fitting a "
                            "predictor needs at least 10 (measure more with `compofa eval`)")
     predictor = train_predictor([parse_spec(text) for text in rows], list(rows.values()), epochs=epochs, seed=seed,
                                 validation_fraction=validation, fitted_width=width)

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from compofa.cli.common import echo_rows, parse_int_list, parse_options, print_json
-from compofa.errors import CompofaError
+from compofa.cli.common import OptionError, echo_rows, parse_int_list, parse_options, print_json
 from compofa.search.run import STRATEGIES
 from compofa.space import DEFAULT_SPACE, get_space
 
@@ -27,7 +26,7 @@ def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...
         entries = table.entries(kind=SUBNET)
     keys = [e.key for e in entries if e.key.space == space]
     if not keys:
-        raise CompofaError(f"table {path} has no {space} entries{_held(entries)}; {_how_to_measure(space, path)}")
+        raise OptionError(f"table {path} has no {space} entries{_held(entries)}; {_how_to_measure(space, path)}")
     return tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys}))
 
 
@@ -141,17 +140,17 @@ def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | 
         try:
             return float(bucket)
         except ValueError:
-            raise CompofaError(f"--bucket must be a width in ms or 'auto', got {bucket!r}") from None
+            raise OptionError(f"--bucket must be a width in ms or 'auto', got {bucket!r}") from None
     kind, _, rest = latency_text.partition(":")
     if kind not in ("table", "device"):
-        raise CompofaError("--bucket auto needs measured latency (table:PATH or device:NAME) to know the noise")
+        raise OptionError("--bucket auto needs measured latency (table:PATH or device:NAME) to know the noise")
     from compofa.tables import LatencyTable
     from compofa.tables.analysis import noise_floor
 
     with LatencyTable.open(rest if kind == "table" else table) as store:
         entries = store.entries()
     if not entries:
-        raise CompofaError("--bucket auto: the table has no entries yet to estimate its noise floor")
+        raise OptionError("--bucket auto: the table has no entries yet to estimate its noise floor")
     return noise_floor(entries).recommended_bucket_ms
 
 

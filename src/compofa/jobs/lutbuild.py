@@ -29,6 +29,12 @@ from compofa.sources.layers import LayerSource
 from compofa.space import get_space
 from compofa.tables.store import LAYER, Entry, EntryKey, LatencyTable, SetupKey, writing
 
+
+class LutBuildError(CompofaError):
+    """A lookup table that cannot be built as asked: a backend that cannot time layers alone, a folder
+    holding another family's or width's table, layers left unmeasured."""
+
+
 #: The store of a lookup table's measurements, inside its folder.
 STORE_NAME = "layers.db"
 #: Backends that can time a layer alone: they run what their source hands them (an ONNX file,
@@ -100,7 +106,7 @@ def check_folder(request: LutBuildRequest) -> None:
         if others:
             kind, space, width = others[0]
             what = space if kind == LAYER else f"{kind}s of {space}"
-            raise CompofaError(
+            raise LutBuildError(
                 f"{store} holds measurements of {what} width {width:g}, not {family.name} width {request.width:g}; "
                 "build into another folder (-o), or rerun with that space and width to resume"
             )
@@ -108,7 +114,7 @@ def check_folder(request: LutBuildRequest) -> None:
         try:
             LookupTable.read(request.folder).predictor(family, request.width)
         except CompofaError as error:
-            raise CompofaError(f"{request.folder} already holds lookup tables that do not fit: {error}; "
+            raise LutBuildError(f"{request.folder} already holds lookup tables that do not fit: {error}; "
                                "build into another folder (-o)") from None
 
 
@@ -129,7 +135,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener[Layer] | None 
     """Measure every distinct layer of the request's space into its folder; rerunning resumes."""
     listener = listener or ProfileListener[Layer]()
     if request.device not in LAYER_DEVICES:
-        raise CompofaError(
+        raise LutBuildError(
             f"compofa lut build times each layer alone, which the {request.device!r} backend cannot do; "
             f"use --device {', '.join(LAYER_DEVICES)}"
         )
@@ -155,7 +161,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener[Layer] | None 
             raise
     unfinished = [layer for layer in layers if keys.entry(layer) not in entries]
     if unfinished:  # the profiler finishes every layer or raises; this guards the table we write
-        raise CompofaError(
+        raise LutBuildError(
             f"{len(unfinished)} layers have no finished measurement (e.g. {unfinished[0].key}); "
             "rerun the same command to measure them"
         )
@@ -167,7 +173,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener[Layer] | None 
         }
         tables.append(LayerTable(resolution, measured, origin=f"{request.folder}/{resolution}_lookup_table.yaml"))
     if not tables:
-        raise CompofaError("no resolutions to build a lookup table for")
+        raise LutBuildError("no resolutions to build a lookup table for")
     summary.paths = write_lut(LookupTable(tables, str(request.folder)), request.folder)
     return summary
 

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -429,14 +429,14 @@ class EvolutionConfig:
         return int(round(self.mutate_ratio * self.population))
 
     @classmethod
-    def for_space(cls, space: str, **changes: object) -> EvolutionConfig:
+    def for_space(cls, space: str, **changes: Any) -> EvolutionConfig:
         """The paper's generations for `space`: 50 for fixed kernels and 300 for
         elastic kernels in a coupled space (CompOFA appendix A.4), else OFA's 500."""
         stages = get_space(space).stages
         generations = 500
         if any(stage.coupled for stage in stages):
             generations = 50 if all(len(stage.kernel_sizes) == 1 for stage in stages) else 300
-        return cls(**{"generations": generations, **changes})  # type: ignore[arg-type]
+        return cls(**{"generations": generations, **changes})
 
 
 @dataclass(frozen=True)

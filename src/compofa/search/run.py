@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -105,7 +105,7 @@ def _exhaustive(
                               "latency_ms": float(scored.latency.median[row])})
 
 
-def _result(scored: Scored, row: int, target: float, seconds: float, strategy: str, **extra: object) -> TargetResult:
+def _result(scored: Scored, row: int, target: float, seconds: float, strategy: str, **extra: Any) -> TargetResult:
     return TargetResult(
         target=target,
         spec=scored.batch.spec(row),
@@ -115,7 +115,7 @@ def _result(scored: Scored, row: int, target: float, seconds: float, strategy: s
         latency_ci_high_ms=float(scored.latency.ci_high[row]),
         seconds=seconds,
         strategy=strategy,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -523,7 +523,7 @@ class LatencyTable:
             return found
         with self.transaction() as cursor:
             cursor.execute("INSERT INTO devices (name, fingerprint) VALUES (?, ?)", (name, text))
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
+            return _inserted_id(cursor)
 
     def start_run(
         self, device_id: int, settings: dict[str, Any], source: dict[str, Any], fingerprint: dict[str, Any],
@@ -536,7 +536,7 @@ class LatencyTable:
                 (device_id, time.time(), os.uname().nodename if hasattr(os, "uname") else "", __version__, shard,
                  _dumps(settings), _dumps(source), _dumps(fingerprint)),
             )
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
+            return _inserted_id(cursor)
 
     def finish_run(self, run_id: int) -> None:
         with self.transaction() as cursor:
@@ -727,3 +727,11 @@ def writing(path: str | os.PathLike[str]) -> Iterator[LatencyTable]:
                 if table.created and not table.has_measurements():
                     table.discard()
             raise
+
+
+def _inserted_id(cursor: Any) -> int:
+    """The rowid of the row the cursor's INSERT just added (SQLite always sets it after one)."""
+    rowid = cursor.lastrowid
+    if rowid is None:
+        raise TableError("SQLite reported no row id for an insert")
+    return int(rowid)
