@@ -345,6 +345,12 @@ def test_old_layer_store_opens_reads_and_resumes(tmp_path: Path) -> None:
     with LatencyTable.open(merged) as table:
         assert {e.key for e in table.entries()} == {*keys, new}
         assert table.reference(table.devices()[0].id, setup) == (OLD_LAYER_KEYS[1], 0.5)
+    # an export names layers by family and key, with no OFA dict (a layer is no subnet)
+    assert run("table", "export", str(merged), "-o", str(tmp_path / "l.json")).exit_code == 0
+    records = json.loads((tmp_path / "l.json").read_text())
+    assert {(r["kind"], r["space"], r["ofa"]) for r in records} == {("layer", "mobilenetv3", None)}
+    assert run("table", "export", str(merged), "--format", "csv", "-o", str(tmp_path / "l.csv")).exit_code == 0
+    assert {r["ofa"] for r in csv.DictReader((tmp_path / "l.csv").open())} == {""}
 
 
 def test_export_json_and_csv(tmp_path: Path) -> None:
@@ -357,6 +363,7 @@ def test_export_json_and_csv(tmp_path: Path) -> None:
     for record in records:
         spec = parse_spec(record["spec"])
         assert record["ofa"] == spec.to_ofa_dict() and record["resolution"] == 160 and record["device"] == "fake"
+        assert record["kind"] == "subnet"
     assert run("table", "export", str(path), "--format", "csv", "-o", str(tmp_path / "e.csv")).exit_code == 0
     rows = list(csv.DictReader((tmp_path / "e.csv").open()))
     assert [r["spec"] for r in rows] == [r["spec"] for r in records]

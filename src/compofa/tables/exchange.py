@@ -11,27 +11,30 @@ from typing import Any
 
 from compofa.fileio import atomic_output
 from compofa.space import parse_spec
-from compofa.tables.store import Entry, TableError
+from compofa.tables.store import SUBNET, Entry, TableError
 
 EXPORT_FORMATS = ("json", "csv")
 #: Columns of an export, in order (a list of entries, one object or row each).
 EXPORT_FIELDS = (
     "space", "spec", "ofa", "resolution", "batch", "precision", "width", "device",
     "n", "median_ms", "ci_low_ms", "ci_high_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms",
-    "iqr_ms", "mad_ms", "min_ms", "max_ms", "raw_median_ms", "rounds", "stable", "reason",
+    "iqr_ms", "mad_ms", "min_ms", "max_ms", "raw_median_ms", "rounds", "stable", "reason", "kind",
 )
 
 
 def entry_record(entry: Entry) -> dict[str, Any]:
+    """One entry as an export row. A layer's `space` is its family, its `spec` the layer's lookup-table key,
+    and it has no OFA dict."""
     key = entry.key
+    ofa = parse_spec(key.spec).to_ofa_dict() if key.kind == SUBNET else None
     return {
-        "space": key.space, "spec": key.spec, "ofa": parse_spec(key.spec).to_ofa_dict(),
+        "space": key.space, "spec": key.spec, "ofa": ofa,
         "resolution": key.resolution, "batch": key.batch, "precision": key.precision, "width": key.width,
         "device": entry.device, "n": entry.n, "median_ms": entry.median_ms, "ci_low_ms": entry.ci_low_ms,
         "ci_high_ms": entry.ci_high_ms, "p10_ms": entry.p10_ms, "p90_ms": entry.p90_ms,
         "mean_ms": entry.mean_ms, "std_ms": entry.std_ms, "iqr_ms": entry.iqr_ms, "mad_ms": entry.mad_ms,
         "min_ms": entry.min_ms, "max_ms": entry.max_ms, "raw_median_ms": entry.raw_median_ms,
-        "rounds": entry.rounds, "stable": entry.stable, "reason": entry.reason,
+        "rounds": entry.rounds, "stable": entry.stable, "reason": entry.reason, "kind": key.kind,
     }
 
 
@@ -47,7 +50,8 @@ def export_entries(entries: Sequence[Entry], output: str | os.PathLike[str], fmt
         writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
         for record in records:
-            writer.writerow(record | {"ofa": json.dumps(record["ofa"], separators=(",", ":"))})
+            ofa = "" if record["ofa"] is None else json.dumps(record["ofa"], separators=(",", ":"))
+            writer.writerow(record | {"ofa": ofa})
         text = buffer.getvalue()
     with atomic_output(output, "w") as handle:
         handle.write(text)
