@@ -54,18 +54,18 @@ def subnet_with_weights(spec: SubnetSpec, width: float, weights: Weights) -> Sub
     gamma = math.sqrt(1.0 + plan.family.bn_eps)
     state: dict[str, torch.Tensor] = {}
     for parameter, weight, bias in network_parameters(plan, weights):
-        state[parameter.weight_key] = torch.from_numpy(weight)
+        state[parameter.weight_key] = torch.tensor(weight)  # a copy: the seeded arrays are shared and read-only
         if parameter.bn_key is not None and bias is not None:
             channels = parameter.shape[0]
             state |= {
                 f"{parameter.bn_key}.weight": torch.full((channels,), gamma),
-                f"{parameter.bn_key}.bias": torch.from_numpy(bias),
+                f"{parameter.bn_key}.bias": torch.tensor(bias),
                 f"{parameter.bn_key}.running_mean": torch.zeros(channels),
                 f"{parameter.bn_key}.running_var": torch.ones(channels),
                 f"{parameter.bn_key}.num_batches_tracked": torch.tensor(0),
             }
         elif parameter.bias_key is not None and bias is not None:
-            state[parameter.bias_key] = torch.from_numpy(bias)
+            state[parameter.bias_key] = torch.tensor(bias)
     module = Subnet(spec, width, device="meta")
     module.load_state_dict(state, assign=True)  # strict: the graph names every tensor the module has
     return module.eval()
