@@ -71,6 +71,12 @@ class Timing:
     ok: bool
 
 
+# What a user's machine does: Python writes each module's bytecode on first import and reads it after.
+# An environment that turns that off (PYTHONDONTWRITEBYTECODE) would time compiling compofa's sources
+# on every start instead, so the commands run without it.
+_ENVIRONMENT = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
 def _program() -> list[str]:
     script = Path(sys.executable).parent / "compofa"
     return [str(script)] if script.exists() else [sys.executable, "-m", "compofa"]
@@ -79,7 +85,8 @@ def _program() -> list[str]:
 def _run_once(command: list[str], cwd: Path) -> tuple[float, float, int]:
     """Wall seconds, peak resident memory (MB) and exit status of one fresh process."""
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=_ENVIRONMENT)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)  # already reaped: keep Popen from waiting again
@@ -88,7 +95,8 @@ def _run_once(command: list[str], cwd: Path) -> tuple[float, float, int]:
 
 def _imported(arguments: list[str], cwd: Path) -> list[str]:
     probe = _MODULES_PROBE.replace("{heavy}", repr(HEAVY))
-    done = subprocess.run([sys.executable, "-c", probe, *arguments], cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", probe, *arguments], cwd=cwd, capture_output=True, text=True,
+                          env=_ENVIRONMENT)
     marker = [line for line in done.stderr.splitlines() if line.startswith("MODULES ")]
     return json.loads(marker[-1][len("MODULES "):]) if marker else ["?"]
 
