@@ -351,6 +351,9 @@ def test_old_layer_store_opens_reads_and_resumes(tmp_path: Path) -> None:
     assert {(r["kind"], r["space"], r["ofa"]) for r in records} == {("layer", "mobilenetv3", None)}
     assert run("table", "export", str(merged), "--format", "csv", "-o", str(tmp_path / "l.csv")).exit_code == 0
     assert {r["ofa"] for r in csv.DictReader((tmp_path / "l.csv").open())} == {""}
+    # a lookup table cannot be validated against its own layers: only whole subnets count
+    checked = run("lut", "validate", "--lut", "note10", "--table", str(merged))
+    assert checked.exit_code == 2 and "no subnet entries" in checked.output and "Traceback" not in checked.output
 
 
 def test_export_json_and_csv(tmp_path: Path) -> None:

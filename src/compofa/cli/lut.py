@@ -82,11 +82,11 @@ def validate_command(
     """Compare a LUT's layer sums with the whole-network latencies measured in TABLE."""
     from compofa.jobs.lutcheck import validate_lut
     from compofa.lut import LookupTable
-    from compofa.tables import LatencyTable
+    from compofa.tables import SUBNET, LatencyTable
 
     lut = LookupTable.open(lut_source)
-    with LatencyTable.open(table) as store:
-        entries = store.entries(device_id=device_id, space=space)
+    with LatencyTable.open(table) as store:  # whole networks only: a LUT's own layers.db has layer rows
+        entries = store.entries(device_id=device_id, space=space, kind=SUBNET)
     result = validate_lut(lut, entries, calibrate, worst)
     if as_json:
         print_json(dataclasses.asdict(result))

@@ -130,7 +130,7 @@ def validate_lut(
     calibration; the calibrated figures cover the remaining subnets.
     """
     if not entries:
-        raise LutValidationError("the table has no entries to validate against; profile some first")
+        raise LutValidationError("the table has no subnet entries to validate against; profile some subnets into it first")
     devices = {e.device_id for e in entries}
     widths = {e.key.width for e in entries}
     families = {get_space(e.key.space).family.name for e in entries}
