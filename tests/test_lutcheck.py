@@ -86,7 +86,7 @@ def test_a_biased_device_is_fixed_by_calibration(tmp_path: Path) -> None:
 
 def test_what_cannot_be_validated(tmp_path: Path) -> None:
     lut = LookupTable.shipped("note10")
-    with pytest.raises(LutValidationError, match="no entries"):
+    with pytest.raises(LutValidationError, match="no subnet entries"):
         validate_lut(lut, [])
     low = profiled(tmp_path, "fake", 3, resolution=128, name="low.db")
     with LatencyTable.open(low) as store, pytest.raises(LutError, match="resolution"):
