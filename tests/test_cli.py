@@ -232,3 +232,31 @@ def test_export_unwritable_folder_reported(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == tmp_path else real_access(path, mode))
     assert_one_line_error(run("export", SMALL, "-o", str(tmp_path / "m.onnx")), "not writable")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "problem", "flag"), [
+    (("search", "--space", "compofa", "--latency", "lut:note10", "--target", ""), "no latency targets", "--target"),
+    (("search", "--space", "ofa-mbv3", "--latency", "lut:note10", "--target", "25", "--strategy", "exhaustive"),
+     "too large to search exhaustively", "--strategy"),
+    (("profile", "--shard", "3", "--table", "{tmp}/t.db"), "a shard must look like K/N", "--shard"),
+])
+def test_library_errors_get_the_flag_of_the_command_that_ran(tmp_path: Path, args: tuple[str, ...], problem: str,
+                                                             flag: str) -> None:
+    """Library errors state the problem and name the setting; the CLI adds the flag that changes it."""
+    result = run(*(arg.replace("{tmp}", str(tmp_path)) for arg in args))
+    assert_one_line_error(result, problem, f"(change {flag})")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_names_no_flag_the_command_lacks() -> None:
+    """The same setting names no flag where the command that ran has none for it."""
+    from compofa.cli.common import _flag_hint
+
+    @click.command()
+    @click.option("--target")
+    def command(target: str | None) -> None: ...
+
+    context = click.Context(command)
+    assert _flag_hint(context, ("target",)) == " (change --target)"
+    assert _flag_hint(context, ("strategy",)) == ""
+    assert _flag_hint(context, ()) == ""

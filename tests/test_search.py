@@ -227,7 +227,7 @@ def test_cli_search_writes_json_and_csv_that_export_reads(tmp_path: Path) -> Non
 def test_results_files_that_cannot_be_used(tmp_path: Path) -> None:
     output = tmp_path / "r.json"
     assert run("search", "--latency", "lut:note10", "--target", "20,25", "-o", str(output)).exit_code == 0
-    with pytest.raises(ResultsError, match="choose one with --target"):
+    with pytest.raises(ResultsError, match="choose one target"):
         read_result(output)
     with pytest.raises(ResultsError, match="no result for target 21.0"):
         read_result(output, 21.0)

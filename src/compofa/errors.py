@@ -9,7 +9,17 @@ from __future__ import annotations
 
 
 class CompofaError(Exception):
-    """Base class of every error the CLI reports as a one-line message."""
+    """Base class of every error the CLI reports as a one-line message.
+
+    The message states the problem in the library's terms. `option` names the
+    setting to change (a parameter name such as ``"device_id"``, or several):
+    the CLI adds the flag of the command that was run (``--device-id``), so
+    library code never speaks of command-line flags.
+    """
+
+    def __init__(self, *args: object, option: str | tuple[str, ...] | None = None) -> None:
+        super().__init__(*args)
+        self.option: tuple[str, ...] = (option,) if isinstance(option, str) else tuple(option or ())
 
 
 class SpecError(CompofaError, ValueError):

@@ -50,7 +50,7 @@ class CompofaGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CompofaError as error:
-            fail(str(error))
+            fail(str(error) + _flag_hint(ctx, getattr(error, "option", ())))
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
@@ -128,6 +128,20 @@ def interrupt_on_termination() -> None:
     for number in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(number) is signal.SIG_DFL:
             signal.signal(number, interrupt)
+
+
+def _flag_hint(ctx: click.Context, names: tuple[str, ...]) -> str:
+    """`` (change --flag)`` for the settings an error names, as flags of the command that ran ("" if none)."""
+    command = self_command = ctx.command
+    if isinstance(self_command, click.Group) and ctx.invoked_subcommand:
+        command = self_command.get_command(ctx, ctx.invoked_subcommand) or self_command
+    flags = []
+    for name in names:
+        for param in command.params:
+            if isinstance(param, click.Option) and (param.name == name or f"--{name.replace('_', '-')}" in param.opts):
+                flags.append(max(param.opts, key=len))
+                break
+    return f" (change {' or '.join(flags)})" if flags else ""
 
 
 class OptionError(CompofaError):

@@ -130,16 +130,17 @@ def validate_lut(
     calibration; the calibrated figures cover the remaining subnets.
     """
     if not entries:
-        raise LutValidationError("the table has no subnet entries to validate against; profile some subnets into it first")
+        raise LutValidationError(
+            "the table has no subnet entries to validate against; profile some subnets into it first")
     devices = {e.device_id for e in entries}
     widths = {e.key.width for e in entries}
     families = {get_space(e.key.space).family.name for e in entries}
     if len(devices) > 1:
-        raise LutValidationError(f"entries of {len(devices)} devices; choose one with --device-id")
+        raise LutValidationError(f"entries of {len(devices)} devices; choose one device", option="device_id")
     if len(widths) > 1 or len(families) > 1:
         raise LutValidationError(
-            f"entries of several widths {sorted(widths)} or families {sorted(families)}; "
-            "choose one with --space/--width"
+            f"entries of several widths {sorted(widths)} or families {sorted(families)}; choose one space and width",
+            option=("space", "width"),
         )
     width = widths.pop()
     missing = sorted({e.key.resolution for e in entries} - set(lut.resolutions))
@@ -159,7 +160,7 @@ def validate_lut(
         if len(entries) < calibrate + 2:
             raise LutValidationError(
                 f"{len(entries)} entries are too few to fit a calibration on {calibrate} and check it on the rest; "
-                "profile more subnets or pass --calibrate 0"
+                "profile more subnets or calibrate on none (0)", option="calibrate",
             )
         rows = calibration_rows(estimated, calibrate)
         calibration = fit_calibration(estimated, measured, names, rows)

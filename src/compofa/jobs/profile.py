@@ -41,9 +41,9 @@ class Shard:
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise SpecError(f"--shard must look like K/N (e.g. 1/4), got {text!r}") from None
+            raise SpecError(f"a shard must look like K/N (e.g. 1/4), got {text!r}", option="shard") from None
         if not 1 <= index <= count:
-            raise SpecError(f"--shard {text}: need 1 <= K <= N")
+            raise SpecError(f"shard {text}: need 1 <= K <= N", option="shard")
         return cls(index, count)
 
     def select(self, specs: Sequence[SubnetSpec]) -> list[SubnetSpec]:

@@ -109,7 +109,8 @@ def _gather(request: ReportRequest) -> tuple[list[TableSeries], list[LutSeries],
     tables = [s for path in request.tables for s in read_table_series(path, spaces, width)]
     luts = [read_lut_series(source, request.space, width) for source in request.luts]
     if not tables and not luts:
-        raise ReportError("nothing to report on: give a measured table (--table PATH) or a LUT (--lut note10)")
+        raise ReportError("nothing to report on: give a measured table or a lookup table (note10 ships)",
+                          option=("table", "lut"))
     return tables, luts, width
 
 

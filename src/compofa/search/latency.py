@@ -221,7 +221,7 @@ class TableLatency:
                 raise LatencySourceError(
                     f"table {self.path} has no entry for {spec} ({len(missing)} subnets missing); profile them with "
                     f"`compofa profile --space {self.space} --resolution {spec.resolution} --table {self.path}`, "
-                    "or search with --latency device:NAME to measure on demand"
+                    "or search with device:NAME latency to measure on demand", option="latency",
                 )
             self._measure(batch.take(np.array(missing)))
         values = np.array([self._memo[key] for key in keys], dtype=np.float64).reshape(len(keys), 3)

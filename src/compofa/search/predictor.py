@@ -639,7 +639,7 @@ class TableAccuracy:
             raise AccuracyError(
                 f"table {str(self.path)!r} holds no measured accuracy for space {space!r} at width {self.width:g}"
                 f"{f' with weights {weights!r}' if weights else ''}: measure them with `compofa eval`, "
-                "or use --accuracy predictor"
+                "or use the predictor", option="accuracy",
             )
         self._by_key = _accuracy_by_key(rows, space, self.path)
 

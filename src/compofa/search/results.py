@@ -150,7 +150,8 @@ def read_result(path: str | os.PathLike[str], target: float | str | None = None)
     given = [str(r.get("target") or r.get("target_ms")) for r in records]
     if target is None:
         if len(records) != 1:
-            raise ResultsError(f"{str(path)!r} has results for targets {', '.join(given)}; choose one with --target")
+            raise ResultsError(f"{str(path)!r} has results for targets {', '.join(given)}; choose one target",
+                               option="target")
         chosen = records[0]
     else:
         matching = [r for r in records if _matches(r, target)]

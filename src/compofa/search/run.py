@@ -61,7 +61,8 @@ def resolve_strategy(request: SearchRequest) -> str:
     if request.strategy == "auto":
         return "exhaustive" if enumerable else "evolution"
     if request.strategy == "exhaustive" and not enumerable:
-        raise SearchError(f"space {request.space!r} is too large to search exhaustively; use --strategy evolution")
+        raise SearchError(f"space {request.space!r} is too large to search exhaustively; search it by evolution",
+                          option="strategy")
     return request.strategy
 
 

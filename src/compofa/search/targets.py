@@ -110,5 +110,6 @@ def parse_targets(text: str) -> tuple[Target, ...]:
             ) from None
         targets.append(Target(value, relative))
     if not targets:
-        raise TargetError("--target is empty: give latencies (15,20) or percentages of the latency range (25%,50%)")
+        raise TargetError("no latency targets: give latencies (15,20) or percentages of the latency range (25%,50%)",
+                      option="target")
     return tuple(targets)

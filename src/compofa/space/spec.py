@@ -260,7 +260,7 @@ def _is_int(value: Any) -> bool:
 def _ofa_resolution(value: Any, default: int | None) -> int:
     if value is None:
         if default is None:
-            raise SpecError("OFA dict has no 'r' (resolution); give one, e.g. --resolution 224")
+            raise SpecError("OFA dict has no 'r' (resolution); give the resolution, e.g. 224", option="resolution")
         return default
     if isinstance(value, (list, tuple)):
         if len(value) != 1:

@@ -345,7 +345,7 @@ class LatencyTable:
             if not writable_place(target):
                 raise TableError(f"cannot create table {str(target)!r}: folder {str(folder)!r} is not writable")
         elif writable and not os.access(target, os.W_OK):
-            raise TableError(f"table {str(target)!r} is read-only; copy it or choose another --table")
+            raise TableError(f"table {str(target)!r} is read-only; copy it or write another table", option="table")
         elif writable and not writable_place(target):
             raise TableError(f"table {str(target)!r} cannot be written: its folder {str(folder)!r} is read-only "
                              "(a table being written keeps a lock and a -wal file beside it); copy it elsewhere")

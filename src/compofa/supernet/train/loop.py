@@ -105,7 +105,7 @@ def _teacher(request: TrainRequest, supernet: Supernet) -> nn.Module | None:
     source = request.teacher or request.init
     if source is None:
         raise TrainError(f"phase {request.phase.name!r} distills from the full network: give the teacher's "
-                         "checkpoint (--teacher), or --init to start from it")
+                         "checkpoint, or a checkpoint to start from", option=("teacher", "init"))
     teacher = Supernet(supernet.family, supernet.width, supernet.kernel_transform)
     load_state(teacher, read_checkpoint(source)[0])
     full = unconstrained_space(supernet.family).largest(max(request.phase.resolutions))
@@ -123,7 +123,7 @@ def _resume_state(path: Path, phase: Phase) -> dict[str, Any] | None:
     state = content["training"]
     if state.get("phase") != phase.to_dict():
         raise TrainError(f"{path} belongs to phase {state.get('phase', {}).get('name')!r} with other settings; "
-                         "give another --output folder for this phase")
+                         "write this phase to another folder", option="output")
     return content
 
 
@@ -135,7 +135,7 @@ def _read_training_checkpoint(path: Path) -> dict[str, Any]:
             f"cannot resume from {path}: unreadable ({type(error).__name__}); move it away to start over") from None
     state = content.get("training") if isinstance(content, dict) else None
     if not isinstance(state, dict) or "epochs_done" not in state or not isinstance(state.get("phase"), dict):
-        raise TrainError(f"{path} is not a training checkpoint; give another --output folder")
+        raise TrainError(f"{path} is not a training checkpoint; write the run to another folder", option="output")
     return content
 
 
@@ -174,7 +174,7 @@ def train_phase(
     optimizer = build_optimizer(supernet, phase, request.batch_size * ranks.world)
     mixed = device.type == "cuda" if request.mixed_precision is None else request.mixed_precision
     if mixed and device.type != "cuda":
-        raise TrainError("mixed precision needs a GPU (--device cuda)")
+        raise TrainError("mixed precision needs a GPU (device cuda)", option="device")
     scaler = torch.amp.GradScaler("cuda") if mixed else None
     log: list[dict[str, float]] = []
     start = 0

@@ -39,7 +39,7 @@ def load_schedule(text: str) -> tuple[Phase, ...]:
 def shortened(phases: Sequence[Phase], epochs: int) -> tuple[Phase, ...]:
     """Every phase cut to `epochs` (warm-up cut to fit): a quick try of a whole schedule."""
     if epochs < 1:
-        raise PhaseConfigError(f"--epochs must be at least 1, got {epochs}")
+        raise PhaseConfigError(f"epochs must be at least 1, got {epochs}", option="epochs")
     return tuple(dataclasses.replace(p, epochs=epochs, warmup_epochs=min(p.warmup_epochs, epochs - 1)) for p in phases)
 
 
@@ -94,7 +94,7 @@ def run_schedule(
         if request.only is None or phase.name == request.only:
             if phase.distill > 0 and teacher is None:
                 raise TrainError(f"phase {phase.name!r} distils from the full network, but the schedule has no "
-                                 "teacher phase before it: give --teacher")
+                                 "teacher phase before it: give a teacher checkpoint", option="teacher")
             if request.only is not None and index > 0 and init is None:
                 raise TrainError(f"phase {phase.name!r} starts from {phases[index - 1].name!r}, which has not "
                                  f"finished in {request.run}: run it first, or give --init")
