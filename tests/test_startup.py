@@ -169,6 +169,29 @@ def test_main_job_runs_without_torch(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "index.html").stat().st_size > 0
 
 
+def test_every_onnx_runtime_path_runs_without_torch(tmp_path: Path) -> None:
+    """`lut build`, `lut validate` and a search that measures on demand (`device:onnxruntime`), short settings,
+    in a process where torch cannot be imported."""
+    lut, measured, memo = tmp_path / "lut", str(tmp_path / "latency.db"), str(tmp_path / "memo.db")
+    quick = ["--max-rounds", "3", "--round-seconds", "0.02"]  # lut build measures each layer 3 rounds at least
+    commands = [
+        ["lut", "build", "--space", "compofa", "--device", "onnxruntime", "--resolution", "160", *quick,
+         "--target-ci", "0.5", "-o", str(lut), "--quiet"],
+        ["profile", "--space", "compofa", "--device", "onnxruntime", "--resolution", "160", "--table", measured,
+         "--limit", "4", "--min-rounds", "2", *quick, "--quiet"],
+        ["lut", "validate", "--lut", str(lut), "--table", measured, "--calibrate", "0"],
+        ["search", "--space", "compofa", "--latency", "device:onnxruntime", "--resolution", "160", "--table", memo,
+         "--strategy", "evolution", "--population", "4", "--generations", "1", "--round-seconds", "0.02",
+         "--target", "1000", "--quiet"],
+    ]
+    reports = probe(commands, hide_torch=True, cwd=tmp_path)
+    for report in reports:
+        assert report["exit_code"] == 0, _explain(report)
+        assert "torch" not in report["loaded"]
+    assert (lut / "160_lookup_table.yaml").stat().st_size > 0
+    assert "1000" in reports[3]["stdout"] and "compofa-r160-" in reports[3]["stdout"]
+
+
 SMALL = "compofa-r224-k33e33_k55e33_k33e33_k33e33_k55e33"
 #: Commands that need torch, and what their one line must say besides the install hint.
 TORCH_COMMANDS = {

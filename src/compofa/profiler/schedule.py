@@ -94,17 +94,20 @@ class ProfileConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.target_ci < 1:
-            raise ProfileConfigError(f"target CI must be a fraction in (0, 1), got {self.target_ci}")
+            raise ProfileConfigError(f"target CI must be a fraction in (0, 1), got {self.target_ci}",
+                                     option="target_ci")
         for name in ("round_seconds", "budget_seconds", "drift_threshold"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ProfileConfigError(f"{name.replace('_', ' ')} must be a positive number, got {value}")
+                raise ProfileConfigError(f"{name.replace('_', ' ')} must be a positive number, got {value}",
+                                         option=name)
         for name in ("ci_floor_ms", "warmup_tolerance"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ProfileConfigError(f"{name.replace('_', ' ')} must be a number >= 0, got {value}")
+                raise ProfileConfigError(f"{name.replace('_', ' ')} must be a number >= 0, got {value}", option=name)
         if not 1 <= self.min_rounds <= self.max_rounds:
-            raise ProfileConfigError(f"need 1 <= min_rounds <= max_rounds, got {self.min_rounds}, {self.max_rounds}")
+            raise ProfileConfigError(f"need 1 <= min rounds <= max rounds, got {self.min_rounds} and {self.max_rounds}",
+                                     option=("min_rounds", "max_rounds"))
         if not 1 <= self.min_samples <= self.max_samples:
             raise ProfileConfigError("need 1 <= min_samples <= max_samples")
         if self.warmup_chunk < 1 or self.max_warmup < self.warmup_chunk:
