@@ -200,7 +200,7 @@ def test_deterministic_device_needs_one_sample() -> None:
 
 def test_bad_configs_are_refused() -> None:
     """Settings that cannot work are one-line errors."""
-    with pytest.raises(ProfileConfigError, match="min_rounds"):
+    with pytest.raises(ProfileConfigError, match="min rounds <= max rounds"):
         ProfileConfig(min_rounds=5, max_rounds=3)
     with pytest.raises(ProfileConfigError, match="target CI"):
         ProfileConfig(target_ci=0)
