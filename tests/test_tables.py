@@ -11,13 +11,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from cli_helpers import run
+from cli_helpers import assert_one_line_error, run
 from fake_device import true_latency_ms
 
 from compofa.devices.base import Settings
 from compofa.sources.subnet import SubnetSource
 from compofa.jobs.measure import split_by_entry
 from compofa.jobs.merge import merge_tables
+from compofa.errors import SpecError
 from compofa.jobs.profile import ProfileRequest, Shard, profile_space
 from compofa.profiler import Measurement, ProfileConfig, RoundRecord
 from compofa.space import get_space, parse_spec
@@ -180,6 +181,59 @@ def test_shards_merge_into_the_whole(tmp_path: Path) -> None:
         assert len(table.entries()) == 12 and len(table.devices()) == 1
     again = merge_tables(merged, paths[:1])
     assert again.conflicts == 4 and again.entries == 0
+
+
+SLURM = {"SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_COUNT": "4"}
+
+
+@pytest.mark.parametrize(("text", "environment", "shard"), [
+    ("auto", {**SLURM, "SLURM_ARRAY_TASK_ID": "0"}, Shard(1, 4)),
+    ("auto", {**SLURM, "SLURM_ARRAY_TASK_ID": "3"}, Shard(4, 4)),
+    ("auto/4", {**SLURM, "SLURM_ARRAY_TASK_ID": "2"}, Shard(3, 4)),
+    # --array=1-9:2 -> tasks 1, 3, 5, 7, 9
+    ("auto", {"SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "5", "SLURM_ARRAY_TASK_STEP": "2",
+              "SLURM_ARRAY_TASK_ID": "7"}, Shard(4, 5)),
+    ("auto/3", {"JOB_COMPLETION_INDEX": "0"}, Shard(1, 3)),
+    ("auto/3", {"JOB_COMPLETION_INDEX": "2"}, Shard(3, 3)),
+    ("2/5", {"JOB_COMPLETION_INDEX": "0"}, Shard(2, 5)),  # an explicit shard wins over the scheduler's
+])
+def test_shard_auto_reads_the_scheduler(text: str, environment: dict[str, str], shard: Shard) -> None:
+    """`--shard auto` takes the shard of a Slurm array task or (with its count) a Kubernetes Indexed Job pod."""
+    assert Shard.parse(text, environment) == shard
+
+
+@pytest.mark.parametrize(("text", "environment", "says"), [
+    ("auto", {}, "no cluster scheduler gave this task a shard"),
+    ("auto", {"JOB_COMPLETION_INDEX": "1"}, "give the shard as auto/N"),
+    ("auto/2", {"JOB_COMPLETION_INDEX": "2"}, "not below the 2 completions"),
+    ("auto/2", {"JOB_COMPLETION_INDEX": "-1"}, "JOB_COMPLETION_INDEX must be a whole number"),
+    ("auto", {"SLURM_ARRAY_TASK_ID": "3"}, "SLURM_ARRAY_TASK_MIN must be a whole number"),
+    ("auto", {**SLURM, "SLURM_ARRAY_TASK_ID": "4"}, "submit the array as a range"),
+    ("auto/5", {**SLURM, "SLURM_ARRAY_TASK_ID": "1"}, "has 4 tasks, not 5"),
+    ("auto/0", {}, "must be a whole number >= 1"),
+    ("auto/x", {}, "must be a whole number >= 1"),
+])
+def test_shard_auto_refuses_what_the_scheduler_does_not_say(text: str, environment: dict[str, str],
+                                                            says: str) -> None:
+    with pytest.raises(SpecError, match=says):
+        Shard.parse(text, environment)
+
+
+def test_profile_shard_auto_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command reads the scheduler's variables; without them it refuses in one line and creates nothing."""
+    path = tmp_path / "t.db"
+    for name in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"):
+        monkeypatch.delenv(name, raising=False)
+    refused = run("profile", "--space", "compofa", "--device", "lut:note10", "--shard", "auto", "--table", str(path))
+    assert_one_line_error(refused, "no cluster scheduler", "(change --shard)")
+    assert not path.exists()
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    done = run("profile", "--space", "compofa", "--device", "lut:note10", "--shard", "auto/3", "--table", str(path),
+               "--quiet")
+    assert done.exit_code == 0, done.output
+    with LatencyTable.open(path) as table:
+        shards = table.connection.execute("SELECT shard FROM runs").fetchall()
+        assert len(table.entries()) == 81 and shards == [("3/3",)]
 
 
 def test_merge_refuses_other_setups_and_leaves_output(tmp_path: Path) -> None:

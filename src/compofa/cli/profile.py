@@ -106,7 +106,8 @@ def _duration(seconds: float) -> str:
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(), help="Table file to fill.")
 @click.option("--width", type=float, help="Width multiplier (default: the family's).")
 @click.option("--checkpoint", type=click.Path(), help="Supernet weights (latency does not depend on them).")
-@click.option("--shard", help="Profile only part K of N (K/N) of the subnets; merge the tables afterwards.")
+@click.option("--shard", help="Profile only part K of N (K/N) of the subnets; merge the tables afterwards. "
+              "auto: the part a Slurm job array or (auto/N) a Kubernetes Indexed Job gives this task.")
 @click.option("--limit", type=click.IntRange(min=1), help="Profile only the first N subnets (a quick try).")
 @click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
 @click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),

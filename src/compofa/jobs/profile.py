@@ -16,7 +16,8 @@ first, by the next run.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,16 @@ from compofa.space import DesignSpace, SubnetSpec, get_space, parse_spec
 from compofa.tables.store import EntryKey, LatencyTable, SetupKey, writing
 
 
+def _shard_number(text: str, name: str, minimum: int = 0) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise SpecError(f"{name} must be a whole number >= {minimum}, got {text!r}", option="shard")
+    return value
+
+
 @dataclass(frozen=True)
 class Shard:
     """Part `index` (1-based) of `count`: every count-th subnet of the sorted list."""
@@ -37,14 +48,58 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> Shard:
+    def parse(cls, text: str, environment: Mapping[str, str] | None = None) -> Shard:
+        """``K/N``; or ``auto`` (``auto/N``), the shard the cluster scheduler gave this task (`from_scheduler`)."""
+        if text == "auto" or text.startswith("auto/"):
+            count = None
+            if text != "auto":
+                count = _shard_number(text.partition("/")[2], f"the count of shard {text!r}", minimum=1)
+            return cls.from_scheduler(os.environ if environment is None else environment, count)
         try:
             index, count = (int(part) for part in text.split("/"))
         except ValueError:
-            raise SpecError(f"a shard must look like K/N (e.g. 1/4), got {text!r}", option="shard") from None
+            raise SpecError(f"a shard must look like K/N (e.g. 1/4) or auto, got {text!r}", option="shard") from None
         if not 1 <= index <= count:
             raise SpecError(f"shard {text}: need 1 <= K <= N", option="shard")
         return cls(index, count)
+
+    @classmethod
+    def from_scheduler(cls, environment: Mapping[str, str], count: int | None = None) -> Shard:
+        """This task's shard, from the variables a cluster scheduler sets for it.
+
+        - A Slurm job array: ``SLURM_ARRAY_TASK_ID`` among ``SLURM_ARRAY_TASK_COUNT``
+          tasks numbered from ``SLURM_ARRAY_TASK_MIN`` in steps of
+          ``SLURM_ARRAY_TASK_STEP`` (1 if unset): ``--array=0-7`` makes shards 1/8 to 8/8.
+        - A Kubernetes Indexed Job: ``JOB_COMPLETION_INDEX`` (0-based) of `count`
+          completions; the pod does not see the count, so it must be given.
+
+        `count`, when given with Slurm, must agree with the array's.
+        """
+        if "SLURM_ARRAY_TASK_ID" in environment:
+            task = _shard_number(environment["SLURM_ARRAY_TASK_ID"], "SLURM_ARRAY_TASK_ID")
+            first = _shard_number(environment.get("SLURM_ARRAY_TASK_MIN", ""), "SLURM_ARRAY_TASK_MIN")
+            tasks = _shard_number(environment.get("SLURM_ARRAY_TASK_COUNT", ""), "SLURM_ARRAY_TASK_COUNT", 1)
+            step = _shard_number(environment.get("SLURM_ARRAY_TASK_STEP", "1"), "SLURM_ARRAY_TASK_STEP", 1)
+            offset, off_step = divmod(task - first, step)
+            if off_step or not 0 <= offset < tasks:
+                # an array given as a list (--array=1,4,9) has no arithmetic numbering to shard by
+                raise SpecError(f"Slurm array task {task} is not one of {tasks} tasks from {first} in steps of {step}; "
+                                "submit the array as a range (--array=0-N)", option="shard")
+            if count is not None and count != tasks:
+                raise SpecError(f"the Slurm array has {tasks} tasks, not {count}", option="shard")
+            return cls(offset + 1, tasks)
+        if "JOB_COMPLETION_INDEX" in environment:
+            index = _shard_number(environment["JOB_COMPLETION_INDEX"], "JOB_COMPLETION_INDEX")
+            if count is None:
+                raise SpecError("a Kubernetes Indexed Job does not tell its pods how many there are: "
+                                "give the shard as auto/N with N the job's completions", option="shard")
+            if not index < count:
+                raise SpecError(f"JOB_COMPLETION_INDEX {index} is not below the {count} completions given",
+                                option="shard")
+            return cls(index + 1, count)
+        raise SpecError("no cluster scheduler gave this task a shard (neither SLURM_ARRAY_TASK_ID of a Slurm job "
+                        "array nor JOB_COMPLETION_INDEX of a Kubernetes Indexed Job is set); give the shard as K/N",
+                        option="shard")
 
     def select(self, specs: Sequence[SubnetSpec]) -> list[SubnetSpec]:
         ordered = sorted(specs, key=lambda spec: (spec.resolution, str(spec)))
