@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +88,40 @@ def test_predictor_train_fits_the_rows_and_search_uses_it(tmp_path: Path) -> Non
     assert searched.exit_code == 0, searched.output
     assert_one_line_error(run("predictor", "train", "--table", str(table), "--width", "1.0", "-o",
                               str(tmp_path / "q.pth")), "has 0 compofa accuracy rows at width 1", "compofa eval")
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None,
+                    reason="torchrun is not installed beside this Python")
+def test_eval_under_torchrun_splits_the_subnets_and_one_process_writes(setup: tuple[Path, Path],
+                                                                        tmp_path: Path) -> None:
+    """Two gloo processes share 5 subnets (3 and 2); the first alone writes the table, and the rows equal a
+    single process's evaluation of the same subnets; a rerun finds them all there."""
+    data, weights = setup
+    table, alone = tmp_path / "acc.db", tmp_path / "alone.db"
+    args = ["eval", "--checkpoint", str(weights), "--space", "compofa", "--data", str(data), "--resolution", "128",
+            "--sample", "5", "--calibration-images", "16", "--batch-size", "32", "--workers", "0", "--quiet"]
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
+                "compofa"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*torchrun, *args, "--table", str(table)], capture_output=True, text=True, timeout=600,
+                          env=environment)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("evaluated 5 subnets") == 1, done.stdout  # the first process speaks for both
+    assert run(*args, "--table", str(alone)).exit_code == 0
+    with LatencyTable.open(table) as split, LatencyTable.open(alone) as single:
+        assert split.accuracies("compofa", 1.0) == pytest.approx(single.accuracies("compofa", 1.0))
+        assert len(split.accuracies("compofa", 1.0)) == 5
+    again = subprocess.run([*torchrun, *args, "--table", str(table)], capture_output=True, text=True, timeout=600,
+                           env=environment)
+    assert again.returncode == 0 and again.stdout.count("all 5 subnets already evaluated") == 1, again.stdout
+
+
+def test_the_ranks_share_the_subnets_in_rounds() -> None:
+    """Round k gives rank r subnet k * world + r: disjoint shares that cover everything, the last round padded."""
+    from compofa.jobs.evaluate import _share
+    from compofa.supernet.train.distributed import Ranks
+
+    specs = list(get_space("compofa").enumerate([128]))[:5]
+    shares = [_share(specs, Ranks(rank, 2, rank)) for rank in (0, 1)]
+    assert shares == [[specs[0], specs[2], specs[4]], [specs[1], specs[3], None]]
+    assert _share(specs, Ranks()) == specs and _share([], Ranks(1, 3, 1)) == []

@@ -141,7 +141,9 @@ def eval_command(
                           workers, device, seed)
     columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=quiet, transient=True) as progress:
+    # under torchrun the first process speaks for all (it alone writes the table)
+    follower = int(os.environ.get("RANK", "0")) != 0
+    with Progress(*columns, console=Console(stderr=True), disable=quiet or follower, transient=True) as progress:
         task = progress.add_task("", total=None, last="")
 
         def on_done(result: Any, done: int, total: int) -> None:
@@ -153,6 +155,8 @@ def eval_command(
             progress.stop()
             click.echo(f"interrupted: every finished subnet is saved in {table}; rerun to continue", err=True)
             sys.exit(EXIT_INTERRUPTED)
+    if follower:
+        return
     skipped = len(specs) - len(results)
     if results:
         best = max(results, key=lambda r: r.top1)

@@ -8,6 +8,13 @@ same every time. Each result is committed to the table's accuracy rows
 (`compofa.tables.accuracy`) the moment it exists (`compofa search --accuracy
 table:PATH` reads them); rerunning skips the subnets the table already has for
 these weights.
+
+Under ``torchrun`` the subnets are split over the ranks (a subnet takes minutes
+on ImageNet; the space has 243 at each resolution). Only the first rank opens
+the table, as its one writer for the whole run; it hands out what the table
+lacks, and the ranks evaluate in rounds of one subnet each, after which every
+rank's result reaches the first, which commits them. An interruption loses at
+most the round in flight.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from compofa.space import SubnetSpec, get_space
 from compofa.supernet.bn import recalibrate_batchnorm
 from compofa.supernet.checkpoint import load_supernet
 from compofa.supernet.train.data import batches, check_dataset, eval_transform, image_folder
-from compofa.supernet.train.distributed import device_for
+from compofa.supernet.train.distributed import Ranks, device_for, join
 from compofa.tables.store import writing
 
 #: Training images BatchNorm statistics are re-estimated on (OFA's default subset size).
@@ -88,33 +95,76 @@ class _Images:
 def evaluate_subnets(
     request: EvalRequest, on_done: Callable[[SubnetAccuracy, int, int], None] | None = None,
 ) -> list[SubnetAccuracy]:
-    """Evaluate every spec the table lacks for these weights; returns those evaluated now."""
+    """Evaluate every spec the table lacks for these weights; returns those evaluated now.
+
+    Under torchrun every rank calls this; the first returns (and reports through
+    `on_done`) every result of the run, the others an empty list.
+    """
     check_dataset(request.data)
     design = get_space(request.space)
+    ranks = join(request.device)
     # refuses another family, a space the weights were not trained on, and names a misfit
     supernet = load_supernet(request.checkpoint, design.family, space=request.space)
     weights = weights_id(request.checkpoint)
-    device = device_for(request.device)
+    device = device_for(request.device, ranks)
+    settings = {"calibration_images": request.calibration_images, "seed": request.seed, "data": str(request.data)}
+    images = _Images(request)
+
+    def evaluate(spec: SubnetSpec) -> SubnetAccuracy:
+        subnet = supernet.subnet(spec).to(device)
+        calibration_set, val = images.at(spec.resolution)
+        loader = _loader(calibration_set, request.batch_size, request.workers)
+        recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in batches(loader)))
+        return _score(subnet.eval(), spec, val, request, device)
+
+    if not ranks.leader:
+        for spec in _share(_todo_from_leader(None, ranks), ranks):
+            _send_to_leader(evaluate(spec) if spec is not None else None, ranks)
+        return []
+    results: list[SubnetAccuracy] = []
     with writing(request.table) as table:  # its writer for the whole run: nothing else interleaves
         rows = table.accuracy
         done = set(rows.top1(request.space, supernet.width, weights))
-        todo = [spec for spec in request.specs if str(spec) not in done]
-        results = []
-        images = _Images(request)
-        for index, spec in enumerate(todo):
-            subnet = supernet.subnet(spec).to(device)
-            calibration_set, val = images.at(spec.resolution)
-            loader = _loader(calibration_set, request.batch_size, request.workers)
-            recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in batches(loader)))
-            result = _score(subnet.eval(), spec, val, request, device)
-            rows.put(request.space, supernet.width, str(spec), spec.resolution, weights, result.top1, result.top5,
-                     result.images, {"calibration_images": request.calibration_images, "seed": request.seed,
-                                     "data": str(request.data)})
-            table.checkpoint()
-            results.append(result)
-            if on_done is not None:
-                on_done(result, index + 1, len(todo))
+        todo = _todo_from_leader([spec for spec in request.specs if str(spec) not in done], ranks)
+        for spec in _share(todo, ranks):
+            for result in _send_to_leader(evaluate(spec) if spec is not None else None, ranks):
+                rows.put(request.space, supernet.width, str(result.spec), result.spec.resolution, weights,
+                         result.top1, result.top5, result.images, settings)
+                table.checkpoint()
+                results.append(result)
+                if on_done is not None:
+                    on_done(result, len(results), len(todo))
     return results
+
+
+def _todo_from_leader(todo: list[SubnetSpec] | None, ranks: Ranks) -> list[SubnetSpec]:
+    """The leader's list of what the table lacks, on every rank."""
+    if not ranks.distributed:
+        return todo or []
+    import torch.distributed as dist
+
+    shared: list[Any] = [todo]
+    dist.broadcast_object_list(shared, src=0)
+    return list(shared[0])
+
+
+def _share(todo: Sequence[SubnetSpec], ranks: Ranks) -> list[SubnetSpec | None]:
+    """This rank's subnet of each round (None where the last round has none for it): round k gives rank r
+    the subnet k * world + r, so the ranks finish together and each round's results can be committed."""
+    rounds = -(-len(todo) // ranks.world)
+    return [todo[k * ranks.world + ranks.rank] if k * ranks.world + ranks.rank < len(todo) else None
+            for k in range(rounds)]
+
+
+def _send_to_leader(result: SubnetAccuracy | None, ranks: Ranks) -> list[SubnetAccuracy]:
+    """Every rank's result of this round, in rank order, on the leader (an empty list elsewhere)."""
+    if not ranks.distributed:
+        return [result] if result is not None else []
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * ranks.world if ranks.leader else []
+    dist.gather_object(result, gathered if ranks.leader else None, dst=0)
+    return [item for item in gathered if item is not None]
 
 
 def _score(
