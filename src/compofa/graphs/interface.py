@@ -5,6 +5,14 @@ the input and output names and opset of every ONNX model, the export routes and
 the file types.
 """
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from compofa.errors import ExportError
+from compofa.fileio import check_output_path
+
 #: ONNX opset of the graphs: 14 is the first with HardSwish; 17 is widely
 #: supported by ONNX Runtime and TensorRT.
 OPSET = 17
@@ -20,3 +28,14 @@ LAYER_OUTPUT_NAME = "output"
 METHODS = ("graph", "torch")
 #: Export file types by suffix.
 SUFFIXES = {".onnx": "ONNX", ".pt": "PyTorch", ".pth": "PyTorch"}
+
+
+def check_export_target(output: str | os.PathLike[str], method: str) -> str:
+    """The suffix of an export's file, once its type, route and path are known to work (before any work)."""
+    suffix = Path(output).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ExportError(f"export to a .onnx (ONNX) or .pt/.pth (PyTorch) file, not {Path(output).name!r}")
+    if method not in METHODS:
+        raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
+    check_output_path(output)
+    return suffix

@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compofa.errors import ExportError
 from compofa.extras import require_torch
-from compofa.graphs.interface import METHODS, SUFFIXES
+from compofa.graphs.interface import check_export_target
 
 if TYPE_CHECKING:
     from compofa.space import SubnetSpec
@@ -34,15 +33,9 @@ def export_subnet(
     Without `checkpoint` the weights are seeded (`compofa.graphs.seeded`):
     right for latency, meaningless for accuracy.
     """
-    from compofa.fileio import check_output_path
     from compofa.space import get_space
 
-    suffix = Path(output).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ExportError(f"export to a .onnx (ONNX) or .pt/.pth (PyTorch) file, not {Path(output).name!r}")
-    if method not in METHODS:
-        raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
-    check_output_path(output)
+    suffix = check_export_target(output, method)
     if checkpoint is None and suffix == ".onnx" and method == "graph":
         from compofa.graphs.cache import write_graph
         from compofa.graphs.seeded import SeededWeights

@@ -25,7 +25,7 @@ import torch
 from compofa.errors import ExportError
 from compofa.fileio import atomic_output, check_output_path
 from compofa.graphs.cache import export_metadata, write_graph
-from compofa.graphs.interface import INPUT_NAME, METHODS, OPSET, OUTPUT_NAME, SUFFIXES
+from compofa.graphs.interface import INPUT_NAME, METHODS, OPSET, OUTPUT_NAME, check_export_target
 from compofa.graphs.onnx_graph import StateDictWeights, Weights
 from compofa.graphs.seeded import SeededWeights
 from compofa.space import SubnetSpec, format_spec, get_space
@@ -176,12 +176,7 @@ def export_subnet(
     Without `checkpoint` the weights are seeded (`compofa.graphs.seeded`), the
     same whatever the route or file type.
     """
-    suffix = Path(output).suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ExportError(f"export to a .onnx (ONNX) or .pt/.pth (PyTorch) file, not {Path(output).name!r}")
-    if method not in METHODS:
-        raise ExportError(f"unknown export method {method!r}; choose one of {', '.join(METHODS)}")
-    check_output_path(output)
+    suffix = check_export_target(output, method)
     design = get_space(spec.space)
     transform = design.kernel_transform if kernel_transform is None else kernel_transform
     if checkpoint is not None:
