@@ -24,6 +24,8 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("sources",),
     ("devices",),
     ("profiler",),
+    ("agent",),
+    ("remote",),
     ("tables",),
     ("jobs",),
     ("search",),
@@ -36,6 +38,8 @@ FLOOR_OF = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 NEVER = {
     "devices": ("supernet", "graphs", "sources"),
     "profiler": ("supernet",),
+    "agent": ("supernet",),
+    "remote": ("supernet",),
     "tables": ("supernet", "devices"),
     "search": ("supernet",),
     "report": ("supernet",),

@@ -26,7 +26,10 @@ COMMANDS: dict[str, LazyCommand] = {
     "export": LazyCommand("compofa.cli.export:export_command",
                           'Export subnet SPEC as ONNX (input "input" NCHW float32, output "logits") or PyTorch.'),
     "devices": LazyCommand("compofa.cli.devices:devices_command",
-                           "List the device backends, whether each is available here, and why not."),
+                           "List the device backends, whether each is available here (or on ssh://HOST), and why "
+                           "not."),
+    "agent": LazyCommand("compofa.cli.devices:agent_command",
+                         "Serve this machine's device backends to a compofa host over stdin and stdout."),
     "profile": LazyCommand("compofa.cli.profile:profile_command",
                            "Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes."),
     "table": LazyCommand("compofa.cli.table:table_group", "Inspect, export, compare and merge latency tables."),

@@ -1,0 +1,103 @@
+"""Remote devices through a real OpenSSH server on 127.0.0.1 (tests/sshd.py): the agent, its refusals.
+
+The host runs the user's own ssh (here with the server's client config, through `COMPOFA_SSH_COMMAND`), and the
+device runs this checkout's `compofa agent` (named with `?agent=`, since the test login's PATH has no compofa).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from cli_helpers import assert_one_line_error, run
+from compofa import __version__
+from compofa.remote.ssh import RemoteError, SshTarget
+from sshd import HOST_ALIAS, MISSING, SshServer
+
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+AGENT = shlex.join([sys.executable, "-m", "compofa"])
+
+
+def device(agent: str = AGENT, backend: str = "") -> str:
+    return f"ssh://{HOST_ALIAS}{'/' + backend if backend else ''}?agent={quote(agent)}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    running = SshServer.start(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def ssh(server: SshServer, monkeypatch: pytest.MonkeyPatch) -> SshServer:
+    monkeypatch.setenv("COMPOFA_SSH_COMMAND", shlex.join(["ssh", "-F", str(server.ssh_config)]))
+    return server
+
+
+def test_devices_lists_the_remote_backends_and_machine(ssh: SshServer) -> None:
+    listed = run("devices", device(), "--json")
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.stdout)
+    names = {row["name"]: row for row in data["backends"]}
+    assert names["onnxruntime"]["available"] and set(names) >= {"onnxruntime", "torch", "cuda", "tensorrt", "lut"}
+    assert data["machine"]["cpu"] and data["machine"]["cpu_count"] >= 1
+    table = run("devices", device())
+    assert table.exit_code == 0 and table.stdout.startswith(f"{device()}: cpu ") and "onnxruntime  yes" in table.stdout
+
+
+def test_another_compofa_version_is_refused(ssh: SshServer) -> None:
+    """The agent here is this checkout's code announcing another version: the host refuses it by name."""
+    older = shlex.join([sys.executable, "-c", "import sys, compofa; compofa.__version__ = '0.0.1'; "
+                                              "from compofa.agent.serve import main; sys.exit(main())"])
+    refused = run("devices", device(older))
+    assert_one_line_error(refused, "runs compofa 0.0.1", f"this is compofa {__version__}", "same version on both")
+
+
+def test_a_device_without_the_agent_is_named(ssh: SshServer) -> None:
+    refused = run("devices", device("/nonexistent/compofa"))
+    assert_one_line_error(refused, "has no `/nonexistent/compofa` on its PATH", "pip install compofa there")
+
+
+def test_an_unreachable_or_refusing_host_is_one_line(ssh: SshServer, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = run("devices", f"ssh://{HOST_ALIAS}.invalid")
+    assert_one_line_error(refused, f"cannot reach {HOST_ALIAS}.invalid over ssh")
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    config = ssh.ssh_config.read_text().replace(str(ssh.folder / "client_key"), str(other))
+    (tmp_path / "ssh_config").write_text(config)
+    monkeypatch.setenv("COMPOFA_SSH_COMMAND", shlex.join(["ssh", "-F", str(tmp_path / "ssh_config")]))
+    assert_one_line_error(run("devices", device()), f"cannot reach {HOST_ALIAS} over ssh", "Permission denied")
+
+
+def test_a_stream_that_is_no_agent_is_refused(ssh: SshServer) -> None:
+    refused = run("devices", device("echo 'not an agent'; true"))
+    assert_one_line_error(refused, f"the agent on {HOST_ALIAS} stopped")
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("ssh://", "names no host"),
+    ("ssh://host:port", "port that is not a number"),
+    ("ssh://host/onnxruntime/extra", "names one backend"),
+    ("ssh://host?shell=bash", "the only setting after .* is agent=COMMAND, not shell"),
+    ("host", "looks like ssh://"),
+])
+def test_bad_remote_devices_are_refused(url: str, says: str) -> None:
+    with pytest.raises(RemoteError, match=says):
+        SshTarget.parse(url)
+
+
+def test_a_remote_device_names_its_parts() -> None:
+    target = SshTarget.parse("ssh://pi@board.local:2222/onnxruntime?agent=/opt/venv/bin/compofa")
+    assert (target.user, target.host, target.port, target.backend, target.agent) == (
+        "pi", "board.local", 2222, "onnxruntime", "/opt/venv/bin/compofa")
+    assert str(target) == "ssh://pi@board.local:2222/onnxruntime"
+    assert target.command()[-2:] == ["pi@board.local", "/opt/venv/bin/compofa agent"]
