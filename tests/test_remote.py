@@ -101,3 +101,53 @@ def test_a_remote_device_names_its_parts() -> None:
         "pi", "board.local", 2222, "onnxruntime", "/opt/venv/bin/compofa")
     assert str(target) == "ssh://pi@board.local:2222/onnxruntime"
     assert target.command()[-2:] == ["pi@board.local", "/opt/venv/bin/compofa agent"]
+
+
+def test_models_move_once_by_content_hash(ssh: SshServer, tmp_path: Path) -> None:
+    """A cached graph and its external weight files reach the device's store once: a second model sharing
+    them sends only what is new, the same model again sends nothing, and ONNX Runtime loads the laid-out copy."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from compofa.graphs.cache import OnnxExporter
+    from compofa.graphs.seeded import SeededWeights
+    from compofa.remote.ssh import AgentConnection
+    from compofa.space import get_space
+
+    specs = list(get_space("compofa").enumerate([160]))[:2]
+    exporter = OnnxExporter(SeededWeights("mobilenetv3", 1.2), 1, tmp_path / "cache")
+    first, second = (exporter.path(spec) for spec in specs)
+    store = tmp_path / "device-cache"
+    agent = f"COMPOFA_CACHE_DIR={shlex.quote(str(store))} {AGENT}"
+    with AgentConnection(SshTarget.parse(device(agent))) as connection:
+        remote = Path(connection.send_model(first))
+        sent_once = connection.sent_bytes
+        assert connection.send_model(first) == str(remote) and connection.sent_bytes == sent_once
+        connection.send_model(second)
+        shared_too = connection.sent_bytes - sent_once
+    weights = sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.bin"))
+    assert sent_once > 0 and 0 < shared_too < sent_once  # the second subnet shares most of the first's weights
+    assert sent_once + shared_too <= weights + first.stat().st_size + second.stat().st_size
+    assert remote.is_relative_to(store)
+    session = ort.InferenceSession(str(remote), providers=["CPUExecutionProvider"])
+    image = np.random.default_rng(0).standard_normal((1, 3, 160, 160)).astype(np.float32)
+    local = ort.InferenceSession(str(first), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"input": image})[0], local.run(None, {"input": image})[0])
+
+
+def test_the_store_keeps_only_what_it_was_sent_and_inside_its_folder(tmp_path: Path) -> None:
+    from compofa.agent.store import ModelStore, StoreError, file_hash
+
+    store = ModelStore(tmp_path / "store")
+    data = b"weights"
+    with pytest.raises(StoreError, match="the transfer was damaged"):
+        store.put(file_hash(b"other"), data)
+    store.put(file_hash(data), data)
+    assert store.missing([file_hash(data), file_hash(b"x")]) == [file_hash(b"x")]
+    for bad in ("../escape.bin", "/etc/passwd", "w/../../escape.bin", ""):
+        with pytest.raises(StoreError, match="inside the model's folder"):
+            store.model({"m.onnx": file_hash(data), bad: file_hash(data)}, "m.onnx")
+    with pytest.raises(StoreError, match="never sent"):
+        store.model({"m.onnx": file_hash(b"x")}, "m.onnx")
+    path = store.model({"m.onnx": file_hash(data), "w/a.bin": file_hash(data)}, "m.onnx")
+    assert path.read_bytes() == data and (path.parent / "w" / "a.bin").read_bytes() == data

@@ -156,3 +156,12 @@ def write_folder_atomic(path: str | os.PathLike[str], files: Sequence[tuple[str,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [target / name for name, _ in files]
+
+
+def default_cache_dir() -> Path:
+    """``$COMPOFA_CACHE_DIR``, else ``$XDG_CACHE_HOME/compofa``, else ``~/.cache/compofa``: where rebuildable
+    files go (the export cache, an agent's models)."""
+    if os.environ.get("COMPOFA_CACHE_DIR"):
+        return Path(os.environ["COMPOFA_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "compofa"

@@ -7,6 +7,9 @@ Requests (``op``):
   something else by a message.
 - ``backends``: every device backend here, whether it can run and why not,
   and what identifies this machine (`compofa.devices.base.host_fingerprint`).
+- ``have`` (``hashes``), ``put`` (``hash`` and the file as payload) and
+  ``model`` (``files``: relative path -> hash, ``main``): the model store
+  (`compofa.agent.store`), so each file crosses the link once.
 - ``bye``: end the session.
 
 An unknown op or a failing one gets ``{"ok": false, "error": LINE}`` and the
@@ -21,14 +24,50 @@ from typing import IO, Any
 
 from compofa import __version__
 from compofa.agent.protocol import PROTOCOL, ProtocolError, read_message, write_message
+from compofa.agent.store import ModelStore, StoreError
 from compofa.errors import CompofaError
 
 
-def _hello(_: dict[str, Any]) -> dict[str, Any]:
+class _Session:
+    """What one connection's requests share: the model store, opened at its first use."""
+
+    def __init__(self) -> None:
+        self._store: ModelStore | None = None
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:
+            self._store = ModelStore()
+        return self._store
+
+
+def _hello(session: _Session, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
     return {"version": __version__, "protocol": PROTOCOL}
 
 
-def _backends(_: dict[str, Any]) -> dict[str, Any]:
+def _have(session: _Session, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    return {"missing": session.store.missing(_strings(header.get("hashes"), "hashes"))}
+
+
+def _put(session: _Session, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    session.store.put(str(header.get("hash")), payload)
+    return {}
+
+
+def _model(session: _Session, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    files = header.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise StoreError("a model request names its files as {relative path: sha256}")
+    return {"path": str(session.store.model(files, str(header.get("main"))))}
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise StoreError(f"a request's {name} must be a list of strings")
+    return value
+
+
+def _backends(session: _Session, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
     from compofa.devices import list_backends
     from compofa.devices.base import host_details, host_fingerprint
 
@@ -40,11 +79,13 @@ def _backends(_: dict[str, Any]) -> dict[str, Any]:
     return {"backends": listed, "fingerprint": host_fingerprint(), "details": host_details()}
 
 
-HANDLERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {"hello": _hello, "backends": _backends}
+Handler = Callable[[_Session, dict[str, Any], bytes], dict[str, Any]]
+HANDLERS: dict[str, Handler] = {"hello": _hello, "backends": _backends, "have": _have, "put": _put, "model": _model}
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> int:
     """Answer requests until ``bye`` or the end of the stream; the exit status (0, or 2 for a corrupt stream)."""
+    session = _Session()
     while True:
         try:
             message = read_message(requests)
@@ -53,7 +94,7 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> int:
             return 2
         if message is None:
             return 0
-        header, _ = message
+        header, payload = message
         op = header.get("op")
         if op == "bye":
             write_message(replies, {"ok": True})
@@ -63,7 +104,7 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> int:
             reply = {"ok": False, "error": f"the agent has no request {op!r}; known: {', '.join(HANDLERS)}, bye"}
         else:
             try:
-                reply = {"ok": True, **handler(header)}
+                reply = {"ok": True, **handler(session, header, payload)}
             except CompofaError as error:
                 reply = {"ok": False, "error": str(error)}
         write_message(replies, reply)

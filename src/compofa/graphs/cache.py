@@ -20,7 +20,7 @@ import numpy as np
 
 from compofa import __version__
 from compofa.errors import ExportError
-from compofa.fileio import atomic_output, check_output_path
+from compofa.fileio import atomic_output, check_output_path, default_cache_dir
 from compofa.graphs.onnx_graph import OPSET, Weights, build_onnx_model
 from compofa.space import SubnetSpec, format_spec
 from compofa.space.plan import NetworkPlan
@@ -80,14 +80,6 @@ def write_graph(
     with atomic_output(target, durable=durable) as handle:
         graph.write(handle, locate)
     return target
-
-
-def default_cache_dir() -> Path:
-    """``$COMPOFA_CACHE_DIR``, else ``$XDG_CACHE_HOME/compofa``, else ``~/.cache/compofa``."""
-    if os.environ.get("COMPOFA_CACHE_DIR"):
-        return Path(os.environ["COMPOFA_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "compofa"
 
 
 class SharedWeights:

@@ -11,10 +11,12 @@ the connection carries no secret of its own.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -89,6 +91,8 @@ class AgentConnection:
 
     def __init__(self, target: SshTarget) -> None:
         self.target = target
+        self.sent_bytes = 0  # file bytes sent to the device's model store, for progress and tests
+        self._hashes: dict[tuple[str, int, int], str] = {}
         try:
             self._process = subprocess.Popen(target.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                              stderr=subprocess.PIPE)
@@ -100,11 +104,11 @@ class AgentConnection:
             self.close()
             raise
 
-    def request(self, op: str, **fields: Any) -> dict[str, Any]:
-        """Send one request; its reply's fields, or a `RemoteError` with the agent's line."""
+    def request(self, op: str, payload: bytes = b"", **fields: Any) -> dict[str, Any]:
+        """Send one request (with `payload`, a file); its reply's fields, or a `RemoteError` with the agent's line."""
         assert self._process.stdin is not None and self._process.stdout is not None
         try:
-            write_message(self._process.stdin, {"op": op, **fields})
+            write_message(self._process.stdin, {"op": op, **fields}, payload)
             message = read_message(self._process.stdout)
         except (BrokenPipeError, ProtocolError):
             message = None
@@ -114,6 +118,30 @@ class AgentConnection:
         if not reply.get("ok"):
             raise RemoteError(f"{self.target.destination}: {reply.get('error', 'the agent refused')}")
         return reply
+
+    def send_model(self, path: Path) -> str:
+        """Make the ONNX model at `path` (with its external weight files) available on the device; its path there.
+
+        Files the device already holds (by sha256) are not sent again: the 243 subnets of a space share most of
+        their weight files, and a resumed run shares all of them.
+        """
+        files = {path.name: path, **{location: path.parent / location for location in _external_files(path)}}
+        hashes = {relative: self._hash(file) for relative, file in files.items()}
+        missing = set(self.request("have", hashes=sorted(set(hashes.values())))["missing"])
+        for relative, value in hashes.items():
+            if value in missing:
+                data = files[relative].read_bytes()
+                self.request("put", payload=data, hash=value)
+                self.sent_bytes += len(data)
+                missing.discard(value)
+        return str(self.request("model", files=hashes, main=path.name)["path"])
+
+    def _hash(self, file: Path) -> str:
+        stat = file.stat()
+        key = (str(file), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = hashlib.sha256(file.read_bytes()).hexdigest()
+        return self._hashes[key]
 
     def _hello(self) -> dict[str, Any]:
         reply = self.request("hello", version=__version__, protocol=PROTOCOL)
@@ -167,3 +195,16 @@ class AgentConnection:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _external_files(path: Path) -> list[str]:
+    """The relative paths of the weight files an ONNX model keeps outside itself (ONNX external data)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = []
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {entry.key: entry.value for entry in tensor.external_data}
+            locations.append(entries["location"])
+    return list(dict.fromkeys(locations))
