@@ -132,9 +132,9 @@ def interrupt_on_termination() -> None:
 
 def _flag_hint(ctx: click.Context, names: tuple[str, ...]) -> str:
     """`` (change --flag)`` for the settings an error names, as flags of the command that ran ("" if none)."""
-    command = self_command = ctx.command
-    if isinstance(self_command, click.Group) and ctx.invoked_subcommand:
-        command = self_command.get_command(ctx, ctx.invoked_subcommand) or self_command
+    command = ctx.command
+    if isinstance(command, click.Group) and ctx.invoked_subcommand:
+        command = command.get_command(ctx, ctx.invoked_subcommand) or command
     flags = []
     for name in names:
         for param in command.params:

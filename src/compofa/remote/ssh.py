@@ -15,6 +15,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,15 @@ class AgentConnection:
         self.target = target
         self.sent_bytes = 0  # file bytes sent to the device's model store, for progress and tests
         self._hashes: dict[tuple[str, int, int], str] = {}
+        self._externals: dict[tuple[str, int, int], list[str]] = {}
+        # ssh's and the agent's complaints go to a file, not a pipe: nobody reads a pipe during a long session,
+        # and a full one would stop the agent mid-run
+        self._errors = tempfile.TemporaryFile()
         try:
             self._process = subprocess.Popen(target.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE)
+                                             stderr=self._errors)
         except FileNotFoundError:
+            self._errors.close()
             raise RemoteError("ssh is not installed here (Debian: apt-get install openssh-client)") from None
         try:
             self.hello = self._hello()
@@ -125,7 +131,7 @@ class AgentConnection:
         Files the device already holds (by sha256) are not sent again: the 243 subnets of a space share most of
         their weight files, and a resumed run shares all of them.
         """
-        files = {path.name: path, **{location: path.parent / location for location in _external_files(path)}}
+        files = {path.name: path, **{location: path.parent / location for location in self._external_files(path)}}
         hashes = {relative: self._hash(file) for relative, file in files.items()}
         missing = set(self.request("have", hashes=sorted(set(hashes.values())))["missing"])
         for relative, value in hashes.items():
@@ -135,6 +141,14 @@ class AgentConnection:
                 self.sent_bytes += len(data)
                 missing.discard(value)
         return str(self.request("model", files=hashes, main=path.name)["path"])
+
+    def _external_files(self, path: Path) -> list[str]:
+        # asked again for every round of a profile: the graph is parsed once per version of the file
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._externals:
+            self._externals[key] = _external_files(path)
+        return self._externals[key]
 
     def _hash(self, file: Path) -> str:
         stat = file.stat()
@@ -154,13 +168,13 @@ class AgentConnection:
 
     def _failure(self) -> RemoteError:
         """Why the session ended, from ssh's exit status and last line on stderr."""
-        assert self._process.stderr is not None
         try:
             status = self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.kill()
             status = self._process.wait()
-        lines = self._process.stderr.read().decode(errors="replace").strip().splitlines()
+        self._errors.seek(0)
+        lines = self._errors.read().decode(errors="replace").strip().splitlines()
         said = lines[-1].strip() if lines else ""
         where = self.target.destination
         if status == SSH_FAILED:
@@ -186,9 +200,10 @@ class AgentConnection:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        for stream in (process.stdin, process.stdout, process.stderr):
+        for stream in (process.stdin, process.stdout):
             if stream is not None and not stream.closed:
                 stream.close()
+        self._errors.close()
 
     def __enter__(self) -> AgentConnection:
         return self
