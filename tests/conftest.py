@@ -26,7 +26,7 @@ import contextlib
 import copy
 import math
 import zlib
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pytest
@@ -35,6 +35,9 @@ from torch import nn
 
 from compofa.space import SubnetSpec, get_space
 from compofa.supernet import Supernet
+
+if TYPE_CHECKING:
+    from sshd import SshServer
 
 #: Input side used by the parity tests (small: fast, and what networks are calibrated at).
 PARITY_RESOLUTION = 64
@@ -238,3 +241,24 @@ def random_supernet() -> Callable[..., Supernet]:
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator["SshServer"]:
+    """One real OpenSSH server on 127.0.0.1 for the whole session (tests/sshd.py)."""
+    from sshd import MISSING, SshServer
+
+    if MISSING is not None:
+        pytest.skip(MISSING)
+    running = SshServer.start(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture()
+def ssh(ssh_server: "SshServer", monkeypatch: pytest.MonkeyPatch) -> "SshServer":
+    """The test server, with this test's ssh (and the agents it starts) using its client config."""
+    import shlex
+
+    monkeypatch.setenv("COMPOFA_SSH_COMMAND", shlex.join(["ssh", "-F", str(ssh_server.ssh_config)]))
+    return ssh_server

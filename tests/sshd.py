@@ -15,17 +15,27 @@ is curve25519, the cheapest OpenSSH offers, because every connection pays it.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 SSH = shutil.which("ssh")
 HOST_ALIAS = "compofa-test"
+#: The device side's agent: this checkout's compofa (the test login's PATH has none).
+AGENT = shlex.join([sys.executable, "-m", "compofa"])
+
+
+def device(agent: str = AGENT, backend: str = "") -> str:
+    """The device name of `backend` on the test server, its agent started with `agent`."""
+    return f"ssh://{HOST_ALIAS}{'/' + backend if backend else ''}?agent={quote(agent)}"
 #: Why SSH tests cannot run here, or None if they can.
 MISSING = (
     "needs OpenSSH's sshd (Debian: apt-get install openssh-server)" if SSHD is None

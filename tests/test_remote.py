@@ -10,36 +10,16 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
 from cli_helpers import assert_one_line_error, run
 from compofa import __version__
 from compofa.remote.ssh import RemoteError, SshTarget
-from sshd import HOST_ALIAS, MISSING, SshServer
+from sshd import AGENT, HOST_ALIAS, MISSING, SshServer, device
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
-AGENT = shlex.join([sys.executable, "-m", "compofa"])
-
-
-def device(agent: str = AGENT, backend: str = "") -> str:
-    return f"ssh://{HOST_ALIAS}{'/' + backend if backend else ''}?agent={quote(agent)}"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    running = SshServer.start(tmp_path_factory.mktemp("sshd"))
-    yield running
-    running.stop()
-
-
-@pytest.fixture()
-def ssh(server: SshServer, monkeypatch: pytest.MonkeyPatch) -> SshServer:
-    monkeypatch.setenv("COMPOFA_SSH_COMMAND", shlex.join(["ssh", "-F", str(server.ssh_config)]))
-    return server
 
 
 def test_devices_lists_the_remote_backends_and_machine(ssh: SshServer) -> None:
@@ -87,7 +67,8 @@ def test_a_stream_that_is_no_agent_is_refused(ssh: SshServer) -> None:
     ("ssh://", "names no host"),
     ("ssh://host:port", "port that is not a number"),
     ("ssh://host/onnxruntime/extra", "names one backend"),
-    ("ssh://host?shell=bash", "the only setting after .* is agent=COMMAND, not shell"),
+    ("ssh://host?shell=bash", "the settings after .* are agent=COMMAND and retries=N, not shell"),
+    ("ssh://host/onnxruntime?retries=-1", "retries= is how often to reconnect"),
     ("host", "looks like ssh://"),
 ])
 def test_bad_remote_devices_are_refused(url: str, says: str) -> None:

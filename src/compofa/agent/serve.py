@@ -10,10 +10,18 @@ Requests (``op``):
 - ``have`` (``hashes``), ``put`` (``hash`` and the file as payload) and
   ``model`` (``files``: relative path -> hash, ``main``): the model store
   (`compofa.agent.store`), so each file crosses the link once.
+- ``open`` (``backend``, ``settings``, ``output_name``): open one of this
+  machine's backends for the session; the reply holds its fingerprint, this
+  machine's details and clock.
+- ``begin`` (``config``, ``reference``, ``baseline_ms``), ``round`` (``item``,
+  ``round_index``) and ``end``: whole profiling rounds run here
+  (`compofa.agent.measure`); ``prepare``, ``time``, ``release`` and
+  ``conditions`` drive the backend step by step, as a local device is.
 - ``bye``: end the session.
 
 An unknown op or a failing one gets ``{"ok": false, "error": LINE}`` and the
-session goes on; a corrupt stream ends it.
+session goes on; a corrupt stream ends it. Whatever the session opened is
+closed when it ends, however it ends.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from compofa import __version__
+from compofa.agent.measure import MeasuringSession
 from compofa.agent.protocol import PROTOCOL, ProtocolError, read_message, write_message
 from compofa.agent.store import ModelStore, StoreError
 from compofa.errors import CompofaError
@@ -33,6 +42,7 @@ class _Session:
 
     def __init__(self) -> None:
         self._store: ModelStore | None = None
+        self.measuring = MeasuringSession()
 
     @property
     def store(self) -> ModelStore:
@@ -79,13 +89,32 @@ def _backends(session: _Session, header: dict[str, Any], payload: bytes) -> dict
     return {"backends": listed, "fingerprint": host_fingerprint(), "details": host_details()}
 
 
+def _measuring(name: str) -> Handler:
+    def handle(session: _Session, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = getattr(session.measuring, name)(header)
+        return result
+
+    return handle
+
+
 Handler = Callable[[_Session, dict[str, Any], bytes], dict[str, Any]]
-HANDLERS: dict[str, Handler] = {"hello": _hello, "backends": _backends, "have": _have, "put": _put, "model": _model}
+HANDLERS: dict[str, Handler] = {
+    "hello": _hello, "backends": _backends, "have": _have, "put": _put, "model": _model,
+    **{name: _measuring(name) for name in ("open", "prepare", "time", "release", "conditions", "begin", "round",
+                                           "end")},
+}
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> int:
     """Answer requests until ``bye`` or the end of the stream; the exit status (0, or 2 for a corrupt stream)."""
     session = _Session()
+    try:
+        return _serve(session, requests, replies)
+    finally:
+        session.measuring.close()
+
+
+def _serve(session: _Session, requests: IO[bytes], replies: IO[bytes]) -> int:
     while True:
         try:
             message = read_message(requests)
@@ -99,15 +128,21 @@ def serve(requests: IO[bytes], replies: IO[bytes]) -> int:
         if op == "bye":
             write_message(replies, {"ok": True})
             return 0
-        handler = HANDLERS.get(str(op))
-        if handler is None:
-            reply = {"ok": False, "error": f"the agent has no request {op!r}; known: {', '.join(HANDLERS)}, bye"}
-        else:
-            try:
-                reply = {"ok": True, **handler(session, header, payload)}
-            except CompofaError as error:
-                reply = {"ok": False, "error": str(error)}
-        write_message(replies, reply)
+        write_message(replies, _answer(session, str(op), header, payload))
+
+
+def _answer(session: _Session, op: str, header: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    handler = HANDLERS.get(op)
+    if handler is None:
+        return {"ok": False, "error": f"the agent has no request {op!r}; known: {', '.join(HANDLERS)}, bye"}
+    try:
+        return {"ok": True, **handler(session, header, payload)}
+    except CompofaError as error:
+        return {"ok": False, "error": str(error)}
+    except (KeyError, TypeError, ValueError) as error:  # a malformed request: the session goes on
+        return {"ok": False, "error": f"a malformed {op} request ({type(error).__name__}: {error})"}
+    except Exception as error:  # a backend's own failure (a runtime refusing a model): one line, the session goes on
+        return {"ok": False, "error": f"{op} failed on the device: {type(error).__name__}: {error}"}
 
 
 def main() -> int:

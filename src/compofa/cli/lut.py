@@ -42,9 +42,10 @@ def build_command(
     options: tuple[str, ...], target_ci: float, max_rounds: int, round_seconds: float, output: str, quiet: bool,
 ) -> None:
     """Measure every distinct layer of SPACE on DEVICE into OUTPUT/{R}_lookup_table.yaml; rerunning resumes."""
-    from compofa.devices import Settings, get_backend
+    from compofa.devices import Settings
     from compofa.jobs.lutbuild import STORE_NAME, LutBuildRequest, build_lut, layer_config
     from compofa.profiler import NOISY
+    from compofa.remote.names import default_batch, display_name
     from compofa.space import get_space
 
     design = get_space(space)
@@ -53,12 +54,11 @@ def build_command(
     resolutions = parse_int_list(resolution, "--resolution") or (224,)
     for value in resolutions:
         design.check_resolution(value)
-    backend = get_backend(device)
-    settings = Settings(batch or backend.default_batch, precision, threads, parse_options(options))
+    settings = Settings(batch or default_batch(device), precision, threads, parse_options(options))
     config = layer_config(target_ci, max_rounds, round_seconds)
     folder = Path(output)
     request = LutBuildRequest(folder, device, space, width, tuple(resolutions), settings, config)
-    with progress_bar(f"{device} layers of {space}", folder / STORE_NAME, quiet) as listener:
+    with progress_bar(f"{display_name(device)} layers of {space}", folder / STORE_NAME, quiet) as listener:
         summary = build_lut(request, listener)
     click.echo(f"measured {summary.measured} layers ({summary.already_done} were already measured, "
                f"{summary.layers} in all); wrote {', '.join(str(p) for p in summary.paths)}")

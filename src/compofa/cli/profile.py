@@ -130,9 +130,10 @@ def profile_command(
     machine's drift, until each median's 95% confidence interval is within
     --target-ci. Ctrl-C keeps every finished round; the same command continues.
     """
-    from compofa.devices import Settings, get_backend
+    from compofa.devices import Settings
     from compofa.jobs.profile import ProfileRequest, Shard, profile_space
     from compofa.profiler import NOISY, ProfileConfig
+    from compofa.remote.names import default_batch, display_name
     from compofa.sources.subnet import SubnetSource
     from compofa.space import get_space
 
@@ -140,8 +141,7 @@ def profile_command(
     resolutions = parse_int_list(resolution, "--resolution") or (224,)
     for value in resolutions:
         design.check_resolution(value)
-    backend = get_backend(device)
-    settings = Settings(batch or backend.default_batch, precision, threads, parse_options(options))
+    settings = Settings(batch or default_batch(device), precision, threads, parse_options(options))
     check_rounds(min_rounds, max_rounds)
     config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max_rounds,
                            round_seconds=round_seconds)
@@ -156,7 +156,7 @@ def profile_command(
         limit=limit,
         force=force,
     )
-    with progress_bar(f"{device} {space}", table, quiet) as listener:
+    with progress_bar(f"{display_name(device)} {space}", table, quiet) as listener:
         summary = profile_space(request, listener)
     click.echo(f"profiled {summary.measured} subnets into {table} ({summary.already_done} were already there, "
                f"{summary.planned} planned)")

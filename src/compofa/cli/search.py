@@ -66,6 +66,11 @@ def _how_to_measure(space: str, path: str) -> str:
 @click.option("-O", "--option", "options", multiple=True, help="device:NAME backend option NAME=VALUE (repeatable).")
 @click.option("--round-seconds", default=0.4, show_default=True, type=float,
               help="device:NAME: timed inference per subnet and round when measuring.")
+@click.option("--target-ci", default=0.01, show_default=True, type=float,
+              help="device:NAME: relative CI half-width to reach when measuring.")
+@click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="device:NAME: fresh sessions per subnet, at least.")
+@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
 @click.option("--generations", type=click.IntRange(min=1), help="Evolution: generations (default 500).")
 @click.option("--population", type=click.IntRange(min=4), help="Evolution: population (default 100).")
@@ -76,11 +81,13 @@ def _how_to_measure(space: str, path: str) -> str:
 def search_command(
     space: str, latency_text: str, targets: str, accuracy_text: str, strategy: str, resolution: str | None,
     width: float | None, upper_bound: bool, bucket: str | None, table: str, device_id: int | None,
-    batch: int | None, threads: int, options: tuple[str, ...], round_seconds: float, precision: str,
-    generations: int | None, population: int | None, seed: int, output: str | None, as_json: bool, quiet: bool,
+    batch: int | None, threads: int, options: tuple[str, ...], round_seconds: float, target_ci: float,
+    min_rounds: int, max_rounds: int, precision: str, generations: int | None, population: int | None, seed: int,
+    output: str | None, as_json: bool, quiet: bool,
 ) -> None:
     """Find the most accurate subnet of SPACE under each latency target."""
-    from compofa.devices import Settings, get_backend
+    from compofa.devices import Settings
+    from compofa.remote.names import default_batch as default_batch_of
     from compofa.search.latency import latency_source
     from compofa.search.predictor import accuracy_source
     from compofa.search.results import check_results_path, write_results
@@ -90,7 +97,7 @@ def search_command(
     design = get_space(space)
     width = width if width is not None else design.family.default_width
     kind, _, rest = latency_text.partition(":")
-    default_batch = get_backend(rest).default_batch if kind == "device" and rest else 1
+    default_batch = default_batch_of(rest) if kind == "device" and rest else 1
     resolutions = parse_int_list(resolution, "--resolution")
     if kind == "table" and rest:
         table_resolutions, table_batches = _table_setup(rest, space)
@@ -117,11 +124,15 @@ def search_command(
     measuring: AbstractContextManager[ProfileListener[Any] | None] = nullcontext(None)
     config = None
     if kind == "device":  # the profiler and its progress bar load only when measuring
-        from compofa.cli.profile import progress_bar
+        from compofa.cli.profile import check_rounds, progress_bar
         from compofa.profiler import ProfileConfig
+        from compofa.remote.names import display_name
 
-        measuring = progress_bar(f"measuring {space} on {rest}", table, quiet or as_json, transient=True)
-        config = ProfileConfig(round_seconds=round_seconds)
+        check_rounds(min_rounds, max_rounds)
+        config = ProfileConfig(round_seconds=round_seconds, target_ci=target_ci, min_rounds=min_rounds,
+                               max_rounds=max_rounds)
+        measuring = progress_bar(f"measuring {space} on {display_name(rest)}", table, quiet or as_json,
+                                 transient=True)
     with measuring as listener:
         latency = latency_source(latency_text, space, width, settings, table, device_id, config, listener)
         report = search(request, accuracy, latency)

@@ -148,6 +148,15 @@ class Device(Protocol[ItemT_contra, HandleT]):
         """Undo what the device changed (locked GPU clocks); safe to call twice."""
 
 
+@runtime_checkable
+class Located(Protocol):
+    """A device on another machine: what its runs record instead of this machine's `host_details`."""
+
+    def details(self) -> dict[str, Any]:
+        """That machine's details (``host`` first) and how it was reached, never a secret."""
+        ...
+
+
 #: How a backend is built: from its settings and the source of what it times. Typing each
 #: backend's `BACKEND` with it is what has mypy check that the backend satisfies `Device`.
 DeviceFactory = Callable[[Settings, ModelSource[Any]], Device[Any, Any]]

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compofa.devices import Device, Settings, open_device
+from compofa.devices import Device, Settings
 from compofa.errors import CompofaError
 from compofa.jobs.measure import ItemKeys, measure_items, with_cache_dir
 from compofa.lut import Layer, LayerTable, LookupTable, LutEntry, distinct_layers, write_lut
 from compofa.profiler import ProfileConfig, ProfileListener, TimeAccount
+from compofa.remote.names import backend_name, display_name, open_any_device
 from compofa.sources.layers import LayerSource
 from compofa.space import get_space
 from compofa.tables.store import LAYER, Entry, EntryKey, LatencyTable, SetupKey, writing
@@ -39,7 +40,8 @@ class LutBuildError(CompofaError):
 STORE_NAME = "layers.db"
 #: Backends that can time a layer alone: they run what their source hands them (an ONNX file,
 #: or a PyTorch module, with its input shape), which `LayerSource` hands them for a layer.
-LAYER_DEVICES = ("onnxruntime", "torch", "cuda", "tensorrt")
+#: Backends that time one layer alone: wherever they run (here, over ssh), and LiteRT on a phone (adb://).
+LAYER_DEVICES = ("onnxruntime", "torch", "cuda", "tensorrt", "litert")
 
 
 def layer_config(target_ci: float = 0.01, max_rounds: int = 8, round_seconds: float = 0.2) -> ProfileConfig:
@@ -134,10 +136,10 @@ def _measure_layers(request: LutBuildRequest, table: LatencyTable, device: Devic
 def build_lut(request: LutBuildRequest, listener: ProfileListener[Layer] | None = None) -> LutBuildSummary:
     """Measure every distinct layer of the request's space into its folder; rerunning resumes."""
     listener = listener or ProfileListener[Layer]()
-    if request.device not in LAYER_DEVICES:
+    if backend_name(request.device) not in LAYER_DEVICES:
         raise LutBuildError(
-            f"compofa lut build times each layer alone, which the {request.device!r} backend cannot do; "
-            f"use --device {', '.join(LAYER_DEVICES)}"
+            f"compofa lut build times each layer alone, which the {display_name(request.device)!r} backend cannot "
+            f"do; use --device {', '.join(LAYER_DEVICES[:-1])} (here or ssh://HOST/BACKEND) or adb://SERIAL/litert"
         )
     design = get_space(request.space)
     design.family.check_width(request.width)
@@ -147,7 +149,7 @@ def build_lut(request: LutBuildRequest, listener: ProfileListener[Layer] | None 
     keys = layer_keys(request, layers)
     source = LayerSource(design.family, request.width, request.cache_dir)
     settings = with_cache_dir(request.settings, request.cache_dir)
-    device = open_device(request.device, source, settings)
+    device = open_any_device(request.device, source, settings)
     created_folder = not request.folder.exists()
     with contextlib.closing(device):
         try:  # only once the device is known to work: a refused build leaves nothing behind

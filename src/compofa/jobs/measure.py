@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Generic
 
 from compofa.devices import Device, ItemT, Settings
-from compofa.devices.base import host_details
+from compofa.devices.base import Located, host_details
 from compofa.graphs.cache import default_cache_dir
 from compofa.profiler import (
     NOISY,
@@ -191,10 +191,12 @@ def with_cache_dir(settings: Settings, cache_dir: str | os.PathLike[str] | None)
     return dataclasses.replace(settings, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir())
 
 
-def run_settings(settings: Settings, config: ProfileConfig) -> dict[str, Any]:
-    """What a run row records of how it measured (with the host it ran on)."""
+def run_settings(settings: Settings, config: ProfileConfig, device: Device[Any, Any] | None = None) -> dict[str, Any]:
+    """What a run row records of how it measured, with the machine that measured: this one, or for a device on
+    another machine (one with ``details()``) that machine's details and how it was reached."""
+    details = device.details() if isinstance(device, Located) else host_details()
     return {"batch": settings.batch, "precision": settings.precision, "threads": settings.threads,
-            "options": dict(settings.options), "config": vars(config), **host_details()}
+            "options": dict(settings.options), "config": vars(config), **details}
 
 
 def measure_items(
@@ -229,7 +231,7 @@ def measure_items(
     """
     fingerprint = device.fingerprint()
     check_same_device(table, device.name, fingerprint, force, remedy)
-    run = RunRecord(table, device.name, fingerprint, run_settings(settings, config), source, shard)
+    run = RunRecord(table, device.name, fingerprint, run_settings(settings, config, device), source, shard)
     device_id = run.known_device
     noisy, missing = split_by_entry(items, keys.entry, table, device_id)
     todo = noisy + missing

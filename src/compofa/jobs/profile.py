@@ -21,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from compofa.devices import Settings, open_device
+from compofa.devices import Settings
 from compofa.errors import SpecError
 from compofa.jobs.measure import FORCEABLE, ItemKeys, MeasureSummary, measure_items, with_cache_dir
 from compofa.profiler import ProfileConfig, ProfileListener
+from compofa.remote.names import open_any_device
 from compofa.sources.subnet import SubnetSource
 from compofa.space import DesignSpace, SubnetSpec, get_space, parse_spec
 from compofa.tables.store import EntryKey, LatencyTable, SetupKey, writing
@@ -173,7 +174,7 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
     width = float(source.width or get_space(source.space).family.default_width)
     settings = with_cache_dir(request.settings, source.cache_dir)
     LatencyTable.check_path(request.table, writable=True, create=True)
-    device = open_device(request.device, source, settings)
+    device = open_any_device(request.device, source, settings)
     with contextlib.closing(device), writing(request.table) as table:
         space = get_space(source.space)
         return measure_items(

@@ -9,6 +9,10 @@ from compofa.profiler.schedule import (
     Profiler,
     ProfileResult,
     Progress,
+    Reference,
+    ReferenceReading,
+    RoundOutcome,
+    RoundRunner,
     TimeAccount,
 )
 from compofa.profiler.stats import Summary, summarize
@@ -23,7 +27,11 @@ __all__ = [
     "ProfileResult",
     "Profiler",
     "Progress",
+    "Reference",
+    "ReferenceReading",
+    "RoundOutcome",
     "RoundRecord",
+    "RoundRunner",
     "RoundSpread",
     "Summary",
     "TimeAccount",

@@ -36,11 +36,11 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic
+from typing import Any, Generic, Protocol, runtime_checkable
 
 import numpy as np
 
-from compofa.devices.base import Device, ItemT, Prepared
+from compofa.devices.base import Device, ItemT, ItemT_contra, Prepared
 from compofa.errors import CompofaError
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
 
@@ -180,11 +180,54 @@ class ProfileResult(Generic[ItemT]):
 
 
 @dataclass
-class _Reference:
+class Reference:
     """The reference item, kept prepared and warm, and its baseline."""
 
     handle: Prepared
     baseline_ms: float
+
+
+@dataclass(frozen=True)
+class ReferenceReading:
+    """The reference's samples of one moment (a round, or the baseline): what `ProfileListener.on_reference` gets."""
+
+    at: float
+    median_ms: float
+    samples_ms: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """A round a `RoundRunner` ran: its record, the reference's samples between its blocks, where its time went."""
+
+    record: RoundRecord
+    reference: ReferenceReading | None
+    account: TimeAccount
+
+
+@runtime_checkable
+class RoundRunner(Protocol[ItemT_contra]):
+    """A device that runs whole rounds itself, where its items are (an agent on another machine, a phone).
+
+    The profiler then decides what to measure and when, as for any device,
+    but hands over each round whole (`run_round`: the item's preparation,
+    warm-up and blocks, with the reference's blocks between them) instead of
+    timing block by block over a link that would enter the measurement. On
+    the other side the same `Profiler.measure_round` runs, so a round means
+    the same everywhere.
+    """
+
+    def begin_rounds(self, config: ProfileConfig, reference: ItemT_contra | None, baseline_ms: float | None
+                     ) -> tuple[float, ReferenceReading | None] | None:
+        """Get ready to run rounds under `config`; with a reference, prepare and warm it there and return
+        its baseline (`baseline_ms`, or measured now, with the samples it was measured on)."""
+        ...
+
+    def run_round(self, item: ItemT_contra, round_index: int) -> RoundOutcome: ...
+
+    def end_rounds(self) -> None:
+        """Free the reference and whatever `begin_rounds` set up; safe to call twice."""
+        ...
 
 
 class Profiler(Generic[ItemT]):
@@ -218,7 +261,7 @@ class Profiler(Generic[ItemT]):
     # -- one item, one round ---------------------------------------------------------
 
     def measure_round(
-        self, item: ItemT, round_index: int, account: TimeAccount, ref: _Reference | None = None,
+        self, item: ItemT, round_index: int, account: TimeAccount, ref: Reference | None = None,
         listener: ProfileListener[ItemT] | None = None,
     ) -> RoundRecord:
         """Prepare `item` afresh, warm it up and time it, between blocks of the reference."""
@@ -260,7 +303,7 @@ class Profiler(Generic[ItemT]):
             discarded,
         )
 
-    def _interleaved(self, handle: Prepared, count: int, ref: _Reference | None) -> tuple[list[float], list[float]]:
+    def _interleaved(self, handle: Prepared, count: int, ref: Reference | None) -> tuple[list[float], list[float]]:
         """`count` samples of `handle` in blocks, with a reference block before, between and after."""
         cfg = self.config
         if ref is None:
@@ -353,12 +396,15 @@ class Profiler(Generic[ItemT]):
         results: dict[ItemT, Measurement[ItemT]] = {}
         estimates: dict[ItemT, Estimate] = {}
         reasons: dict[ItemT, str] = {}
-        ref: _Reference | None = None
+        ref: Reference | None = None
+        runner = self.device if isinstance(self.device, RoundRunner) and not self.device.deterministic else None
         try:
             if not self.device.deterministic:
                 self._stage([*([reference] if reference is not None else []), *rounds], listener, account)
-            if reference is not None and not self.device.deterministic:
-                ref = self._open_reference(reference, baseline_ms, listener, account)
+            if runner is not None:
+                baseline_ms = self._begin_rounds(runner, reference, baseline_ms, listener)
+            elif reference is not None and not self.device.deterministic:
+                ref = self.open_reference(reference, baseline_ms, listener, account)
                 baseline_ms = ref.baseline_ms
             rng = np.random.default_rng(self.config.seed)
             for item in rounds:  # prior rounds may already suffice
@@ -366,7 +412,10 @@ class Profiler(Generic[ItemT]):
             while pending := [item for item in rounds if item not in results]:
                 for index in rng.permutation(len(pending)):
                     item = pending[int(index)]
-                    record = self.measure_round(item, len(rounds[item]), account, ref, listener)
+                    if runner is not None:
+                        record = self._delegated_round(runner, item, len(rounds[item]), account, listener)
+                    else:
+                        record = self.measure_round(item, len(rounds[item]), account, ref, listener)
                     rounds[item].append(record)
                     listener.on_round(item, record)
                     estimate = self._consider(item, rounds, results, estimates, reasons, listener)
@@ -378,6 +427,8 @@ class Profiler(Generic[ItemT]):
         finally:
             if ref is not None:
                 ref.handle.close()
+            if runner is not None:
+                runner.end_rounds()
         account.total = time.perf_counter() - begin
         return ProfileResult(results, estimates, reasons, baseline_ms, account)
 
@@ -392,9 +443,29 @@ class Profiler(Generic[ItemT]):
             listener.on_staged(done, len(items))
         account.prepare += time.perf_counter() - start
 
-    def _open_reference(
+    def _begin_rounds(self, runner: RoundRunner[ItemT], reference: ItemT | None, baseline_ms: float | None,
+                      listener: ProfileListener[ItemT]) -> float | None:
+        started = runner.begin_rounds(self.config, reference, baseline_ms)
+        if started is None:
+            return baseline_ms
+        measured, reading = started
+        if reading is not None:  # the baseline was measured just now
+            listener.on_reference(reading.at, reading.median_ms, reading.samples_ms)
+            listener.on_baseline(measured)
+        return measured
+
+    def _delegated_round(self, runner: RoundRunner[ItemT], item: ItemT, round_index: int, account: TimeAccount,
+                         listener: ProfileListener[ItemT]) -> RoundRecord:
+        outcome = runner.run_round(item, round_index)
+        for name in ("prepare", "warmup", "timed", "reference", "rounds", "samples", "discarded"):
+            setattr(account, name, getattr(account, name) + getattr(outcome.account, name))
+        if outcome.reference is not None:
+            listener.on_reference(outcome.reference.at, outcome.reference.median_ms, outcome.reference.samples_ms)
+        return outcome.record
+
+    def open_reference(
         self, item: ItemT, baseline_ms: float | None, listener: ProfileListener[ItemT], account: TimeAccount
-    ) -> _Reference:
+    ) -> Reference:
         """Prepare and warm the reference; measure its baseline unless given."""
         start = time.perf_counter()
         handle = self.device.prepare(item)
@@ -410,7 +481,7 @@ class Profiler(Generic[ItemT]):
         except BaseException:
             handle.close()
             raise
-        return _Reference(handle, baseline_ms)
+        return Reference(handle, baseline_ms)
 
     def _consider(
         self,

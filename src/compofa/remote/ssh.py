@@ -1,6 +1,6 @@
 """An agent on another machine, started through ``ssh`` and spoken to over its stdin and stdout.
 
-``ssh://[user@]host[:port][/backend][?agent=COMMAND]`` names a device: the
+``ssh://[user@]host[:port][/backend][?agent=COMMAND&retries=N]`` names a device: the
 user's own ssh runs, so keys, agents, ``~/.ssh/config`` host aliases and jump
 hosts work as for any ssh command (``$COMPOFA_SSH_COMMAND`` replaces ``ssh``,
 as ``$GIT_SSH_COMMAND`` does for git, e.g. ``ssh -F my_config``). On the
@@ -26,6 +26,9 @@ from compofa.agent.protocol import PROTOCOL, ProtocolError, read_message, write_
 from compofa.errors import CompofaError
 
 SCHEME = "ssh://"
+#: Reconnection attempts after a lost session (``?retries=N``): with waits of 2, 4, 8, 16 and 32 s this rides out
+#: a small board's reboot or a network blip, and gives up on a device gone for good in about a minute.
+DEFAULT_RETRIES = 5
 #: ssh's own exit status for a failed connection (unreachable host, refused key, unknown host key).
 SSH_FAILED = 255
 #: A shell's exit status for a command it cannot find.
@@ -36,15 +39,22 @@ class RemoteError(CompofaError):
     """A remote device that cannot be reached, has no agent, or runs another compofa."""
 
 
+class ConnectionLost(RemoteError):
+    """The session ended under the host (the network dropped, the device rebooted, the agent was killed):
+    reconnecting may help, unlike a refusal."""
+
+
 @dataclass(frozen=True)
 class SshTarget:
-    """Where a remote device is: the ssh destination, the backend there, the agent's command."""
+    """Where a remote device is: the ssh destination, the backend there, the agent's command, how often to
+    reconnect."""
 
     host: str
     user: str | None = None
     port: int | None = None
     backend: str | None = None
     agent: str = "compofa"
+    retries: int = DEFAULT_RETRIES
 
     @classmethod
     def parse(cls, url: str) -> SshTarget:
@@ -63,12 +73,17 @@ class SshTarget:
             raise RemoteError(f"{url!r}: a remote device names one backend after the host, e.g. /onnxruntime",
                               option="device")
         query = parse_qs(parts.query)
-        unknown = sorted(set(query) - {"agent"})
+        unknown = sorted(set(query) - {"agent", "retries"})
         if unknown:
-            raise RemoteError(f"{url!r}: the only setting after '?' is agent=COMMAND, not {', '.join(unknown)}",
-                              option="device")
+            raise RemoteError(f"{url!r}: the settings after '?' are agent=COMMAND and retries=N, not "
+                              f"{', '.join(unknown)}", option="device")
         agent = query.get("agent", ["compofa"])[-1]
-        return cls(parts.hostname, unquote(parts.username) if parts.username else None, port, backend, agent)
+        retries_text = query.get("retries", [str(DEFAULT_RETRIES)])[-1]
+        if not retries_text.isdigit():
+            raise RemoteError(f"{url!r}: retries= is how often to reconnect after losing the device, a number >= 0",
+                              option="device")
+        return cls(parts.hostname, unquote(parts.username) if parts.username else None, port, backend, agent,
+                   int(retries_text))
 
     @property
     def destination(self) -> str:
@@ -82,7 +97,10 @@ class SshTarget:
         """The host's command line that starts the agent on the device."""
         ssh = shlex.split(os.environ.get("COMPOFA_SSH_COMMAND") or "ssh")
         # BatchMode: a password prompt would hang a profile that runs unattended; keys or an agent log in
-        options = ["-o", "BatchMode=yes", *(["-p", str(self.port)] if self.port else [])]
+        options = ["-o", "BatchMode=yes",
+                   # a link that dies without a word (a device switched off) is noticed within 45 s, not never
+                   "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3",
+                   *(["-p", str(self.port)] if self.port else [])]
         # ssh hands the device's shell one command line: `agent` is the user's own shell syntax there
         return [*ssh, *options, "--", self.destination, f"{self.agent} agent"]
 
@@ -178,12 +196,12 @@ class AgentConnection:
         said = lines[-1].strip() if lines else ""
         where = self.target.destination
         if status == SSH_FAILED:
-            return RemoteError(f"cannot reach {where} over ssh: {said or 'the connection failed'}; check that "
+            return ConnectionLost(f"cannot reach {where} over ssh: {said or 'the connection failed'}; check that "
                                f"`ssh {where} true` works (keys, host key, ~/.ssh/config)")
         if status == NOT_FOUND:
             return RemoteError(f"{where} has no `{self.target.agent}` on its PATH: pip install compofa there, "
                                f"or name the agent's command with ?agent=PATH in the device")
-        return RemoteError(f"the agent on {where} stopped (exit {status})" + (f": {said}" if said else ""))
+        return ConnectionLost(f"the agent on {where} stopped (exit {status})" + (f": {said}" if said else ""))
 
     def close(self) -> None:
         """End the session (``bye``, then the process); safe to call twice."""

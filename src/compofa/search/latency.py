@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from compofa.devices import DeviceUnavailableError, Settings, get_backend
+from compofa.devices import Settings
 from compofa.errors import CompofaError
 from compofa.lut import LayerSumModel, LookupTable, LutError, MissingLayerError
 from compofa.lut.estimate import family_expand_ratios
@@ -252,10 +252,10 @@ class TableLatency:
 
 def _fingerprint(device: str, space: str, width: float, settings: Settings) -> dict[str, Any]:
     """What the profiler will record as this device's identity (opening and closing it once)."""
-    from compofa.devices import open_device
+    from compofa.remote.names import open_any_device
     from compofa.sources.subnet import SubnetSource
 
-    handle = open_device(device, SubnetSource(space, width), settings)
+    handle = open_any_device(device, SubnetSource(space, width), settings)
     try:
         return handle.fingerprint()
     finally:
@@ -278,9 +278,9 @@ def latency_source(
     if kind == "table" and rest:
         return TableLatency(rest, space, width, settings, device_id=device_id)
     if kind == "device" and rest:
-        status = get_backend(rest).availability()
-        if not status.ok:
-            raise DeviceUnavailableError(f"device {rest!r} is not available here: {status.reason}")
+        from compofa.remote.names import check_available
+
+        check_available(rest)
         return TableLatency(table or "latency.db", space, width, settings, device=rest, device_id=device_id,
                             config=config, listener=listener)
     raise LatencySourceError(

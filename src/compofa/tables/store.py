@@ -533,7 +533,8 @@ class LatencyTable:
             cursor.execute(
                 "INSERT INTO runs (device_id, started_at, host, compofa_version, shard, settings, source, fingerprint)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (device_id, time.time(), os.uname().nodename if hasattr(os, "uname") else "", __version__, shard,
+                (device_id, time.time(), settings.get("host") or (os.uname().nodename if hasattr(os, "uname") else ""),
+                 __version__, shard,
                  _dumps(settings), _dumps(source), _dumps(fingerprint)),
             )
             return _inserted_id(cursor)
