@@ -260,3 +260,18 @@ def test_an_error_names_no_flag_the_command_lacks() -> None:
     assert _flag_hint(context, ("target",)) == " (change --target)"
     assert _flag_hint(context, ("strategy",)) == ""
     assert _flag_hint(context, ()) == ""
+
+
+def test_profile_fleet_names_are_checked_before_anything_is_written(tmp_path: Path) -> None:
+    table = tmp_path / "t.db"
+    empty = tmp_path / "devices.txt"
+    empty.write_text("# no device yet\n\n")
+    cases = [
+        (("--devices", str(empty)), ("names no device", "one per line", "(change --devices)")),
+        (("--devices", str(tmp_path / "missing.txt")), ("cannot read the devices file",)),
+        (("--device", "onnxruntime", "--device", "onnxruntime"), ("named twice",)),
+        (("--device", "onnxruntime", "--device", "lut:note10"), ("one backend, not lut and onnxruntime",)),
+    ]
+    for args, fragments in cases:
+        assert_one_line_error(run("profile", *args, "--table", str(table), "--limit", "1", "--quiet"), *fragments)
+        assert not table.exists()

@@ -23,7 +23,7 @@ import pytest
 from cli_helpers import assert_one_line_error, run
 from compofa import __version__
 from compofa.tables.store import LatencyTable
-from sshd import HOST_ALIAS, MISSING, SshServer, device
+from sshd import AGENT, HOST_ALIAS, MISSING, SshServer, device
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
@@ -184,3 +184,58 @@ def test_lut_build_and_search_measure_on_the_device(ssh: SshServer, tmp_path: Pa
     record = json.loads((tmp_path / "found.json").read_text())["results"][0]
     assert record["spec"].startswith("compofa-r160-") and record["latency_ms"] > 0
     assert all(r["settings"]["connection"]["host"] == HOST_ALIAS for r in _runs(memo))
+
+
+def _fleet_process(ssh: SshServer, urls: list[str], table: Path, limit: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "COMPOFA_SSH_COMMAND": shlex.join(["ssh", "-F", str(ssh.ssh_config)])}
+    devices = [arg for url in urls for arg in ("--device", url)]
+    return subprocess.Popen([sys.executable, "-m", "compofa", "profile", *devices, "--table", str(table),
+                             "--limit", str(limit), *QUICK], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _rounds_by_run(table: Path) -> dict[int, set[str]]:
+    with sqlite3.connect(f"file:{table}?mode=ro", uri=True) as connection:
+        rows = connection.execute("SELECT run_id, spec FROM rounds").fetchall()
+    by_run: dict[int, set[str]] = {}
+    for run_id, spec in rows:
+        by_run.setdefault(run_id, set()).add(spec)
+    return by_run
+
+
+def test_a_fleet_of_two_agents_shares_one_job_into_one_table(ssh: SshServer, tmp_path: Path) -> None:
+    """Two agents (one machine here: the test checks what is kept, not speed) take configurations as they
+    free up; every entry is measured once, under the first device, and each run keeps its own connection."""
+    urls = [device(f"COMPOFA_CACHE_DIR={tmp_path / name} {AGENT}", "onnxruntime") for name in ("a", "b")]
+    table = tmp_path / "fleet.db"
+    out, err = _fleet_process(ssh, urls, table, limit=5).communicate(timeout=300)
+    assert "profiled 5 subnets" in out, err
+    with LatencyTable.open(table) as store:
+        (row,) = store.devices()
+        assert len(store.entries()) == 5
+        assert store.reference(row.id, store.entries()[0].key) is not None
+    by_run = _rounds_by_run(table)
+    assert len(by_run) == 2 and all(by_run.values())  # both devices took work
+    first, second = by_run.values()
+    assert not first & second and len(first | second) == 5  # each configuration on one device
+    assert max(Counter(_round_keys(table)).values()) == 1
+    assert all(r["settings"]["connection"]["host"] == HOST_ALIAS for r in _runs(table))
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()  # each agent kept its own model store
+
+
+def test_a_fleet_member_that_drops_out_leaves_its_work_to_the_others(ssh: SshServer, tmp_path: Path) -> None:
+    steady = device(f"COMPOFA_CACHE_DIR={tmp_path / 'a'} {AGENT}", "onnxruntime")
+    (tmp_path / "b").mkdir()
+    leaving = device(_killable_agent(tmp_path / "b", comes_back=False), "onnxruntime") + "&retries=0"
+    table = tmp_path / "fleet.db"
+    process = _fleet_process(ssh, [steady, leaving], table, limit=4)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (table.exists() and len(_rounds_by_run(table)) >= 2):
+        time.sleep(0.1)  # until the second device has committed a round
+    os.kill(int((tmp_path / "b" / "pids").read_text().split()[0]), signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "device 2 of 2 dropped out" in err and "the others take its work" in err
+    with LatencyTable.open(table) as store:
+        assert len(store.entries()) == 4
+    assert max(Counter(_round_keys(table)).values()) == 1

@@ -81,6 +81,28 @@ def progress_bar(
         bar.stop()
 
 
+def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str, ...]:
+    """The devices named by --device (repeated) and --devices FILE, in order, each once; onnxruntime if none."""
+    from compofa.cli.common import OptionError
+
+    names = list(devices)
+    if devices_file is not None:
+        try:
+            text = Path(devices_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise OptionError(f"cannot read the devices file {devices_file!r}: "
+                              f"{getattr(error, 'strerror', None) or error}", option="devices_file") from None
+        listed = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+        if not any(listed):
+            raise OptionError(f"the devices file {devices_file!r} names no device: one per line", option="devices_file")
+        names += [name for name in listed if name]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise OptionError(f"device {repeated[0]!r} is named twice: a device measures one configuration at a time",
+                          option="device")
+    return tuple(names) or ("onnxruntime",)
+
+
 def check_rounds(min_rounds: int, max_rounds: int) -> None:
     from compofa.profiler import ProfileConfigError
 
@@ -96,8 +118,11 @@ def _duration(seconds: float) -> str:
 
 @click.command("profile")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space to profile (must be enumerable).")
-@click.option("--device", default="onnxruntime", show_default=True,
-              help="Backend (see `compofa devices`), e.g. lut:note10.")
+@click.option("--device", "devices", multiple=True,
+              help="Backend (see `compofa devices`), e.g. lut:note10, ssh://HOST/onnxruntime or adb://SERIAL/litert "
+              "[default: onnxruntime]. Repeat it for a fleet of devices of one kind sharing the job.")
+@click.option("--devices", "devices_file", type=click.Path(dir_okay=False),
+              help="A file naming the fleet's devices, one per line (# starts a comment).")
 @click.option("--resolution", default="224", show_default=True, help="Comma-separated input resolutions.")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's, 1 on CPU, 64 on GPU).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
@@ -118,7 +143,7 @@ def _duration(seconds: float) -> str:
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_command(
-    space: str, device: str, resolution: str, batch: int | None, threads: int, precision: str,
+    space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None, threads: int, precision: str,
     options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None, shard: str | None,
     limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
     force: bool, quiet: bool,
@@ -137,6 +162,8 @@ def profile_command(
     from compofa.sources.subnet import SubnetSource
     from compofa.space import get_space
 
+    names = fleet_names(devices, devices_file)
+    device = names[0]
     design = get_space(space)
     resolutions = parse_int_list(resolution, "--resolution") or (224,)
     for value in resolutions:
@@ -155,8 +182,10 @@ def profile_command(
         shard=Shard.parse(shard) if shard else None,
         limit=limit,
         force=force,
+        fleet=names[1:],
     )
-    with progress_bar(f"{display_name(device)} {space}", table, quiet) as listener:
+    label = display_name(device) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+    with progress_bar(f"{label} {space}", table, quiet) as listener:
         summary = profile_space(request, listener)
     click.echo(f"profiled {summary.measured} subnets into {table} ({summary.already_done} were already there, "
                f"{summary.planned} planned)")

@@ -102,8 +102,11 @@ class RunRecord:
     """The device and run rows of one measuring run, added to the table when the first result needs them."""
 
     def __init__(self, table: LatencyTable, name: str, fingerprint: dict[str, Any], settings: dict[str, Any],
-                 source: dict[str, Any], shard: str | None) -> None:
+                 source: dict[str, Any], shard: str | None, run_fingerprint: dict[str, Any] | None = None) -> None:
+        """The device row is the one of `fingerprint`; the run row records `run_fingerprint` (default the same):
+        a fleet files every member's entries under its first device, and each run keeps its own machine's."""
         self.table, self.name, self.fingerprint = table, name, fingerprint
+        self.run_fingerprint = run_fingerprint if run_fingerprint is not None else fingerprint
         self.settings, self.source, self.shard = settings, source, shard
         self._device_id = table.find_device(fingerprint)
         self._run_id: int | None = None
@@ -122,7 +125,7 @@ class RunRecord:
     @property
     def run_id(self) -> int:
         if self._run_id is None:
-            self._run_id = self.table.start_run(self.device_id, self.settings, self.source, self.fingerprint,
+            self._run_id = self.table.start_run(self.device_id, self.settings, self.source, self.run_fingerprint,
                                                 self.shard)
         return self._run_id
 
@@ -199,6 +202,18 @@ def run_settings(settings: Settings, config: ProfileConfig, device: Device[Any, 
             "options": dict(settings.options), "config": vars(config), **details}
 
 
+def stored_reference(table: LatencyTable, device_id: int | None, keys: ItemKeys[ItemT],
+                     default_reference: Callable[[], ItemT]) -> tuple[ItemT, float | None]:
+    """The reference and baseline this table keeps for the device and setup, so every run of a table divides
+    out drift against the same thing; with none stored (or one no item stands for any more), a fresh choice
+    whose baseline is still to be measured."""
+    stored = table.reference(device_id, keys.setup) if device_id is not None else None
+    named = keys.named(stored[0]) if stored else None
+    if stored and named is not None:
+        return named, stored[1]
+    return default_reference(), None
+
+
 def measure_items(
     table: LatencyTable,
     device: Device[ItemT, Any],
@@ -240,13 +255,7 @@ def measure_items(
     if not todo:
         return summary
     prior = {item: table.rounds(device_id, keys.entry(item)) for item in todo} if device_id is not None else {}
-    stored = table.reference(device_id, keys.setup) if device_id is not None else None
-    named = keys.named(stored[0]) if stored else None
-    baseline: float | None = None
-    if stored and named is not None:
-        reference, baseline = named, stored[1]
-    else:  # none stored, or one no item stands for any more: choose afresh, measure its baseline
-        reference = default_reference()
+    reference, baseline = stored_reference(table, device_id, keys, default_reference)
     committer = StoreCommitter(table, run, keys, reference, summary, listener)
     profiler = Profiler(device, config)
     for group in (noisy, missing):  # unstable entries first, with one reference and baseline throughout

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from compofa.devices import Settings
 from compofa.errors import SpecError
+from compofa.jobs.fleet import measure_on_fleet
 from compofa.jobs.measure import FORCEABLE, ItemKeys, MeasureSummary, measure_items, with_cache_dir
 from compofa.profiler import ProfileConfig, ProfileListener
 from compofa.remote.names import open_any_device
@@ -125,6 +127,7 @@ class ProfileRequest:
     force: bool = False
     specs: tuple[SubnetSpec, ...] | None = None  # exactly these instead of the whole space (measure on demand)
     forceable: bool = True  # whether the caller offers --force for a table of another setup
+    fleet: tuple[str, ...] = ()  # more devices of the same kind measuring the job beside `device`
 
 
 def reference_spec(space: DesignSpace, resolutions: Sequence[int]) -> SubnetSpec:
@@ -174,14 +177,29 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
     width = float(source.width or get_space(source.space).family.default_width)
     settings = with_cache_dir(request.settings, source.cache_dir)
     LatencyTable.check_path(request.table, writable=True, create=True)
-    device = open_any_device(request.device, source, settings)
-    with contextlib.closing(device), writing(request.table) as table:
+    with contextlib.ExitStack() as opened:
+        devices = []
+        for name in (request.device, *request.fleet):  # each is closed however the job ends
+            devices.append(open_any_device(name, source, settings))
+            opened.callback(devices[-1].close)
+        table = opened.enter_context(writing(request.table))
         space = get_space(source.space)
-        return measure_items(
-            table, device, specs, subnet_keys(space.name, width, settings),
-            lambda: reference_spec(space, request.resolutions), source.describe(), settings, request.config,
-            listener or ProfileListener[SubnetSpec](), force=request.force,
-            remedy=FORCEABLE if request.forceable else "give another --table for this setup",
-            shard=str(request.shard) if request.shard else None,
-        )
+        keys = subnet_keys(space.name, width, settings)
+        remedy = FORCEABLE if request.forceable else "give another --table for this setup"
+        shard = str(request.shard) if request.shard else None
+        listener = listener or ProfileListener[SubnetSpec]()
+
+        def reference() -> SubnetSpec:
+            return reference_spec(space, request.resolutions)
+
+        if len(devices) > 1:
+            return measure_on_fleet(table, devices, specs, keys, reference, source.describe(), settings,
+                                    request.config, listener, force=request.force, remedy=remedy, shard=shard,
+                                    notify=_to_stderr)
+        return measure_items(table, devices[0], specs, keys, reference, source.describe(), settings, request.config,
+                             listener, force=request.force, remedy=remedy, shard=shard)
+
+
+def _to_stderr(message: str) -> None:
+    sys.stderr.write(f"compofa: {message}\n")
 

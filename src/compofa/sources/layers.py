@@ -75,6 +75,23 @@ class LayerSource:
                 graph.write(handle)
         return path
 
+    def tflite(self, layer: Layer, batch: int) -> Path:
+        """The LiteRT (.tflite) file of `layer` at `batch`, NHWC (written once, then cached): what a phone times."""
+        from compofa.fileio import atomic_output
+        from compofa.graphs.cache import default_cache_dir
+        from compofa.graphs.tflite_graph import TFLITE_WRITER_VERSION, build_tflite_layer_model
+
+        identity = f"{TFLITE_WRITER_VERSION}|{self.weights.fingerprint}|{batch}|{layer.resolution}|{layer.key}"
+        folder = Path(self.cache_dir or default_cache_dir()) / "layers"
+        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.tflite"
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            model = build_tflite_layer_model(plan_subnet(layer.spec, self.width), self.weights, layer.index, batch,
+                                             {"lut_key": layer.key})
+            with atomic_output(path, "wb", durable=False) as handle:  # a cache: rebuilt if lost
+                handle.write(model)
+        return path
+
     def input_shape(self, layer: Layer, batch: int) -> tuple[int, ...]:
         return (batch, *plan_subnet(layer.spec, self.width).layers[layer.index].input_shape)
 

@@ -22,6 +22,7 @@ from compofa.space import SubnetSpec, get_space
 
 if TYPE_CHECKING:
     from compofa.graphs.cache import NetworkWeights, OnnxExporter
+    from compofa.graphs.tflite_cache import TfliteExporter
     from compofa.supernet.network import Subnet, Supernet
 
 
@@ -45,6 +46,7 @@ class SubnetSource:
     _weights: NetworkWeights | None = field(default=None, init=False, repr=False)
     _supernet: Supernet | None = field(default=None, init=False, repr=False)
     _exporters: dict[int, OnnxExporter] = field(default_factory=dict, init=False, repr=False)
+    _tflite_exporters: dict[int, TfliteExporter] = field(default_factory=dict, init=False, repr=False)
 
     #: Name of the output of the ONNX files `onnx` hands out.
     output_name = OUTPUT_NAME
@@ -97,6 +99,14 @@ class SubnetSource:
 
             self._exporters[batch] = OnnxExporter(self.weights, batch, self.cache_dir)
         return self._exporters[batch].path(spec)
+
+    def tflite(self, spec: SubnetSpec, batch: int) -> Path:
+        """The LiteRT (.tflite) file of `spec` at `batch`, input NHWC (written once, then cached)."""
+        if batch not in self._tflite_exporters:
+            from compofa.graphs.tflite_cache import TfliteExporter
+
+            self._tflite_exporters[batch] = TfliteExporter(self.weights, batch, self.cache_dir)
+        return self._tflite_exporters[batch].path(spec)
 
     def input_shape(self, spec: SubnetSpec, batch: int) -> tuple[int, ...]:
         """The NCHW input shape of `spec`'s ONNX file at `batch`."""
