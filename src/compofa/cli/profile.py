@@ -143,9 +143,9 @@ def _duration(seconds: float) -> str:
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_command(
-    space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None, threads: int, precision: str,
-    options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None, shard: str | None,
-    limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
+    space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
+    threads: int, precision: str, options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None,
+    shard: str | None, limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
     force: bool, quiet: bool,
 ) -> None:
     """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
