@@ -100,6 +100,15 @@ class ModelSource(Protocol[ItemT_contra]):
 
 
 @runtime_checkable
+class TfliteSource(Protocol[ItemT_contra]):
+    """A source that also hands out LiteRT models, as a phone runs them (`SubnetSource`, `LayerSource`)."""
+
+    def tflite(self, item: ItemT_contra, batch: int) -> Path:
+        """A ``.tflite`` file of `item` at `batch` (input NHWC)."""
+        ...
+
+
+@runtime_checkable
 class SpaceSource(Protocol):
     """A source of the subnets of one design space at one width: what a lookup table can estimate."""
 

@@ -43,8 +43,12 @@ class RemoteHandle:
     connection: AgentConnection
 
     def close(self) -> None:
-        if self.connection is self.device.connection:  # a handle of a lost session went with it
+        if self.connection is not self.device.connection:  # a handle of a lost session went with it
+            return
+        try:
             self.device.call("release", lambda: {"handle": self.number}, retry=False)
+        except RemoteError:  # the session was lost meanwhile, and the handle with it; the next request reconnects
+            pass
 
 
 class RemoteDevice(Generic[ItemT]):

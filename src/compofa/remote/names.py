@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from compofa.devices import Device, ItemT, ModelSource, Settings, get_backend, open_device
-from compofa.devices.base import DeviceUnavailableError
+from compofa.devices.base import DeviceUnavailableError, TfliteSource
 
 SSH = "ssh://"
 ADB = "adb://"
@@ -45,8 +45,11 @@ def open_any_device(name: str, source: ModelSource[ItemT], settings: Settings) -
 
         return open_remote_device(name, source, settings)
     if name.startswith(ADB):
-        from compofa.remote.adb import open_adb_device
+        from compofa.remote.adb import AdbError, open_adb_device
 
+        if not isinstance(source, TfliteSource):
+            raise AdbError(f"{display_name(name)} runs LiteRT models, which this job's source cannot write",
+                           option="device")
         return open_adb_device(name, source, settings)
     return open_device(name, source, settings)
 
