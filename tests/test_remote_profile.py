@@ -172,7 +172,7 @@ def test_a_device_that_stays_away_stops_the_run_with_how_to_resume(ssh: SshServe
 def test_lut_build_and_search_measure_on_the_device(ssh: SshServer, tmp_path: Path) -> None:
     lut = tmp_path / "lut"
     built = run("lut", "build", "--device", device(backend="onnxruntime"), "--resolution", "160", "--max-rounds", "3",
-                "--round-seconds", "0.02", "--target-ci", "0.5", "-o", str(lut), "--quiet")
+                "--round-seconds", "0.005", "--target-ci", "0.5", "-o", str(lut), "--quiet")
     assert built.exit_code == 0, built.output
     assert (lut / "160_lookup_table.yaml").stat().st_size > 0 and "measured 36 layers" in built.stdout
     memo = tmp_path / "memo.db"

@@ -182,7 +182,7 @@ def test_every_onnx_runtime_path_runs_without_torch(tmp_path: Path) -> None:
         ["lut", "validate", "--lut", str(lut), "--table", measured, "--calibrate", "0"],
         ["search", "--space", "compofa", "--latency", "device:onnxruntime", "--resolution", "160", "--table", memo,
          "--strategy", "evolution", "--population", "4", "--generations", "1", "--round-seconds", "0.02",
-         "--target", "1000", "--quiet"],
+         "--min-rounds", "1", "--max-rounds", "1", "--target", "1000", "--quiet"],
     ]
     reports = probe(commands, hide_torch=True, cwd=tmp_path)
     for report in reports:
