@@ -66,3 +66,5 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/search_speed.py
 	$(BIN)/python benchmarks/lut_speed.py
 	$(BIN)/python benchmarks/table_safety.py
+	$(BIN)/python benchmarks/remote_overhead.py
+	$(BIN)/python benchmarks/tflite_speed.py

@@ -522,3 +522,22 @@ def test_compofa_profile_on_a_phone_fills_a_table(phones: FakePhones) -> None:
     with sqlite3.connect(f"file:{table}?mode=ro", uri=True) as connection:
         (settings,) = connection.execute("SELECT settings FROM runs").fetchone()
     assert json.loads(settings)["connection"] == {"scheme": "adb", "serial": SERIAL}
+
+
+def test_layers_of_a_lookup_table_run_on_a_phone(phones: FakePhones, tmp_path: Path) -> None:
+    """What `lut build --device adb://...` times: single layers' LiteRT models, written by `LayerSource`, through
+    the real Profiler (a stem, a block and the classifier, each run by LiteRT's interpreter behind the stand-in)."""
+    from compofa.lut.layers import distinct_layers
+    from compofa.sources.layers import LayerSource
+    from compofa.space.plan import plan_subnet
+
+    phones.add(SERIAL)
+    kinds = {}
+    for layer in distinct_layers("compofa", 1.2, [128]):
+        kinds.setdefault(plan_subnet(layer.spec, 1.2).layers[layer.index].kind, layer)
+    chosen = [kinds["stem"], kinds["block"], kinds["classifier"]]
+    source = LayerSource(get_space("compofa").family, 1.2, tmp_path / "cache")
+    phone = open_adb_device(f"adb://{SERIAL}/litert", source)
+    result = Profiler(phone, CONFIG).run(chosen[1:], reference=chosen[0])
+    assert set(result.estimates) == set(chosen[1:]) and all(e.median_ms > 0 for e in result.estimates.values())
+    assert len(phone.pushed) == 3 and all(path.suffix == ".tflite" for path in (source.tflite(x, 1) for x in chosen))
