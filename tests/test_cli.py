@@ -7,6 +7,7 @@ no traceback and no file left behind.
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -275,3 +276,49 @@ def test_profile_fleet_names_are_checked_before_anything_is_written(tmp_path: Pa
     for args, fragments in cases:
         assert_one_line_error(run("profile", *args, "--table", str(table), "--limit", "1", "--quiet"), *fragments)
         assert not table.exists()
+
+
+def test_resolutions_take_lists_ranges_and_all() -> None:
+    from compofa.cli.common import parse_resolutions
+    from compofa.errors import SpecError
+    from compofa.space import get_space
+
+    space = get_space("compofa")
+    assert parse_resolutions("all", space) == tuple(range(160, 225, 4)) and len(parse_resolutions("all", space)) == 17
+    assert parse_resolutions("160:224:16", space) == (160, 176, 192, 208, 224)
+    assert parse_resolutions("160:168, 224,160", space) == (160, 164, 168, 224)
+    for text, says in (("160:224:0", "must go up"), ("224:160", "must go up"), ("1:2:3:4", "too many parts"),
+                       ("abc", "ranges (160:224:4) and all"), ("100:120", "resolution 100 is not allowed"),
+                       (" , ", "is empty")):
+        with pytest.raises(SpecError, match=re.escape(says)):
+            parse_resolutions(text, space)
+    refused = run("profile", "--resolution", "120:240:8", "--table", "never.db", "--quiet")
+    assert_one_line_error(refused, "resolution 120 is not allowed")
+    assert not Path("never.db").exists()
+
+
+def test_a_time_budget_and_plain_progress_lines(tmp_path: Path) -> None:
+    """Without a terminal, progress is plain lines (no bar redrawn into a log); a time budget ends the run
+    with what it measured in the table, says so, and the same command continues."""
+    import fake_device  # noqa: F401  (registers the simulated backend "fake")
+
+    table = tmp_path / "t.db"
+    args = ("profile", "--device", "fake", "-O", "sleep=1", "--resolution", "160", "--limit", "12",
+            "--round-seconds", "0.02", "--table", str(table))
+    first = run(*args, "--time-budget", "0.8s")
+    assert first.exit_code == 0, first.output
+    assert "time budget spent:" in first.stdout and "the same command continues" in first.stdout
+    lines = first.stderr.strip().splitlines()
+    assert lines and all(line.startswith("fake compofa: ") for line in lines) and "\r" not in first.stderr
+    assert any("rounds" in line and "ETA" in line for line in lines)
+    from compofa.tables.store import LatencyTable
+
+    with LatencyTable.open(table) as store:
+        measured = len(store.entries())
+    assert 0 < measured < 12
+    assert_one_line_error(run(*args, "--time-budget", "soon"), "takes a duration such as 90s", "--time-budget")
+    second = run(*args, "--quiet")
+    assert second.exit_code == 0 and "time budget" not in second.stdout
+    with LatencyTable.open(table) as store:
+        entries = store.entries()
+    assert len(entries) == 12 and all(e.reason != "time budget" for e in entries)

@@ -248,3 +248,54 @@ def test_the_profiler_measures_any_hashable_item() -> None:
     for item, latency in latencies.items():
         assert result.estimates[item].median_ms == pytest.approx(latency)
         assert result.measurements[item].item == item and len(result.measurements[item].rounds) == 2
+
+
+def test_a_time_budget_ends_the_run_with_honest_intervals_and_a_rerun_continues() -> None:
+    """Once the budget is spent no round begins: every item with a kept round is finished TIME_BUDGET with the
+    interval its rounds give (and says so); items without one get nothing; a rerun given the rounds goes on."""
+    from compofa.profiler import TIME_BUDGET
+
+    config = ProfileConfig(round_seconds=0.02, min_rounds=3, max_rounds=8)
+    recorder = Recorder()
+    result = Profiler(fake(noise="0.02", sleep="1"), config).run(SPECS, REFERENCE, listener=recorder,
+                                                                   time_budget=0.5)
+    cut_short = [spec for spec, reason in recorder.done.items() if reason == TIME_BUDGET]
+    assert cut_short and len(recorder.rounds) < 3 * len(SPECS)
+    kept = {spec for spec, record in recorder.rounds if not record.discarded}
+    assert set(result.estimates) == kept  # an item without a kept round has no estimate at all
+    for spec in cut_short:
+        estimate = result.estimates[spec]
+        assert estimate.ci_low_ms <= estimate.median_ms <= estimate.ci_high_ms
+        assert any("time budget ran out" in warning for warning in estimate.warnings)
+    committed: dict[SubnetSpec, list[RoundRecord]] = {}
+    for spec, record in recorder.rounds:
+        committed.setdefault(spec, []).append(record)
+    again = Profiler(fake(noise="0.02", seed="1"), config).run(SPECS, REFERENCE, recorder.baselines[0],
+                                                                prior=committed)
+    assert set(again.reasons) == set(SPECS) and TIME_BUDGET not in again.reasons.values()
+    for spec in cut_short:  # continued from its rounds, not afresh
+        assert again.measurements[spec].rounds[: len(committed[spec])] == tuple(committed[spec])
+
+
+def test_progress_counts_rounds_against_a_plan_that_grows() -> None:
+    """Progress is in rounds done of rounds planned (each unfinished item's rounds up to min_rounds, at least
+    one), kept and discarded rounds are told apart, and the ETA comes from the rounds' own times."""
+
+    class Seen(ProfileListener):
+        def __init__(self) -> None:
+            self.seen: list = []
+
+        def on_progress(self, progress: object) -> None:
+            self.seen.append(progress)
+
+    listener = Seen()
+    config = ProfileConfig(min_rounds=3, max_rounds=6, drift_threshold=0.03)
+    Profiler(fake(noise="0.01", busy="0.2", busy_every="40"), config).run(SPECS, REFERENCE, listener=listener)
+    seen = listener.seen
+    assert [p.rounds_done for p in seen] == list(range(1, len(seen) + 1))
+    # min_rounds each, and one more for a first round the busy machine spoiled
+    assert seen[0].rounds_planned == 3 * len(SPECS) + seen[0].discarded
+    assert all(p.rounds_done <= p.rounds_planned for p in seen) and seen[-1].rounds_done == seen[-1].rounds_planned
+    assert all(p.kept + p.discarded == p.round_index + 1 and p.kept <= config.max_rounds for p in seen)
+    assert any(p.discarded for p in seen)  # the busy machine's rounds are shown as discarded, not as kept
+    assert all(p.eta_seconds is not None and p.eta_seconds >= 0 for p in seen) and seen[-1].eta_seconds == 0

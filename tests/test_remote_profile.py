@@ -28,7 +28,7 @@ from sshd import AGENT, HOST_ALIAS, MISSING, SshServer, device
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 #: Short rounds: these tests check what is measured and kept, not how precisely.
-QUICK = ("--resolution", "160", "--min-rounds", "2", "--max-rounds", "3", "--round-seconds", "0.03",
+QUICK = ("--resolution", "128", "--min-rounds", "2", "--max-rounds", "3", "--round-seconds", "0.03",
          "--target-ci", "0.5", "--quiet")
 
 

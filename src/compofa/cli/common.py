@@ -18,7 +18,7 @@ from compofa.errors import CompofaError, SpecError
 from compofa.fileio import environment_message
 
 if TYPE_CHECKING:
-    from compofa.space import SubnetSpec
+    from compofa.space import DesignSpace, SubnetSpec
 
 #: Exit codes: bad input or a refused operation; interrupted by the user.
 EXIT_USAGE = 2
@@ -174,6 +174,62 @@ def parse_int_list(text: str | None, what: str) -> tuple[int, ...] | None:
     if not values:
         raise SpecError(f"{what} is empty")
     return values
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str | None, what: str = "--time-budget") -> float | None:
+    """``90``, ``90s``, ``20m``, ``1h30m`` or ``1.5h`` -> seconds (a positive number)."""
+    if text is None:
+        return None
+    import re
+
+    compact = text.strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms]?)", compact)
+    if not compact or "".join(number + unit for number, unit in parts) != compact or \
+            any(not unit for _, unit in parts[:-1]):
+        raise OptionError(f"{what} takes a duration such as 90s, 20m or 1h30m, not {text!r}",
+                          option=what.lstrip("-").replace("-", "_"))
+    seconds = sum(float(number) * _DURATION_UNITS[unit or "s"] for number, unit in parts)
+    if seconds <= 0:
+        raise OptionError(f"{what} must be longer than 0, got {text!r}", option=what.lstrip("-").replace("-", "_"))
+    return seconds
+
+
+def parse_resolutions(text: str | None, space: DesignSpace, what: str = "--resolution") -> tuple[int, ...] | None:
+    """``--resolution``: a comma-separated list of resolutions, ranges ``START:STOP[:STEP]`` (both ends included;
+    the step defaults to 4) and ``all`` (the space's search resolutions, 160..224 step 4 for the MobileNetV3
+    and ProxylessNAS spaces), each allowed in `space`; duplicates are dropped, the order kept."""
+    if text is None:
+        return None
+    values: list[int] = []
+    for token in (part.strip() for part in text.split(",")):
+        if not token:
+            continue
+        if token == "all":
+            values += space.search_resolutions
+            continue
+        try:
+            numbers = [int(part) for part in token.split(":")]
+        except ValueError:
+            raise SpecError(f"{what} takes resolutions (224), ranges (160:224:4) and all, comma-separated, "
+                            f"not {token!r}") from None
+        if len(numbers) == 1:
+            values.append(numbers[0])
+        elif len(numbers) in (2, 3):
+            start, stop, step = numbers[0], numbers[1], numbers[2] if len(numbers) == 3 else 4
+            if step <= 0 or stop < start:
+                raise SpecError(f"{what} range {token!r} must go up: START:STOP:STEP with START <= STOP and "
+                                "STEP > 0")
+            values += range(start, stop + 1, step)
+        else:
+            raise SpecError(f"{what} range {token!r} has too many parts: START:STOP[:STEP]")
+    if not values:
+        raise SpecError(f"{what} is empty")
+    for value in values:
+        space.check_resolution(value)
+    return tuple(dict.fromkeys(values))
 
 
 def spec_argument(text: str, space: str | None, resolution: int | None) -> SubnetSpec:

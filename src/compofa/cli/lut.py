@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, parse_options, print_json
+from compofa.cli.common import CompofaGroup, echo_rows, parse_options, parse_resolutions, print_json
 from compofa.cli.profile import echo_stability, progress_bar
 from compofa.jobs.lutcheck import DEFAULT_CALIBRATION_SUBNETS
 from compofa.space import DEFAULT_SPACE
@@ -26,7 +26,9 @@ def lut_group() -> None:
 @click.option("--device", default="onnxruntime", show_default=True, help="Backend that times the layers.")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space whose layers to measure.")
 @click.option("--width", type=float, help="Width multiplier (default: the family's).")
-@click.option("--resolution", default="160,192,224", show_default=True, help="Comma-separated input resolutions.")
+@click.option("--resolution", default="160,192,224", show_default=True,
+              help="Input resolutions: a comma-separated list of values and ranges START:STOP[:STEP] (step 4 unless "
+              "given), or all (the space's search resolutions, 160..224 step 4).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
@@ -51,9 +53,7 @@ def build_command(
     design = get_space(space)
     width = width if width is not None else design.family.default_width
     design.family.check_width(width)
-    resolutions = parse_int_list(resolution, "--resolution") or (224,)
-    for value in resolutions:
-        design.check_resolution(value)
+    resolutions = parse_resolutions(resolution, design) or (224,)
     settings = Settings(batch or default_batch(device), precision, threads, parse_options(options))
     config = layer_config(target_ci, max_rounds, round_seconds)
     folder = Path(output)

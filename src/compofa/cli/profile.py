@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list, parse_options
+from compofa.cli.common import EXIT_INTERRUPTED, parse_duration, parse_options, parse_resolutions
 from compofa.profiler import ProfileListener
 from compofa.space import DEFAULT_SPACE
 
@@ -20,8 +22,14 @@ if TYPE_CHECKING:
     from compofa.profiler import Progress as ProfileProgress
 
 
+def _round_text(progress: ProfileProgress) -> str:
+    """What the latest round was: the item, its kept rounds, and the discarded ones (never counted as kept)."""
+    discarded = f", {progress.discarded} discarded" if progress.discarded else ""
+    return f"{progress.item} (round {progress.kept}{discarded})"
+
+
 class _Bar(ProfileListener):
-    """Drives a rich progress bar: done/total, ETA, current subnet and its noise.
+    """Drives a rich progress bar on a terminal: rounds done of rounds planned, items done, ETA, noise.
 
     The bar appears with the first sign of work, so a command refused before any
     (a bad option, an unavailable device) prints its one error line and nothing else.
@@ -34,7 +42,8 @@ class _Bar(ProfileListener):
     def _task(self) -> TaskID:
         if self.task is None:
             self.progress.start()
-            self.task = self.progress.add_task(self.description, total=None, eta="--", noise="", subnet="starting")
+            self.task = self.progress.add_task(self.description, total=None, eta="--", noise="", items="",
+                                               subnet="starting")
         return self.task
 
     def stop(self) -> None:
@@ -48,28 +57,70 @@ class _Bar(ProfileListener):
         eta = "--" if progress.eta_seconds is None else _duration(progress.eta_seconds)
         self.progress.update(
             self._task(),
-            completed=progress.done,
-            total=progress.total,
-            subnet=f"{progress.item} (round {progress.round_index + 1})",
+            completed=progress.rounds_done,
+            total=progress.rounds_planned,
+            items=f"{progress.done}/{progress.total} done",
+            subnet=f"{progress.phase}: {_round_text(progress)}",
             noise=f"CI +-{progress.relative_ci:.1%}",
             eta=eta,
         )
+
+
+class _Lines(ProfileListener):
+    """Progress as plain lines, at most one every `every` seconds, where stderr is no terminal (a log file, CI):
+    a bar redrawn there leaves one truncated line."""
+
+    def __init__(self, description: str, every: float = 5.0) -> None:
+        self.description, self.every = description, every
+        self._last = -math.inf
+        self._unsaid: str | None = None  # the latest line held back by the interval, said when the run ends
+        self._rounds_said = False
+
+    def _say(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            self._last = now
+            self._unsaid = None
+            click.echo(f"{self.description}: {text}", err=True)
+        else:
+            self._unsaid = text
+
+    def stop(self) -> None:
+        if self._unsaid is not None:
+            self._say(self._unsaid, force=True)
+
+    def on_staged(self, done: int, total: int) -> None:
+        self._say(f"preparing every subnet once before timing: {done}/{total}", force=done == total)
+
+    def on_progress(self, progress: ProfileProgress) -> None:
+        eta = "--" if progress.eta_seconds is None else _duration(progress.eta_seconds)
+        first = not self._rounds_said
+        self._rounds_said = True
+        self._say(f"{progress.phase}, {progress.rounds_done}/{progress.rounds_planned} rounds, "
+                  f"{progress.done}/{progress.total} done, ETA {eta}; last {_round_text(progress)}, "
+                  f"CI +-{progress.relative_ci:.1%}", force=first or progress.done == progress.total)
 
 
 @contextmanager
 def progress_bar(
     description: str, table: str | Path, quiet: bool = False, transient: bool = False
 ) -> Iterator[ProfileListener]:
-    """A progress bar on stderr for profiling into `table`; Ctrl-C inside says how to resume and exits."""
+    """Progress on stderr for profiling into `table` (a bar on a terminal, plain lines elsewhere); Ctrl-C inside
+    says how to resume and exits."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA {task.fields[eta]}"),
-        TextColumn("{task.fields[noise]}"), TimeElapsedColumn(), TextColumn("{task.fields[subnet]}"),
-    )
-    bar = _Bar(Progress(*columns, console=console, disable=quiet, transient=transient), description)
+    bar: _Bar | _Lines
+    if quiet or console.is_terminal:
+        columns = (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rounds"),
+            TextColumn("{task.fields[items]}"), TextColumn("ETA {task.fields[eta]}"),
+            TextColumn("{task.fields[noise]}"), TimeElapsedColumn(), TextColumn("{task.fields[subnet]}"),
+        )
+        bar = _Bar(Progress(*columns, console=console, disable=quiet, transient=transient), description)
+    else:
+        bar = _Lines(description)
     try:
         yield bar
     except KeyboardInterrupt:
@@ -79,6 +130,19 @@ def progress_bar(
         sys.exit(EXIT_INTERRUPTED)
     finally:
         bar.stop()
+
+
+def check_rounds(min_rounds: int, max_rounds: int) -> None:
+    from compofa.profiler import ProfileConfigError
+
+    if min_rounds > max_rounds:
+        raise ProfileConfigError(f"--min-rounds {min_rounds} is more than --max-rounds {max_rounds}; "
+                                 "raise --max-rounds too")
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
 
 
 def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str, ...]:
@@ -103,19 +167,6 @@ def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str
     return tuple(names) or ("onnxruntime",)
 
 
-def check_rounds(min_rounds: int, max_rounds: int) -> None:
-    from compofa.profiler import ProfileConfigError
-
-    if min_rounds > max_rounds:
-        raise ProfileConfigError(f"--min-rounds {min_rounds} is more than --max-rounds {max_rounds}; "
-                                 "raise --max-rounds too")
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
-
-
 @click.command("profile")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space to profile (must be enumerable).")
 @click.option("--device", "devices", multiple=True,
@@ -123,7 +174,9 @@ def _duration(seconds: float) -> str:
               "[default: onnxruntime]. Repeat it for a fleet of devices of one kind sharing the job.")
 @click.option("--devices", "devices_file", type=click.Path(dir_okay=False),
               help="A file naming the fleet's devices, one per line (# starts a comment).")
-@click.option("--resolution", default="224", show_default=True, help="Comma-separated input resolutions.")
+@click.option("--resolution", default="224", show_default=True,
+              help="Input resolutions: a comma-separated list of values and ranges START:STOP[:STEP] (step 4 unless "
+              "given), or all (the space's search resolutions, 160..224 step 4).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's, 1 on CPU, 64 on GPU).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
@@ -133,20 +186,24 @@ def _duration(seconds: float) -> str:
 @click.option("--checkpoint", type=click.Path(), help="Supernet weights (latency does not depend on them).")
 @click.option("--shard", help="Profile only part K of N (K/N) of the subnets; merge the tables afterwards. "
               "auto: the part a Slurm job array or (auto/N) a Kubernetes Indexed Job gives this task.")
-@click.option("--limit", type=click.IntRange(min=1), help="Profile only the first N subnets (a quick try).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Profile only N subnets (a quick try): a spread over every stage's depth and the latency range, "
+                   "the same each run; a larger N keeps these and adds more.")
 @click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
 @click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Fresh sessions per subnet, at least.")
 @click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
 @click.option("--round-seconds", default=0.4, show_default=True, type=float,
               help="Timed inference per subnet and round.")
+@click.option("--time-budget", help="Stop beginning rounds after this long (90s, 20m, 1h30m): every subnet measured "
+              "so far keeps the interval its rounds give, and the same command continues from there.")
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_command(
     space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
     threads: int, precision: str, options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None,
     shard: str | None, limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
-    force: bool, quiet: bool,
+    time_budget: str | None, force: bool, quiet: bool,
 ) -> None:
     """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
 
@@ -157,7 +214,7 @@ def profile_command(
     """
     from compofa.devices import Settings
     from compofa.jobs.profile import ProfileRequest, Shard, profile_space
-    from compofa.profiler import NOISY, ProfileConfig
+    from compofa.profiler import NOISY, TIME_BUDGET, ProfileConfig
     from compofa.remote.names import default_batch, display_name
     from compofa.sources.subnet import SubnetSource
     from compofa.space import get_space
@@ -165,9 +222,7 @@ def profile_command(
     names = fleet_names(devices, devices_file)
     device = names[0]
     design = get_space(space)
-    resolutions = parse_int_list(resolution, "--resolution") or (224,)
-    for value in resolutions:
-        design.check_resolution(value)
+    resolutions = parse_resolutions(resolution, design) or (224,)
     settings = Settings(batch or default_batch(device), precision, threads, parse_options(options))
     check_rounds(min_rounds, max_rounds)
     config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max_rounds,
@@ -183,6 +238,7 @@ def profile_command(
         limit=limit,
         force=force,
         fleet=names[1:],
+        time_budget=parse_duration(time_budget),
     )
     label = display_name(device) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
     with progress_bar(f"{label} {space}", table, quiet) as listener:
@@ -200,6 +256,10 @@ def profile_command(
         click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded (the machine's speed "
                    "changed during them) and measured again")
     echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
+    unbegun = summary.planned - summary.already_done - summary.measured
+    if summary.reasons[TIME_BUDGET] or (time_budget is not None and unbegun):
+        click.echo(f"time budget spent: {summary.reasons[TIME_BUDGET]} subnets kept the intervals their rounds "
+                   f"gave, {unbegun} have no kept round yet; the same command continues")
     from compofa.cli.table import print_summary  # the store loads only once there is a table to show
 
     print_summary(Path(table))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from compofa.cli.common import OptionError, echo_rows, parse_int_list, parse_options, print_json
+from compofa.cli.common import OptionError, echo_rows, parse_options, parse_resolutions, print_json
 from compofa.search.run import STRATEGIES
 from compofa.space import DEFAULT_SPACE, get_space
 
@@ -53,13 +53,16 @@ def _how_to_measure(space: str, path: str) -> str:
               help="predictor (the shipped OFA predictor), predictor:PATH or table:PATH.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
               help="auto: exhaustive when the space is enumerable.")
-@click.option("--resolution", help="Comma-separated resolutions (default: the table's, or the space's search set).")
+@click.option("--resolution", help="Resolutions: values and ranges START:STOP[:STEP], comma-separated, or all "
+              "(default: the table's, or the space's search set, 160..224 step 4).")
 @click.option("--width", type=float, help="Width multiplier (default: the family's).")
 @click.option("--upper-bound", is_flag=True, help="Require the latency's upper 95% bound, not its median, to fit.")
 @click.option("--bucket", help="Compare latencies in buckets of this width (ms), or 'auto' (the table's noise floor).")
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(),
               help="Where device:NAME memoizes its measurements.")
 @click.option("--device-id", type=int, help="Which device of a table holding several (see `compofa table show`).")
+@click.option("--complete", is_flag=True,
+              help="table:PATH: refuse a table that lacks some configuration (default: search what is measured).")
 @click.option("--batch", type=click.IntRange(min=1),
               help="Batch size for table/device latency (default: the device's).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
@@ -80,7 +83,7 @@ def _how_to_measure(space: str, path: str) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar while measuring.")
 def search_command(
     space: str, latency_text: str, targets: str, accuracy_text: str, strategy: str, resolution: str | None,
-    width: float | None, upper_bound: bool, bucket: str | None, table: str, device_id: int | None,
+    width: float | None, upper_bound: bool, bucket: str | None, table: str, device_id: int | None, complete: bool,
     batch: int | None, threads: int, options: tuple[str, ...], round_seconds: float, target_ci: float,
     min_rounds: int, max_rounds: int, precision: str, generations: int | None, population: int | None, seed: int,
     output: str | None, as_json: bool, quiet: bool,
@@ -98,7 +101,7 @@ def search_command(
     width = width if width is not None else design.family.default_width
     kind, _, rest = latency_text.partition(":")
     default_batch = default_batch_of(rest) if kind == "device" and rest else 1
-    resolutions = parse_int_list(resolution, "--resolution")
+    resolutions = parse_resolutions(resolution, design)
     if kind == "table" and rest:
         table_resolutions, table_batches = _table_setup(rest, space)
         resolutions = resolutions or table_resolutions
@@ -134,8 +137,11 @@ def search_command(
         measuring = progress_bar(f"measuring {space} on {display_name(rest)}", table, quiet or as_json,
                                  transient=True)
     with measuring as listener:
-        latency = latency_source(latency_text, space, width, settings, table, device_id, config, listener)
+        latency = latency_source(latency_text, space, width, settings, table, device_id, config, listener,
+                                 complete=complete)
         report = search(request, accuracy, latency)
+    if report.missing:
+        click.echo(_partial_note(report, rest), err=True)
     if output:
         write_results(report, Path(output))
     if as_json:
@@ -163,6 +169,24 @@ def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | 
     if not entries:
         raise OptionError("--bucket auto: the table has no entries yet to estimate its noise floor")
     return noise_floor(entries).recommended_bucket_ms
+
+
+def _partial_note(report: SearchReport, path: str) -> str:
+    """One line: how much of the space the searched table lacks, and how to measure it or refuse it."""
+    from compofa.search.latency import count_text as _count
+
+    measured = report.measured or 0
+    lacking = report.missing_by_resolution
+    resolutions = ",".join(map(str, lacking))
+    per_resolution = (": " + ", ".join(f"{_count(n)} at {r} px" for r, n in lacking.items())) if len(lacking) > 1 \
+        else f" at {resolutions} px"
+    if get_space(report.space).enumerable:
+        remedy = f"`compofa profile --space {report.space} --resolution {resolutions} --table {path}` measures them"
+    else:
+        remedy = f"--latency device:NAME --table {path} measures the subnets a search visits"
+    return (f"note: {report.latency_source} holds {measured} of the {_count(measured + report.missing)} "
+            f"{report.space} configurations searched, and the search answered over those "
+            f"({_count(report.missing)} missing{per_resolution}); {remedy}, and --complete refuses a partial table")
 
 
 def _print(report: SearchReport, output: str | None) -> None:

@@ -75,10 +75,12 @@ class _Member(threading.Thread, Generic[ItemT]):
     """One device's thread: asks for work, measures it, hands every event to the table's thread."""
 
     def __init__(self, index: int, device: Device[ItemT, Any], config: ProfileConfig, reference: ItemT,
-                 baseline_ms: float, inbox: queue.Queue[tuple[int, str, tuple[Any, ...], _Reply]]) -> None:
+                 baseline_ms: float, inbox: queue.Queue[tuple[int, str, tuple[Any, ...], _Reply]],
+                 deadline: float | None = None) -> None:
         super().__init__(name=f"fleet-{index}", daemon=True)  # a Ctrl-C on the table's thread ends the run
         self.index, self.device, self.config = index, device, config
         self.reference, self.baseline_ms, self.inbox = reference, baseline_ms, inbox
+        self.deadline = deadline
 
     def ask(self, kind: str, *args: Any) -> Any:
         reply = _Reply()
@@ -90,7 +92,8 @@ class _Member(threading.Thread, Generic[ItemT]):
             profiler = Profiler(self.device, self.config)
             while work := self.ask("want"):
                 items, prior = work
-                result = profiler.run(items, self.reference, self.baseline_ms, prior, _Relay(self))
+                left = self.deadline - time.perf_counter() if self.deadline is not None else None
+                result = profiler.run(items, self.reference, self.baseline_ms, prior, _Relay(self), time_budget=left)
                 self.ask("finished", result.times)
         except BaseException as error:  # handed to the table's thread, which decides what it means
             self.ask("failed", error)
@@ -132,11 +135,13 @@ def measure_on_fleet(
     remedy: str = FORCEABLE,
     shard: str | None = None,
     notify: Callable[[str], None] | None = None,
+    time_budget: float | None = None,
 ) -> MeasureSummary:
     """Measure the `items` `table` lacks on all `devices` at once (see the module docstring).
 
     Arguments as `compofa.jobs.measure.measure_items`; `notify` hears of a device that dropped out while
-    others went on (its error line).
+    others went on (its error line). With `time_budget`, no work is handed out once it is spent, and each
+    device finishes the configurations in its hands as `TIME_BUDGET`.
     """
     first = devices[0]
     names = sorted({device.name for device in devices})
@@ -164,16 +169,21 @@ def measure_on_fleet(
         baseline = Profiler(first, config).run([], reference, None, {}, committers[0]).baseline_ms
     assert baseline is not None
     inbox: queue.Queue[tuple[int, str, tuple[Any, ...], _Reply]] = queue.Queue()
-    members = [_Member(i, device, config, reference, baseline, inbox) for i, device in enumerate(devices)]
+    deadline = begin + time_budget if time_budget is not None else None
+    members = [_Member(i, device, config, reference, baseline, inbox, deadline) for i, device in enumerate(devices)]
     for member in members:
         member.start()
     total = len(todo)
     in_hand: dict[int, list[ItemT]] = {}
+    left: dict[int, int] = {}  # rounds each device still plans for the work in its hands
+    committed_rounds = [0]
     idle: list[tuple[int, _Reply]] = []  # members that asked while others still held work that may come back
     failures: list[tuple[int, BaseException]] = []
     running = len(members)
 
     def hand_out() -> None:
+        if deadline is not None and time.perf_counter() >= deadline:
+            todo.clear()  # what is left waits for the next run
         while idle and todo:
             index, reply = idle.pop(0)
             taken = [todo.popleft() for _ in range(min(chunk_size(len(todo), len(members)), len(todo)))]
@@ -191,12 +201,22 @@ def measure_on_fleet(
             hand_out()
         elif kind == "event":
             getattr(committers[index], args[0])(*args[1:])
+            committed_rounds[0] += args[0] == "on_round"
             reply.give()
         elif kind == "progress":
-            listener.on_progress(dataclasses.replace(args[0], done=summary.measured, total=total, eta_seconds=None))
+            progress = args[0]
+            left[index] = progress.rounds_planned - progress.rounds_done
+            remaining = sum(left.values()) + len(todo) * config.min_rounds
+            elapsed = time.perf_counter() - begin
+            # rounds finish concurrently on every device: the fleet's own rate is what the rest will take
+            eta = elapsed / committed_rounds[0] * remaining if committed_rounds[0] else None
+            listener.on_progress(dataclasses.replace(
+                progress, done=summary.measured, total=total, eta_seconds=eta, rounds_done=committed_rounds[0],
+                rounds_planned=committed_rounds[0] + remaining))
             reply.give()
         elif kind == "finished":
             in_hand.pop(index, None)
+            left.pop(index, None)
             summary.times = add_times(summary.times, args[0])
             reply.give()
         else:  # "done" or "failed": the member's thread ends
@@ -205,6 +225,7 @@ def measure_on_fleet(
                 if isinstance(args[0], KeyboardInterrupt):
                     raise KeyboardInterrupt
                 failures.append((index, args[0]))
+                left.pop(index, None)
                 finished = table.finished_keys(runs[0].device_id)
                 todo.extendleft(item for item in reversed(in_hand.pop(index, [])) if keys.entry(item) not in finished)
                 if running and notify is not None:

@@ -10,7 +10,8 @@ rest the same way for both, inside the caller's exclusive writer
   (`check_same_device`);
 - resumes: items with a finished entry are skipped, the rounds an interrupted
   run left are handed back to the profiler, and items a noisy machine left
-  unstable (`NOISY`) are measured again, first;
+  unstable (`NOISY`) or a time budget left unconverged (`TIME_BUDGET`) are
+  measured again, first, from the rounds they have;
 - reuses the reference and baseline stored for this device and setup, so every
   run of a table divides out drift against the same thing;
 - commits every round, reference check and finished entry the moment it
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from compofa.devices import Device, ItemT, Settings
 from compofa.devices.base import Located, host_details
 from compofa.graphs.cache import default_cache_dir
 from compofa.profiler import (
-    NOISY,
+    UNFINISHED,
     Estimate,
     Measurement,
     ProfileConfig,
@@ -181,7 +183,7 @@ def split_by_entry(items: Sequence[ItemT], key: Callable[[ItemT], EntryKey], tab
                    device_id: int | None) -> tuple[list[ItemT], list[ItemT]]:
     """(noisy, missing): the items whose entry a noisy machine left unstable, and those with no entry."""
     entries = {e.key: e for e in table.entries(device_id)} if device_id is not None else {}
-    noisy = [item for item in items if key(item) in entries and entries[key(item)].reason == NOISY]
+    noisy = [item for item in items if key(item) in entries and entries[key(item)].reason in UNFINISHED]
     missing = [item for item in items if key(item) not in entries]
     return noisy, missing
 
@@ -228,6 +230,7 @@ def measure_items(
     force: bool = False,
     remedy: str = FORCEABLE,
     shard: str | None = None,
+    time_budget: float | None = None,
 ) -> MeasureSummary:
     """Measure the `items` `table` lacks on `device`, committing as it goes (see the module docstring).
 
@@ -243,6 +246,8 @@ def measure_items(
         force: whether another setup of the same backend may be added as a separate device.
         remedy: what a refusal of another setup tells the user to do.
         shard: the part of a larger plan this run is, recorded with the run.
+        time_budget: seconds for the measuring (see `Profiler.run`); the run then ends with every item it
+            measured in the table, those unconverged as `TIME_BUDGET`.
     """
     fingerprint = device.fingerprint()
     check_same_device(table, device.name, fingerprint, force, remedy)
@@ -258,9 +263,13 @@ def measure_items(
     reference, baseline = stored_reference(table, device_id, keys, default_reference)
     committer = StoreCommitter(table, run, keys, reference, summary, listener)
     profiler = Profiler(device, config)
+    deadline = time.perf_counter() + time_budget if time_budget is not None else None
     for group in (noisy, missing):  # unstable entries first, with one reference and baseline throughout
         if group:
-            result = profiler.run(group, reference, baseline, prior, committer)
+            left = deadline - time.perf_counter() if deadline is not None else None
+            if left is not None and left <= 0:
+                break
+            result = profiler.run(group, reference, baseline, prior, committer, time_budget=left)
             baseline = result.baseline_ms
             summary.times = add_times(summary.times, result.times)
     run.finish()

@@ -128,6 +128,7 @@ class ProfileRequest:
     specs: tuple[SubnetSpec, ...] | None = None  # exactly these instead of the whole space (measure on demand)
     forceable: bool = True  # whether the caller offers --force for a table of another setup
     fleet: tuple[str, ...] = ()  # more devices of the same kind measuring the job beside `device`
+    time_budget: float | None = None  # seconds; then the run ends, unconverged entries as TIME_BUDGET
 
 
 def reference_spec(space: DesignSpace, resolutions: Sequence[int]) -> SubnetSpec:
@@ -157,7 +158,12 @@ def planned_specs(request: ProfileRequest) -> list[SubnetSpec]:
     if request.shard is not None:
         specs = request.shard.select(specs)
     if request.limit is not None:
-        specs = specs[: request.limit]
+        # a spread sample, not the first N in enumeration order (those share all but their last stages);
+        # the same every run, and a larger limit keeps a smaller one's subnets
+        from compofa.space.sample import spread_sample
+
+        width = float(request.source.width or space.family.default_width)
+        specs = spread_sample(specs, request.limit, width)
     return specs
 
 
@@ -195,9 +201,10 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
         if len(devices) > 1:
             return measure_on_fleet(table, devices, specs, keys, reference, source.describe(), settings,
                                     request.config, listener, force=request.force, remedy=remedy, shard=shard,
-                                    notify=_to_stderr)
+                                    notify=_to_stderr, time_budget=request.time_budget)
         return measure_items(table, devices[0], specs, keys, reference, source.describe(), settings, request.config,
-                             listener, force=request.force, remedy=remedy, shard=shard)
+                             listener, force=request.force, remedy=remedy, shard=shard,
+                             time_budget=request.time_budget)
 
 
 def _to_stderr(message: str) -> None:

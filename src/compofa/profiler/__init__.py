@@ -3,6 +3,8 @@
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
 from compofa.profiler.schedule import (
     NOISY,
+    TIME_BUDGET,
+    UNFINISHED,
     ProfileConfig,
     ProfileConfigError,
     ProfileListener,
@@ -19,6 +21,8 @@ from compofa.profiler.stats import Summary, summarize
 
 __all__ = [
     "NOISY",
+    "TIME_BUDGET",
+    "UNFINISHED",
     "Estimate",
     "Measurement",
     "ProfileConfig",

@@ -52,6 +52,11 @@ class ProfileConfigError(CompofaError):
 #: Why an item stopped when its run reached the bound on rounds with fewer than `min_rounds` kept
 #: (see the module docstring).
 NOISY = "noisy"
+#: Why an item stopped when the run's time budget ran out before it converged: its entry has the interval its
+#: rounds so far give, and a later run measures it further (as a `NOISY` one).
+TIME_BUDGET = "time budget"
+#: Reasons that leave an entry for a later run to measure again, first.
+UNFINISHED = (NOISY, TIME_BUDGET)
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,19 @@ class ProfileConfig:
 
 @dataclass(frozen=True)
 class Progress(Generic[ItemT]):
-    """A snapshot for progress bars."""
+    """A snapshot for progress bars, after a round.
+
+    Attributes:
+        done, total: items finished, of the run's items.
+        item: the item the round measured; round_index its index among the item's rounds (all runs, kept or
+            discarded), kept and discarded its kept and discarded rounds so far.
+        relative_ci: the item's CI half-width over its median now (inf before it has one).
+        eta_seconds: rounds still planned times the mean wall time of this run's rounds (None before one).
+        rounds_done: rounds measured in this run; rounds_planned: those plus the rounds still planned (each
+            unfinished item's missing ones up to `min_rounds`, at least one): the plan grows when an item
+            needs more than its minimum.
+        phase: what the run is doing (``measuring``; a caller may name its own phases).
+    """
 
     done: int
     total: int
@@ -126,6 +143,11 @@ class Progress(Generic[ItemT]):
     round_index: int
     relative_ci: float
     eta_seconds: float | None
+    rounds_done: int = 0
+    rounds_planned: int = 0
+    kept: int = 0
+    discarded: int = 0
+    phase: str = "measuring"
 
 
 class ProfileListener(Generic[ItemT]):
@@ -376,6 +398,7 @@ class Profiler(Generic[ItemT]):
         baseline_ms: float | None = None,
         prior: Mapping[ItemT, Sequence[RoundRecord]] | None = None,
         listener: ProfileListener[ItemT] | None = None,
+        time_budget: float | None = None,
     ) -> ProfileResult[ItemT]:
         """Measure every item until it converges or runs out of rounds or budget.
 
@@ -387,6 +410,9 @@ class Profiler(Generic[ItemT]):
                 keeps it across runs); measured now when None.
             prior: rounds already committed for some items (a resumed run).
             listener: progress and persistence callbacks.
+            time_budget: seconds of wall time for the run (preparing included); once they are spent no round
+                is begun, and every unfinished item with a kept round is finished `TIME_BUDGET` with the
+                interval its rounds give (an item without one gets no estimate).
         """
         listener = listener or ProfileListener[ItemT]()
         account = TimeAccount()
@@ -407,23 +433,36 @@ class Profiler(Generic[ItemT]):
                 ref = self.open_reference(reference, baseline_ms, listener, account)
                 baseline_ms = ref.baseline_ms
             rng = np.random.default_rng(self.config.seed)
+            round_wall, rounds_done = 0.0, 0  # the ETA comes from rounds' own times, never from staging
             for item in rounds:  # prior rounds may already suffice
                 self._consider(item, rounds, results, estimates, reasons, listener)
-            while pending := [item for item in rounds if item not in results]:
+            out_of_time = False
+            while not out_of_time and (pending := [item for item in rounds if item not in results]):
                 for index in rng.permutation(len(pending)):
+                    if time_budget is not None and time.perf_counter() - begin >= time_budget:
+                        out_of_time = True
+                        break
                     item = pending[int(index)]
+                    started = time.perf_counter()
                     if runner is not None:
                         record = self._delegated_round(runner, item, len(rounds[item]), account, listener)
                     else:
                         record = self.measure_round(item, len(rounds[item]), account, ref, listener)
+                    round_wall += time.perf_counter() - started
+                    rounds_done += 1
                     rounds[item].append(record)
                     listener.on_round(item, record)
                     estimate = self._consider(item, rounds, results, estimates, reasons, listener)
                     relative_ci = estimate.relative_ci if estimate is not None else math.inf
-                    listener.on_progress(
-                        Progress(len(results), len(rounds), item, record.round_index, relative_ci,
-                                 self._eta(rounds, results, account, begin))
-                    )
+                    remaining = self._rounds_left(rounds, results)
+                    kept = sum(not r.discarded for r in rounds[item])
+                    listener.on_progress(Progress(
+                        len(results), len(rounds), item, record.round_index, relative_ci,
+                        round_wall / rounds_done * remaining, rounds_done, rounds_done + remaining, kept,
+                        len(rounds[item]) - kept,
+                    ))
+            if out_of_time:
+                self._finish_unconverged(rounds, results, estimates, reasons, listener)
         finally:
             if ref is not None:
                 ref.handle.close()
@@ -511,6 +550,27 @@ class Profiler(Generic[ItemT]):
             listener.on_done(item, measurement, estimate, reason)
         return estimate
 
+    def _finish_unconverged(
+        self,
+        rounds: dict[ItemT, list[RoundRecord]],
+        results: dict[ItemT, Measurement[ItemT]],
+        estimates: dict[ItemT, Estimate],
+        reasons: dict[ItemT, str],
+        listener: ProfileListener[ItemT],
+    ) -> None:
+        """Finish every unfinished item that has a kept round as `TIME_BUDGET`, with the interval it has."""
+        for item, item_rounds in rounds.items():
+            measurement = Measurement(item, tuple(item_rounds), self.device.deterministic)
+            if item in results or not measurement.used_rounds:
+                continue
+            estimate = measurement.estimate_with(self._pooled_spread(rounds, exclude=item))
+            kept = len(measurement.used_rounds)
+            warning = (f"the time budget ran out after {kept} round{'s' if kept != 1 else ''}; "
+                       "rerun to measure it further")
+            estimate = dataclasses.replace(estimate, warnings=(*estimate.warnings, warning))
+            results[item], estimates[item], reasons[item] = measurement, estimate, TIME_BUDGET
+            listener.on_done(item, measurement, estimate, TIME_BUDGET)
+
     def _pooled_spread(self, rounds: dict[ItemT, list[RoundRecord]], exclude: ItemT) -> RoundSpread:
         """The between-round spread of every other item of the run (this one adds its own)."""
         pooled = RoundSpread(0.0, 0)
@@ -525,16 +585,13 @@ class Profiler(Generic[ItemT]):
             pooled = pooled.merged(cached[1])
         return pooled
 
-    def _eta(
-        self, rounds: dict[ItemT, list[RoundRecord]], results: dict[ItemT, Measurement[ItemT]],
-        account: TimeAccount, begin: float,
-    ) -> float | None:
-        if account.rounds == 0:
-            return None
-        per_round = (time.perf_counter() - begin) / account.rounds
-        remaining = sum(
-            max(self.config.min_rounds - len(item_rounds), 1)
+    def _rounds_left(self, rounds: dict[ItemT, list[RoundRecord]], results: dict[ItemT, Measurement[ItemT]]
+                     ) -> int:
+        """Rounds still planned: each unfinished item's kept rounds up to `min_rounds`, and at least one."""
+        if self.device.deterministic:
+            return sum(item not in results for item in rounds)
+        return sum(
+            max(self.config.min_rounds - sum(not r.discarded for r in item_rounds), 1)
             for item, item_rounds in rounds.items()
             if item not in results
         )
-        return per_round * remaining

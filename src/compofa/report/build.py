@@ -172,6 +172,14 @@ class _Builder:
         panel = table_pareto(series, self.spaces, self.scorer)
         self.summary["pareto"].append(panel.summary())
         self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto front, {label}")
+        for cloud in panel.clouds:
+            if cloud.missing:
+                resolutions = ",".join(map(str, sorted({e.key.resolution for e in series.of_space(cloud.space)})))
+                section.notes.append(
+                    f"{label}: a partial table: {cloud.missing} of the {len(cloud.specs) + cloud.missing} "
+                    f"{cloud.space} subnets at the resolutions it measured have no entry; the front is of the "
+                    f"{len(cloud.specs)} measured (profile the rest with `compofa profile --space {cloud.space} "
+                    f"--resolution {resolutions} --table {series.path}`)")
         if self.ofa_space and not series.of_space(self.ofa_space):
             section.notes.append(
                 f"{label}: no {self.ofa_space} subnets measured, so only {self.request.space} is drawn")

@@ -1,10 +1,13 @@
 """Accuracy against latency per latency source: the clouds of subnets and their Pareto fronts.
 
 A measured table gives the subnets it holds (every CompOFA subnet, and OFA
-subnets if some were measured). A LUT answers for any subnet, so CompOFA's
-front is exact (every subnet at every search resolution) and OFA's, whose
-space cannot be enumerated, is the evolutionary search's best subnet at ten
-targets spread over CompOFA's latency range, as a user would find it.
+subnets if some were measured); a partial one (a profile with a limit, or one
+still running) gives what it has, and says how many subnets of an enumerable
+space it lacks at the resolutions it measured. A LUT answers for any subnet,
+so CompOFA's front is exact (every subnet at every search resolution) and
+OFA's, whose space cannot be enumerated, is the evolutionary search's best
+subnet at ten targets spread over CompOFA's latency range, as a user would
+find it.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Cloud:
     specs: tuple[str, ...]
     front: np.ndarray
     show_points: bool = True
+    missing: int = 0  # subnets of an enumerable space a measured table lacks at the resolutions it holds
 
     def front_points(self) -> list[dict[str, float | str]]:
         return [{"spec": self.specs[i], "latency_ms": float(self.latency[i]), "accuracy": float(self.accuracy[i])}
@@ -60,7 +64,7 @@ class ParetoPanel:
             clouds[cloud.space] = {
                 "method": cloud.method, "subnets": len(cloud.specs), "front": cloud.front_points(),
                 "fastest_ms": float(cloud.latency.min()), "slowest_ms": float(cloud.latency.max()),
-                "best_accuracy": float(cloud.accuracy.max()),
+                "best_accuracy": float(cloud.accuracy.max()), "missing": cloud.missing,
             }
         return {"series": self.series, "spaces": clouds, "gaps": self.gaps()}
 
@@ -78,9 +82,9 @@ class ParetoPanel:
 
 
 def _cloud(space: str, method: str, batch: ArchBatch, latency: np.ndarray, accuracy: np.ndarray,
-           show_points: bool = True) -> Cloud:
+           show_points: bool = True, missing: int = 0) -> Cloud:
     return Cloud(space, method, latency, accuracy, tuple(str(s) for s in batch.specs()),
-                 pareto_front(accuracy, latency), show_points)
+                 pareto_front(accuracy, latency), show_points, missing)
 
 
 def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -> ParetoPanel:
@@ -93,9 +97,18 @@ def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -
         batch = specs_batch([e.key.spec for e in entries])
         latency = np.array([e.median_ms for e in entries])
         resolutions = sorted({e.key.resolution for e in entries})
-        method = f"{len(entries)} subnets measured at {', '.join(map(str, resolutions))} px"
-        clouds.append(_cloud(space, method, batch, latency, scorer.accuracy(batch)))
+        missing = table_missing(space, len(entries), len(resolutions))
+        held = f"{len(entries)} of {len(entries) + missing}" if missing else f"{len(entries)}"
+        method = f"{held} subnets measured at {', '.join(map(str, resolutions))} px"
+        clouds.append(_cloud(space, method, batch, latency, scorer.accuracy(batch), missing=missing))
     return ParetoPanel(series.label, tuple(clouds))
+
+
+def table_missing(space: str, entries: int, resolutions: int) -> int:
+    """Subnets of `space` a table with `entries` at `resolutions` resolutions lacks there (0 for a space too
+    large to enumerate, of which a table always holds a sliver)."""
+    design = get_space(space)
+    return design.cardinality * resolutions - entries if design.enumerable else 0
 
 
 def exact_cloud(series: LutSeries, space: str, scorer: Scorer) -> Cloud:

@@ -7,11 +7,18 @@ median). Measured sources memoize: `table:PATH` reads a profiled table once,
 profiler into a table, so that no later search, and no other target, measures
 it again. The memo key is the table's entry key: space, width, spec (with its
 resolution), batch, precision and the device's fingerprint.
+
+A table may hold only some configurations (a profile with a limit, or one
+still running). A partial `table:PATH` answers an infinite latency for a
+configuration it has no entry for, so that no target is ever met by a latency
+it does not have, and its `coverage` says what it holds; a complete one
+(``complete=True``) refuses such a table instead.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +32,7 @@ from compofa.lut.estimate import family_expand_ratios
 from compofa.search.arrays import ArchBatch
 from compofa.space import get_space
 from compofa.space.cost import block_cost, network_cost
+from compofa.space.design import describe_range
 from compofa.space.plan import NetworkPlan
 
 if TYPE_CHECKING:  # the profiler and the store load only for measured latency (table:, device:)
@@ -57,12 +65,56 @@ class SourceStats:
     measure_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """What a table holds of a space at the resolutions searched.
+
+    Attributes:
+        held: the configurations with an entry, at those resolutions.
+        counts: per resolution, (configurations with an entry, configurations of the space).
+    """
+
+    held: ArchBatch
+    counts: dict[int, tuple[int, int]]
+
+    @property
+    def measured(self) -> int:
+        return sum(have for have, _ in self.counts.values())
+
+    @property
+    def total(self) -> int:
+        return sum(size for _, size in self.counts.values())
+
+    @property
+    def missing(self) -> int:
+        return self.total - self.measured
+
+    def missing_by_resolution(self) -> dict[int, int]:
+        """Configurations without an entry per resolution (resolutions lacking none left out)."""
+        return {r: size - have for r, (have, size) in sorted(self.counts.items()) if size > have}
+
+    def describe(self) -> str:
+        """``6 of the 243 configurations at 224 px``."""
+        at = describe_range(sorted(self.counts))
+        return f"{self.measured} of the {count_text(self.total)} configurations at {at} px"
+
+
+def count_text(value: int) -> str:
+    """A count as people read it: 4131, or 2.2e+19 for a space too large to enumerate."""
+    return str(value) if value < 10**9 else f"{value:.2g}"
+
+
 class LatencySource(Protocol):
     name: str
     unit: str
     stats: SourceStats
 
     def latency(self, batch: ArchBatch) -> LatencyEstimates: ...
+
+    def coverage(self, resolutions: Sequence[int]) -> Coverage | None:
+        """What the source holds at `resolutions`, if it answers only for some configurations (a table); None
+        for a source that answers for any. Refuses resolutions it holds nothing at."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -101,6 +153,9 @@ class FlopsLatency:
             raise LatencySourceError(str(error)) from None
         return LatencyEstimates(value, value, value)
 
+    def coverage(self, resolutions: Sequence[int]) -> Coverage | None:
+        return None  # any configuration's MACs are counted
+
     def describe(self) -> str:
         return "MACs (millions) of one image"
 
@@ -135,6 +190,9 @@ class LutLatency:
             raise LatencySourceError(f"{self.name}: {error}") from None
         return LatencyEstimates(value, value, value)
 
+    def coverage(self, resolutions: Sequence[int]) -> Coverage | None:
+        return None  # any configuration is a sum of layers (a layer the table lacks is an error when asked)
+
     def describe(self) -> str:
         return f"sum of the layer latencies in {self.table.name}"
 
@@ -145,12 +203,14 @@ class LutLatency:
 class TableLatency:
     """Measured entries of one device in a latency table, optionally measuring misses on a device.
 
-    Without `device`, a subnet the table lacks is an error saying how to
-    profile it; with `device` (``device:NAME``), misses are measured through
-    the profiler into the same table (with `config`, reporting to
-    `listener`), and every later question is a lookup. A device's entries are
-    found by its exact fingerprint, so measurements of another setup of the
-    same backend are never mistaken for this one's.
+    Without `device`, the table answers for what it holds: with `complete`, a
+    subnet it lacks is an error saying how to profile it; without, its latency
+    is infinite (it fits no target) and `coverage` says how much is missing.
+    With `device` (``device:NAME``), misses are measured through the profiler
+    into the same table (with `config`, reporting to `listener`), and every
+    later question is a lookup. A device's entries are found by its exact
+    fingerprint, so measurements of another setup of the same backend are
+    never mistaken for this one's.
     """
 
     unit = "ms"
@@ -158,11 +218,12 @@ class TableLatency:
     def __init__(
         self, path: str | Path, space: str, width: float, settings: Settings | None = None,
         device: str | None = None, device_id: int | None = None, config: ProfileConfig | None = None,
-        listener: ProfileListener | None = None,
+        listener: ProfileListener | None = None, complete: bool = True,
     ) -> None:
         from compofa.tables import LatencyTable
 
         self.path = Path(path)
+        self.complete = complete
         self.space, self.width = space, width
         self.settings = settings or Settings()
         self.device = device
@@ -173,6 +234,7 @@ class TableLatency:
         self.stats = SourceStats()
         self.device_id = device_id
         self._memo: dict[bytes, tuple[float, float, float]] = {}
+        self._held: ArchBatch | None = None  # the configurations with an entry
         self._fingerprint = None if device is None else _fingerprint(device, space, width, self.settings)
         if device is None or self.path.exists():
             with LatencyTable.open(self.path) as table:
@@ -207,25 +269,58 @@ class TableLatency:
                                                          f"--table {self.path}`")
             )
         if entries:
-            keys = ArchBatch.from_specs([parse_spec(e.key.spec) for e in entries]).keys()
-            for key, entry in zip(keys, entries):
+            self._held = ArchBatch.from_specs([parse_spec(e.key.spec) for e in entries])
+            for key, entry in zip(self._held.keys(), entries):
                 self._memo[key] = (entry.median_ms, entry.ci_low_ms, entry.ci_high_ms)
 
     def latency(self, batch: ArchBatch) -> LatencyEstimates:
         keys = batch.keys()
         missing = [row for row, key in enumerate(keys) if key not in self._memo]
         self.stats.hits += len(keys) - len(missing)
-        if missing:
-            if self.device is None:
-                spec = batch.spec(missing[0])
-                raise LatencySourceError(
-                    f"table {self.path} has no entry for {spec} ({len(missing)} subnets missing); profile them with "
-                    f"`compofa profile --space {self.space} --resolution {spec.resolution} --table {self.path}`, "
-                    "or search with device:NAME latency to measure on demand", option="latency",
-                )
+        if missing and self.device is None and self.complete:
+            spec = batch.spec(missing[0])
+            raise LatencySourceError(
+                f"table {self.path} has no entry for {spec} ({len(missing)} subnets missing); profile them with "
+                f"`compofa profile --space {self.space} --resolution {spec.resolution} --table {self.path}`, "
+                "or search with device:NAME latency to measure on demand", option="latency",
+            )
+        if missing and self.device is not None:
             self._measure(batch.take(np.array(missing)))
-        values = np.array([self._memo[key] for key in keys], dtype=np.float64).reshape(len(keys), 3)
+        unknown = (np.inf, np.inf, np.inf)  # no entry: a latency that fits no target
+        values = np.array([self._memo.get(key, unknown) for key in keys], dtype=np.float64).reshape(len(keys), 3)
         return LatencyEstimates(values[:, 0], values[:, 1], values[:, 2])
+
+    def coverage(self, resolutions: Sequence[int]) -> Coverage | None:
+        """What the table holds at `resolutions` (None with a device: it measures what the table lacks).
+
+        Refuses resolutions without a single entry, and, if `complete`, a table lacking any configuration.
+        """
+        if self.device is not None:
+            return None
+        held = self._held
+        assert held is not None, "a table source without entries is refused when made"
+        at = np.isin(held.resolution, np.asarray(resolutions, dtype=held.resolution.dtype))
+        have = {int(r): int(n) for r, n in zip(*np.unique(held.resolution[at], return_counts=True))}
+        absent = sorted({int(r) for r in resolutions} - set(have))
+        if absent:
+            holds = describe_range(sorted({int(r) for r in held.resolution}))
+            raise LatencySourceError(
+                f"table {self.path} has no {self.space} entries at {describe_range(absent)} px (it holds "
+                f"{holds} px): search the resolutions it holds, or profile the others with `compofa profile "
+                f"--space {self.space} --resolution {','.join(map(str, absent))} --table {self.path}`",
+                option="resolution",
+            )
+        size = get_space(self.space).cardinality
+        coverage = Coverage(held.take(np.flatnonzero(at)), {r: (n, size) for r, n in sorted(have.items())})
+        if self.complete and coverage.missing:
+            lacking = coverage.missing_by_resolution()
+            raise LatencySourceError(
+                f"table {self.path} lacks {count_text(coverage.missing)} {self.space} configurations (it holds "
+                f"{coverage.describe()}); profile them with `compofa profile --space {self.space} --resolution "
+                f"{','.join(map(str, lacking))} --table {self.path}`, or search over the measured ones only",
+                option="complete",
+            )
+        return coverage
 
     def _measure(self, batch: ArchBatch) -> None:
         from compofa.jobs.profile import ProfileRequest, profile_space
@@ -265,10 +360,12 @@ def _fingerprint(device: str, space: str, width: float, settings: Settings) -> d
 def latency_source(
     text: str, space: str, width: float, settings: Settings | None = None, table: str | Path | None = None,
     device_id: int | None = None, config: ProfileConfig | None = None, listener: ProfileListener | None = None,
+    complete: bool = True,
 ) -> LatencySource:
     """Parse the CLI form: ``table:PATH``, ``device:NAME``, ``lut:note10``, ``lut:PATH`` or ``flops``.
 
-    `table` is where ``device:NAME`` memoizes; `config` and `listener` drive its profiling.
+    `table` is where ``device:NAME`` memoizes; `config` and `listener` drive its profiling. Without
+    `complete`, ``table:PATH`` answers for the configurations it holds (see `TableLatency`).
     """
     kind, _, rest = text.partition(":")
     if kind == "flops" and not rest:
@@ -276,7 +373,7 @@ def latency_source(
     if kind == "lut" and rest:
         return LutLatency(rest, space, width)
     if kind == "table" and rest:
-        return TableLatency(rest, space, width, settings, device_id=device_id)
+        return TableLatency(rest, space, width, settings, device_id=device_id, complete=complete)
     if kind == "device" and rest:
         from compofa.remote.names import check_available
 

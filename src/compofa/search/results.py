@@ -16,7 +16,9 @@ from compofa.fileio import atomic_output, check_output_path
 from compofa.space import SubnetSpec, parse_spec
 
 #: Version of the results file; bump on incompatible change.
-#: 1: {"format", "version", "space", "width", ..., "results": [...], "pareto": [...]}.
+#: 1: {"format", "version", "space", "width", ..., "results": [...], "pareto": [...]}; "measured", "missing"
+#: and "missing_by_resolution" say what a partial table lacked (added without a version change: readers
+#: ignore fields they do not know).
 RESULTS_FORMAT = "compofa-search"
 RESULTS_VERSION = 1
 CSV_FIELDS = (
@@ -89,6 +91,11 @@ class SearchReport:
     candidates: int = 0
     seconds: float = 0.0
     latency_stats: dict[str, Any] = field(default_factory=dict)
+    # What a table held at the resolutions searched: configurations with an entry (None: a source that
+    # answers for any), those without (searched as missing every target), and those per resolution.
+    measured: int | None = None
+    missing: int = 0
+    missing_by_resolution: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -103,6 +110,9 @@ class SearchReport:
             "candidates": self.candidates,
             "seconds": self.seconds,
             "latency_stats": self.latency_stats,
+            "measured": self.measured,
+            "missing": self.missing,
+            "missing_by_resolution": {str(r): n for r, n in self.missing_by_resolution.items()},
             "results": [r.record(self.latency_source, self.bucket) for r in self.results],
             "pareto": self.pareto,
         }
