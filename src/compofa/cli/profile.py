@@ -17,9 +17,13 @@ from compofa.profiler import ProfileListener
 from compofa.space import DEFAULT_SPACE
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import numpy as np
     from rich.progress import Progress, TaskID
 
     from compofa.profiler import Progress as ProfileProgress
+    from compofa.space import SubnetSpec
 
 
 def _round_text(progress: ProfileProgress) -> str:
@@ -145,6 +149,24 @@ def _duration(seconds: float) -> str:
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
 
 
+def front_scorer(text: str, space: str, width: float | None) -> Callable[[Sequence[SubnetSpec]], np.ndarray]:
+    """The accuracy of subnets, from the --accuracy source, that a front-aware profile's front is drawn with."""
+    from compofa.cli.common import OptionError
+    from compofa.search.arrays import ArchBatch
+    from compofa.search.predictor import AccuracyError, accuracy_source
+
+    try:
+        source = accuracy_source(text, space, width)
+    except AccuracyError as error:
+        raise OptionError(f"{error}; a front-aware profile needs the accuracy of every subnet: give --accuracy "
+                          "table:PATH with measured rows, or profile --uniform", option="accuracy_text") from None
+
+    def score(specs: Sequence[SubnetSpec]) -> np.ndarray:
+        return source.accuracy(ArchBatch.from_specs(specs)) if specs else np.zeros(0)
+
+    return score
+
+
 def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str, ...]:
     """The devices named by --device (repeated) and --devices FILE, in order, each once; onnxruntime if none."""
     from compofa.cli.common import OptionError
@@ -197,13 +219,18 @@ def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str
               help="Timed inference per subnet and round.")
 @click.option("--time-budget", help="Stop beginning rounds after this long (90s, 20m, 1h30m): every subnet measured "
               "so far keeps the interval its rounds give, and the same command continues from there.")
+@click.option("--front-aware/--uniform", default=False, show_default=True,
+              help="Front-aware: every subnet coarsely (one short round), then to --target-ci only those that could "
+              "be on the accuracy-latency front (--accuracy decides it); uniform: every subnet to --target-ci.")
+@click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
+              help="What decides the front a front-aware profile refines: predictor, predictor:PATH or table:PATH.")
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_command(
     space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
     threads: int, precision: str, options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None,
     shard: str | None, limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
-    time_budget: str | None, force: bool, quiet: bool,
+    time_budget: str | None, front_aware: bool, accuracy_text: str, force: bool, quiet: bool,
 ) -> None:
     """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
 
@@ -239,6 +266,7 @@ def profile_command(
         force=force,
         fleet=names[1:],
         time_budget=parse_duration(time_budget),
+        accuracy=front_scorer(accuracy_text, space, width) if front_aware and not device.startswith("lut") else None,
     )
     label = display_name(device) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
     with progress_bar(f"{label} {space}", table, quiet) as listener:
@@ -256,6 +284,11 @@ def profile_command(
         click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded (the machine's speed "
                    "changed during them) and measured again")
     echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
+    if summary.front is not None:
+        front = summary.front
+        click.echo(f"front-aware: {front.coarse} subnets measured coarsely now, {front.refined} refined to "
+                   f"--target-ci; {front.candidates} could be on the accuracy-latency front, the rest keep coarse "
+                   "intervals (rerun with --uniform to measure every subnet to --target-ci)")
     unbegun = summary.planned - summary.already_done - summary.measured
     if summary.reasons[TIME_BUDGET] or (time_budget is not None and unbegun):
         click.echo(f"time budget spent: {summary.reasons[TIME_BUDGET]} subnets kept the intervals their rounds "

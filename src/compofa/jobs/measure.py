@@ -34,6 +34,7 @@ from compofa.devices import Device, ItemT, Settings
 from compofa.devices.base import Located, host_details
 from compofa.graphs.cache import default_cache_dir
 from compofa.profiler import (
+    NOISY,
     UNFINISHED,
     Estimate,
     Measurement,
@@ -78,6 +79,7 @@ class MeasureSummary:
     fingerprint: dict[str, Any] | None = None
     remeasured: int = 0  # entries left unstable by an earlier run's noise, measured again first
     unstable: int = 0  # entries finished now with stability warnings
+    front: Any = None  # a front-aware run's phases (`compofa.jobs.frontier.FrontSummary`)
 
 
 #: What to do about a table of another setup, where --force may add it as a separate device.
@@ -141,9 +143,11 @@ class StoreCommitter(ProfileListener[ItemT]):
     """Writes every event of the profiler to the table, then passes it on."""
 
     def __init__(self, table: LatencyTable, run: RunRecord, keys: ItemKeys[ItemT], reference: ItemT,
-                 summary: MeasureSummary, forward: ProfileListener[ItemT]) -> None:
+                 summary: MeasureSummary, forward: ProfileListener[ItemT], finished_as: str | None = None) -> None:
+        """`finished_as` is the reason stored for every entry a noisy machine did not leave `NOISY` (a
+        front-aware profile's coarse pass stores ``coarse``); None keeps the profiler's."""
         self.table, self.run, self.keys, self.reference = table, run, keys, reference
-        self.summary, self.forward = summary, forward
+        self.summary, self.forward, self.finished_as = summary, forward, finished_as
 
     def on_baseline(self, median_ms: float) -> None:
         self.table.set_reference(self.run.device_id, self.keys.setup, str(self.reference), median_ms)
@@ -160,6 +164,8 @@ class StoreCommitter(ProfileListener[ItemT]):
         self.forward.on_round(item, record)
 
     def on_done(self, item: ItemT, measurement: Measurement[ItemT], estimate: Estimate, reason: str) -> None:
+        if self.finished_as is not None and reason != NOISY:
+            reason = self.finished_as
         self.table.put_entry(self.run.device_id, self.keys.entry(item), measurement, estimate, reason)
         self.summary.measured += 1
         self.summary.reasons[reason] += 1
@@ -231,6 +237,7 @@ def measure_items(
     remedy: str = FORCEABLE,
     shard: str | None = None,
     time_budget: float | None = None,
+    finished_as: str | None = None,
 ) -> MeasureSummary:
     """Measure the `items` `table` lacks on `device`, committing as it goes (see the module docstring).
 
@@ -248,6 +255,7 @@ def measure_items(
         shard: the part of a larger plan this run is, recorded with the run.
         time_budget: seconds for the measuring (see `Profiler.run`); the run then ends with every item it
             measured in the table, those unconverged as `TIME_BUDGET`.
+        finished_as: the reason stored with every finished entry (see `StoreCommitter`).
     """
     fingerprint = device.fingerprint()
     check_same_device(table, device.name, fingerprint, force, remedy)
@@ -261,7 +269,7 @@ def measure_items(
         return summary
     prior = {item: table.rounds(device_id, keys.entry(item)) for item in todo} if device_id is not None else {}
     reference, baseline = stored_reference(table, device_id, keys, default_reference)
-    committer = StoreCommitter(table, run, keys, reference, summary, listener)
+    committer = StoreCommitter(table, run, keys, reference, summary, listener, finished_as)
     profiler = Profiler(device, config)
     deadline = time.perf_counter() + time_budget if time_budget is not None else None
     for group in (noisy, missing):  # unstable entries first, with one reference and baseline throughout

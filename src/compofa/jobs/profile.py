@@ -25,12 +25,13 @@ from pathlib import Path
 from compofa.devices import Settings
 from compofa.errors import SpecError
 from compofa.jobs.fleet import measure_on_fleet
+from compofa.jobs.frontier import Scorer, profile_front_aware
 from compofa.jobs.measure import FORCEABLE, ItemKeys, MeasureSummary, measure_items, with_cache_dir
 from compofa.profiler import ProfileConfig, ProfileListener
 from compofa.remote.names import open_any_device
 from compofa.sources.subnet import SubnetSource
 from compofa.space import DesignSpace, SubnetSpec, get_space, parse_spec
-from compofa.tables.store import EntryKey, LatencyTable, SetupKey, writing
+from compofa.tables.store import Entry, EntryKey, LatencyTable, SetupKey, writing
 
 
 def _shard_number(text: str, name: str, minimum: int = 0) -> int:
@@ -129,6 +130,8 @@ class ProfileRequest:
     forceable: bool = True  # whether the caller offers --force for a table of another setup
     fleet: tuple[str, ...] = ()  # more devices of the same kind measuring the job beside `device`
     time_budget: float | None = None  # seconds; then the run ends, unconverged entries as TIME_BUDGET
+    # front-aware (jobs/frontier.py): each spec's accuracy; None measures every spec to the target (uniform)
+    accuracy: Scorer | None = None
 
 
 def reference_spec(space: DesignSpace, resolutions: Sequence[int]) -> SubnetSpec:
@@ -198,13 +201,27 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
         def reference() -> SubnetSpec:
             return reference_spec(space, request.resolutions)
 
-        if len(devices) > 1:
-            return measure_on_fleet(table, devices, specs, keys, reference, source.describe(), settings,
-                                    request.config, listener, force=request.force, remedy=remedy, shard=shard,
-                                    notify=_to_stderr, time_budget=request.time_budget)
-        return measure_items(table, devices[0], specs, keys, reference, source.describe(), settings, request.config,
-                             listener, force=request.force, remedy=remedy, shard=shard,
-                             time_budget=request.time_budget)
+        def measure(items: Sequence[SubnetSpec], config: ProfileConfig, events: ProfileListener[SubnetSpec],
+                    finished_as: str | None, time_budget: float | None) -> MeasureSummary:
+            if len(devices) > 1:
+                return measure_on_fleet(table, devices, items, keys, reference, source.describe(), settings, config,
+                                        events, force=request.force, remedy=remedy, shard=shard, notify=_to_stderr,
+                                        time_budget=time_budget, finished_as=finished_as)
+            return measure_items(table, devices[0], items, keys, reference, source.describe(), settings, config,
+                                 events, force=request.force, remedy=remedy, shard=shard, time_budget=time_budget,
+                                 finished_as=finished_as)
+
+        if request.accuracy is None or devices[0].deterministic:
+            return measure(specs, request.config, listener, None, request.time_budget)
+
+        def entries() -> dict[EntryKey, Entry]:
+            device_id = table.find_device(devices[0].fingerprint())
+            return {e.key: e for e in table.entries(device_id)} if device_id is not None else {}
+
+        front = profile_front_aware(specs, keys.entry, entries, request.accuracy, measure, request.config, listener,
+                                    request.time_budget)
+        front.summary.front = front
+        return front.summary
 
 
 def _to_stderr(message: str) -> None:

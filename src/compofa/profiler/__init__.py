@@ -2,6 +2,7 @@
 
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
 from compofa.profiler.schedule import (
+    COARSE,
     NOISY,
     TIME_BUDGET,
     UNFINISHED,
@@ -20,6 +21,7 @@ from compofa.profiler.schedule import (
 from compofa.profiler.stats import Summary, summarize
 
 __all__ = [
+    "COARSE",
     "NOISY",
     "TIME_BUDGET",
     "UNFINISHED",

@@ -55,8 +55,11 @@ NOISY = "noisy"
 #: Why an item stopped when the run's time budget ran out before it converged: its entry has the interval its
 #: rounds so far give, and a later run measures it further (as a `NOISY` one).
 TIME_BUDGET = "time budget"
+#: Why an item stopped after the one short round of a front-aware profile's coarse pass: its interval is
+#: honest but wide, and refinement (or a uniform run) measures it further.
+COARSE = "coarse"
 #: Reasons that leave an entry for a later run to measure again, first.
-UNFINISHED = (NOISY, TIME_BUDGET)
+UNFINISHED = (NOISY, TIME_BUDGET, COARSE)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""Front-aware profiling: every configuration coarsely, then more rounds only where a search could change.
+
+A search needs a latency precisely only where it decides an answer: near the
+accuracy-latency Pareto front. Elsewhere a coarse measurement picks the same
+subnets. So a front-aware profile runs in two phases, each an ordinary
+measuring run (`compofa.jobs.measure`), so resume, locking and commits work as
+everywhere:
+
+1. the coarse pass: one short round for every configuration that has no
+   entry yet (every configuration prepared once, as always), each finished as
+   `COARSE` with the interval its round gives (the between-round spread is
+   pooled over the run, so a single round's interval is honest);
+2. refinement: the configurations that could be on the front (no other
+   configuration is certainly both at least as accurate and faster: its upper
+   bound below this one's lower bound) and are not yet refined are measured
+   to the target precision; refining narrows intervals, which can bring
+   others into doubt, so this repeats until every possible front member is
+   refined. The rest keep their coarse, honest intervals.
+
+The table is searchable at every moment (after the coarse pass every
+configuration has an entry), and rerunning continues where the last run
+stopped: a configuration without an entry is measured coarsely, a coarse one
+that could be on the front is refined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from compofa.jobs.measure import MeasureSummary, add_times
+from compofa.profiler import COARSE, UNFINISHED, ProfileConfig, ProfileListener, Progress
+from compofa.space import SubnetSpec
+from compofa.tables.store import Entry, EntryKey
+
+#: Timed inference per configuration in the coarse pass: a tenth of a default round. With the preparation,
+#: warm-up and reference blocks a coarse round costs about a second of a ±1% profile's five or so.
+COARSE_ROUND_SECONDS = 0.1
+
+#: Scores configurations for the front: top-1 accuracy (any monotone score will do) of each.
+Scorer = Callable[[Sequence[SubnetSpec]], np.ndarray]
+#: One measuring run: (items, config, listener, finished_as, time_budget) -> its summary.
+Measure = Callable[[Sequence[SubnetSpec], ProfileConfig, ProfileListener[SubnetSpec], str | None, float | None],
+                   MeasureSummary]
+
+
+def coarse_config(config: ProfileConfig) -> ProfileConfig:
+    """One short round a configuration; everything else as `config` says."""
+    return dataclasses.replace(config, min_rounds=1, max_rounds=1,
+                               round_seconds=min(config.round_seconds, COARSE_ROUND_SECONDS))
+
+
+def possibly_on_front(accuracy: np.ndarray, low_ms: np.ndarray, high_ms: np.ndarray) -> np.ndarray:
+    """Which configurations no other certainly dominates (at least as accurate, and an interval wholly below).
+
+    Configuration i is out when some j has accuracy[j] >= accuracy[i] and high_ms[j] < low_ms[i]: whatever
+    the true latencies inside the intervals, j then beats i at every target i meets.
+    """
+    count = len(accuracy)
+    if count == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(-accuracy, kind="stable")
+    sorted_accuracy = accuracy[order]
+    fastest_bound = np.minimum.accumulate(high_ms[order])
+    # for each i, the last position whose accuracy is >= its own (ties included, so equals compete too)
+    last = np.searchsorted(-sorted_accuracy, -accuracy, side="right") - 1
+    return ~(fastest_bound[last] < low_ms)
+
+
+class _Phase(ProfileListener[SubnetSpec]):
+    """Forwards events, naming the phase in progress."""
+
+    def __init__(self, forward: ProfileListener[SubnetSpec], phase: str) -> None:
+        self.forward, self.phase = forward, phase
+
+    def on_baseline(self, median_ms: float) -> None:
+        self.forward.on_baseline(median_ms)
+
+    def on_reference(self, at: float, median_ms: float, samples_ms: Sequence[float]) -> None:
+        self.forward.on_reference(at, median_ms, samples_ms)
+
+    def on_round(self, item: SubnetSpec, record: Any) -> None:
+        self.forward.on_round(item, record)
+
+    def on_done(self, item: SubnetSpec, measurement: Any, estimate: Any, reason: str) -> None:
+        self.forward.on_done(item, measurement, estimate, reason)
+
+    def on_progress(self, progress: Progress[SubnetSpec]) -> None:
+        self.forward.on_progress(dataclasses.replace(progress, phase=self.phase))
+
+    def on_staged(self, done: int, total: int) -> None:
+        self.forward.on_staged(done, total)
+
+
+@dataclasses.dataclass
+class FrontSummary:
+    """What a front-aware run did, phase by phase (`summary` adds them up)."""
+
+    summary: MeasureSummary
+    coarse: int = 0  # configurations measured coarsely now
+    refined: int = 0  # configurations refined now
+    candidates: int = 0  # configurations that could be on the front, when the run ended
+    refinements: int = 0  # refinement passes
+
+
+def profile_front_aware(
+    items: Sequence[SubnetSpec],
+    key: Callable[[SubnetSpec], EntryKey],
+    entries: Callable[[], dict[EntryKey, Entry]],
+    score: Scorer,
+    measure: Measure,
+    config: ProfileConfig,
+    listener: ProfileListener[SubnetSpec],
+    time_budget: float | None = None,
+) -> FrontSummary:
+    """Measure `items` coarsely, then refine those that could be on the front (see the module docstring).
+
+    Args:
+        items: every configuration planned.
+        key: an item's entry key; entries: the table's entries now (read again after each phase).
+        score: the accuracy of each item (the front is over score and latency).
+        measure: runs one measuring pass over some items with a config (the caller's table and device).
+        config: the precision refinement measures to (its `round_seconds` caps the coarse round's).
+        time_budget: seconds for the whole run; the phase in progress then ends as a time budget ends a run.
+    """
+    deadline = time.perf_counter() + time_budget if time_budget is not None else None
+
+    def left() -> float | None:
+        return None if deadline is None else deadline - time.perf_counter()
+
+    scores = np.asarray(score(items), dtype=np.float64)
+    known = entries()
+    coarse_items = [item for item in items if key(item) not in known]
+    # with nothing left to measure coarsely this still checks the device against the table
+    first = measure(coarse_items, coarse_config(config), _Phase(listener, "coarse pass"), COARSE, left())
+    result = FrontSummary(dataclasses.replace(first, planned=len(items),
+                                              already_done=len(items) - len(coarse_items)), coarse=first.measured)
+    while (remaining := left()) is None or remaining > 0:
+        known = entries()
+        present = [i for i, item in enumerate(items) if key(item) in known]
+        if not present:
+            break
+        low = np.array([known[key(items[i])].ci_low_ms for i in present])
+        high = np.array([known[key(items[i])].ci_high_ms for i in present])
+        candidates = [items[present[j]] for j in np.flatnonzero(possibly_on_front(scores[present], low, high))]
+        result.candidates = len(candidates)
+        todo = [item for item in candidates if known[key(item)].reason in UNFINISHED]
+        if not todo:
+            break
+        refined = measure(todo, config, _Phase(listener, f"refining near the front ({len(todo)})"), None, remaining)
+        result.refinements += 1
+        result.refined += refined.measured
+        summary = result.summary  # `measured` stays the entries made now; refinement updates entries
+        summary.reasons.update(refined.reasons)
+        summary.discarded_rounds += refined.discarded_rounds
+        summary.unstable += refined.unstable
+        summary.times = add_times(summary.times, refined.times) if refined.times is not None else summary.times
+        if refined.measured == 0:  # nothing could be measured (the budget ran out first)
+            break
+    return result

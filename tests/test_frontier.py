@@ -1,0 +1,71 @@
+"""Front-aware profiling: every configuration coarsely, then refinement only where the front could be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import fake_device  # noqa: F401  (registers the simulated backend "fake")
+from cli_helpers import assert_one_line_error, run
+from compofa.jobs.frontier import coarse_config, possibly_on_front
+from compofa.profiler import COARSE, ProfileConfig
+from compofa.tables.store import LatencyTable
+
+
+def test_a_configuration_is_out_only_when_another_certainly_beats_it() -> None:
+    accuracy = np.array([0.80, 0.79, 0.79, 0.75, 0.81])
+    low = np.array([10.0, 12.0, 9.0, 9.5, 30.0])
+    high = np.array([11.0, 13.0, 9.8, 10.5, 31.0])
+    # 1 (0.79, 12-13 ms) is beaten for sure by 0 (0.80, at most 11 ms). 3 (0.75, from 9.5 ms) stays: the
+    # fastest more accurate one, 2, may take up to 9.8 ms. 4 is the most accurate.
+    assert possibly_on_front(accuracy, low, high).tolist() == [True, False, True, True, True]
+    # equal accuracy competes too: the certainly slower twin is out
+    assert possibly_on_front(np.array([0.8, 0.8]), np.array([1.0, 3.0]), np.array([2.0, 4.0])).tolist() == [
+        True, False]
+    assert possibly_on_front(np.zeros(0), np.zeros(0), np.zeros(0)).tolist() == []
+
+
+def test_the_coarse_pass_is_one_short_round() -> None:
+    coarse = coarse_config(ProfileConfig(target_ci=0.02, round_seconds=0.4, max_rounds=8))
+    assert (coarse.min_rounds, coarse.max_rounds, coarse.round_seconds, coarse.target_ci) == (1, 1, 0.1, 0.02)
+
+
+def test_front_aware_profile_refines_only_what_could_be_on_the_front(tmp_path: Path) -> None:
+    table = tmp_path / "t.db"
+    args = ("profile", "--device", "fake", "-O", "noise=0.02", "--resolution", "160", "--limit", "40",
+            "--round-seconds", "0.02", "--table", str(table), "--front-aware", "--quiet")
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    assert "front-aware: 40 subnets measured coarsely now" in first.stdout
+    from compofa.cli.profile import front_scorer
+    from compofa.space import parse_spec
+
+    with LatencyTable.open(table) as store:
+        entries = store.entries()
+    assert len(entries) == 40  # every configuration has an entry: the table serves at once
+    specs = [parse_spec(e.key.spec) for e in entries]
+    accuracy = front_scorer("predictor", "compofa", None)(specs)
+    low = np.array([e.ci_low_ms for e in entries])
+    high = np.array([e.ci_high_ms for e in entries])
+    open_question = possibly_on_front(accuracy, low, high)
+    refined = np.array([e.reason != COARSE for e in entries])
+    assert refined.any() and not refined.all()  # some refined, the rest kept coarse
+    assert not (open_question & ~refined).any()  # nothing that could be on the front is left coarse
+    coarse_widths = [(e.ci_high_ms - e.ci_low_ms) / e.median_ms for e in entries if e.reason == COARSE]
+    assert all(w > 0 for w in coarse_widths)  # honest, if wide, intervals
+    again = run(*args)
+    assert again.exit_code == 0 and "0 subnets measured coarsely now, 0 refined" in again.stdout, again.output
+    # --uniform on the same table measures the coarse ones to the target
+    uniform = run(*args[:-2], "--uniform", "--quiet")
+    assert uniform.exit_code == 0, uniform.output
+    with LatencyTable.open(table) as store:
+        assert all(e.reason != COARSE for e in store.entries())
+
+
+def test_front_aware_needs_an_accuracy_that_can_score_the_space(tmp_path: Path) -> None:
+    table = tmp_path / "t.db"
+    refused = run("profile", "--space", "compofa-proxyless", "--device", "fake", "--front-aware", "--limit", "2",
+                  "--table", str(table), "--quiet")
+    assert_one_line_error(refused, "--accuracy table:PATH", "--uniform", "(change --accuracy)")
+    assert not table.exists()
