@@ -299,3 +299,18 @@ def test_progress_counts_rounds_against_a_plan_that_grows() -> None:
     assert all(p.kept + p.discarded == p.round_index + 1 and p.kept <= config.max_rounds for p in seen)
     assert any(p.discarded for p in seen)  # the busy machine's rounds are shown as discarded, not as kept
     assert all(p.eta_seconds is not None and p.eta_seconds >= 0 for p in seen) and seen[-1].eta_seconds == 0
+
+
+def test_one_round_takes_the_between_round_spread_of_the_others() -> None:
+    """An item measured in one round (a coarse pass, a time budget) cannot show its own session-to-session
+    spread: its interval takes the pooled spread of the run's other items, never only its own samples."""
+    from compofa.profiler import RoundSpread
+
+    samples = tuple(10.0 + 0.001 * i for i in range(50))  # a very steady round
+    measurement = Measurement("item", (RoundRecord(0, 0.0, 0.0, (), samples),))
+    alone = measurement.estimate_with(None)
+    pooled = RoundSpread(sum_squares=8 * 0.02**2, df=8)  # other items' rounds differ by about 2%
+    shared = measurement.estimate_with(pooled)
+    half_width = (shared.ci_high_ms - shared.ci_low_ms) / 2 / shared.median_ms
+    assert (alone.ci_high_ms - alone.ci_low_ms) / 2 / alone.median_ms < 0.001
+    assert half_width == pytest.approx(t95(8) * 0.02, rel=0.01)

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from compofa.jobs.measure import MeasureSummary, add_times
-from compofa.profiler import COARSE, UNFINISHED, ProfileConfig, ProfileListener, Progress
+from compofa.profiler import COARSE, UNFINISHED, Measurement, ProfileConfig, ProfileListener, Progress, RoundSpread
 from compofa.space import SubnetSpec
-from compofa.tables.store import Entry, EntryKey
+from compofa.tables.store import Entry, EntryKey, LatencyTable
 
 #: Timed inference per configuration in the coarse pass: a tenth of a default round. With the preparation,
 #: warm-up and reference blocks a coarse round costs about a second of a ±1% profile's five or so.
@@ -107,6 +107,36 @@ class FrontSummary:
     refinements: int = 0  # refinement passes
 
 
+def widen_coarse_entries(table: LatencyTable, device_id: int | None, keys: Sequence[EntryKey]) -> int:
+    """Give every `COARSE` entry among `keys` the between-round spread its single round cannot show.
+
+    A coarse pass times each configuration in one round, so its interval holds only the spread within that
+    round; how much another session would differ (about a percent on a quiet machine) shows only across
+    rounds. Once some configurations of the table have two or more rounds (refined ones, earlier runs),
+    their spread, pooled, is the machine's, and each coarse entry is estimated again with it (its samples
+    unchanged). Returns how many entries were estimated again.
+    """
+    if device_id is None:
+        return 0
+    rounds = {key: table.rounds(device_id, key) for key in keys}
+    spread = RoundSpread.pooled(Measurement(key, tuple(found)).round_medians() for key, found in rounds.items())
+    if spread.df < 1:
+        return 0
+    current = {entry.key: entry for entry in table.entries(device_id)}
+    widened = 0
+    for key in keys:
+        entry = current.get(key)
+        if entry is None or entry.reason != COARSE or not rounds[key]:
+            continue
+        measurement = Measurement(key, tuple(rounds[key]))
+        if not measurement.used_rounds:
+            continue
+        estimate = measurement.estimate_with(spread)
+        table.put_entry(device_id, key, measurement, estimate, COARSE)
+        widened += 1
+    return widened
+
+
 def profile_front_aware(
     items: Sequence[SubnetSpec],
     key: Callable[[SubnetSpec], EntryKey],
@@ -116,6 +146,7 @@ def profile_front_aware(
     config: ProfileConfig,
     listener: ProfileListener[SubnetSpec],
     time_budget: float | None = None,
+    widen: Callable[[], int] | None = None,
 ) -> FrontSummary:
     """Measure `items` coarsely, then refine those that could be on the front (see the module docstring).
 
@@ -126,6 +157,9 @@ def profile_front_aware(
         measure: runs one measuring pass over some items with a config (the caller's table and device).
         config: the precision refinement measures to (its `round_seconds` caps the coarse round's).
         time_budget: seconds for the whole run; the phase in progress then ends as a time budget ends a run.
+        widen: gives coarse entries the between-round spread of the table's other rounds
+            (`widen_coarse_entries`), called before every decision of what could be on the front and at the
+            end, so no coarse interval is narrower than the machine's session-to-session spread.
     """
     deadline = time.perf_counter() + time_budget if time_budget is not None else None
 
@@ -140,6 +174,8 @@ def profile_front_aware(
     result = FrontSummary(dataclasses.replace(first, planned=len(items),
                                               already_done=len(items) - len(coarse_items)), coarse=first.measured)
     while (remaining := left()) is None or remaining > 0:
+        if widen is not None:
+            widen()
         known = entries()
         present = [i for i, item in enumerate(items) if key(item) in known]
         if not present:
@@ -161,4 +197,6 @@ def profile_front_aware(
         summary.times = add_times(summary.times, refined.times) if refined.times is not None else summary.times
         if refined.measured == 0:  # nothing could be measured (the budget ran out first)
             break
+    if widen is not None:
+        widen()
     return result

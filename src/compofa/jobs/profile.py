@@ -25,7 +25,7 @@ from pathlib import Path
 from compofa.devices import Settings
 from compofa.errors import SpecError
 from compofa.jobs.fleet import measure_on_fleet
-from compofa.jobs.frontier import Scorer, profile_front_aware
+from compofa.jobs.frontier import Scorer, profile_front_aware, widen_coarse_entries
 from compofa.jobs.measure import FORCEABLE, ItemKeys, MeasureSummary, measure_items, with_cache_dir
 from compofa.profiler import ProfileConfig, ProfileListener
 from compofa.remote.names import open_any_device
@@ -218,8 +218,12 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
             device_id = table.find_device(devices[0].fingerprint())
             return {e.key: e for e in table.entries(device_id)} if device_id is not None else {}
 
+        def widen() -> int:
+            return widen_coarse_entries(table, table.find_device(devices[0].fingerprint()),
+                                        [keys.entry(spec) for spec in specs])
+
         front = profile_front_aware(specs, keys.entry, entries, request.accuracy, measure, request.config, listener,
-                                    request.time_budget)
+                                    request.time_budget, widen)
         front.summary.front = front
         return front.summary
 

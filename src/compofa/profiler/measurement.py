@@ -159,6 +159,9 @@ class Measurement(Generic[ItemT]):
             medians = self.round_medians()
             own = RoundSpread.of(medians)
             combined = own if spread is None else spread.merged(own)
+        else:  # one round says nothing of the spread between rounds; the other items' rounds do
+            combined = spread if spread is not None else RoundSpread(0.0, 0)
+        if combined.df >= 1:
             between = t95(combined.df) * math.sqrt(combined.variance / len(rounds)) * summary.median_ms
             low, high = min(low, summary.median_ms - between), max(high, summary.median_ms + between)
         warnings = () if self.deterministic else tuple(stability_warnings(summary))
