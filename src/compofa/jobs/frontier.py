@@ -8,8 +8,9 @@ everywhere:
 
 1. the coarse pass: one short round for every configuration that has no
    entry yet (every configuration prepared once, as always), each finished as
-   `COARSE` with the interval its round gives (the between-round spread is
-   pooled over the run, so a single round's interval is honest);
+   `COARSE`; a few spread over the plan get two rounds, so the machine's
+   session-to-session spread is known, and every coarse interval is widened
+   by it (`widen_coarse_entries`: one round's samples cannot show it);
 2. refinement: the configurations that could be on the front (no other
    configuration is certainly both at least as accurate and faster: its upper
    bound below this one's lower bound) and are not yet refined are measured
@@ -40,6 +41,10 @@ from compofa.tables.store import Entry, EntryKey, LatencyTable
 #: Timed inference per configuration in the coarse pass: a tenth of a default round. With the preparation,
 #: warm-up and reference blocks a coarse round costs about a second of a ±1% profile's five or so.
 COARSE_ROUND_SECONDS = 0.1
+
+#: Configurations of the coarse pass timed in two rounds instead of one, spread over the plan, so that the
+#: session-to-session spread is known from the first decision of what could be on the front.
+SPREAD_SAMPLE = 8
 
 #: Scores configurations for the front: top-1 accuracy (any monotone score will do) of each.
 Scorer = Callable[[Sequence[SubnetSpec]], np.ndarray]
@@ -169,10 +174,24 @@ def profile_front_aware(
     scores = np.asarray(score(items), dtype=np.float64)
     known = entries()
     coarse_items = [item for item in items if key(item) not in known]
-    # with nothing left to measure coarsely this still checks the device against the table
-    first = measure(coarse_items, coarse_config(config), _Phase(listener, "coarse pass"), COARSE, left())
-    result = FrontSummary(dataclasses.replace(first, planned=len(items),
-                                              already_done=len(items) - len(coarse_items)), coarse=first.measured)
+    # a few of them in two rounds, spread over the plan: their spread is the machine's, which one round cannot
+    # show (`widen_coarse_entries` gives it to the others); with nothing left to measure coarsely, the pass
+    # still checks the device against the table
+    step = max(len(coarse_items) // SPREAD_SAMPLE, 1)
+    sample = coarse_items[::step][:SPREAD_SAMPLE] if len(coarse_items) > SPREAD_SAMPLE else []
+    phase = _Phase(listener, "coarse pass")
+    first = measure(sample, dataclasses.replace(coarse_config(config), min_rounds=2, max_rounds=2), phase,
+                    COARSE, left()) if sample else None
+    chosen = set(sample)
+    rest = measure([item for item in coarse_items if item not in chosen], coarse_config(config), phase, COARSE,
+                   left())
+    measured = rest.measured + (first.measured if first is not None else 0)
+    result = FrontSummary(dataclasses.replace(rest, planned=len(items), already_done=len(items) - len(coarse_items),
+                                              measured=measured), coarse=measured)
+    if first is not None:
+        result.summary.times = add_times(first.times, rest.times) if rest.times is not None else first.times
+        result.summary.discarded_rounds += first.discarded_rounds
+        result.summary.reasons.update(first.reasons)
     while (remaining := left()) is None or remaining > 0:
         if widen is not None:
             widen()
