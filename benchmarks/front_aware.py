@@ -59,11 +59,23 @@ def entries(table: Path, environment: dict[str, str]) -> dict[str, dict[str, flo
     return {row["spec"]: row for row in json.loads(exported.read_text())}
 
 
-def picks(table: Path, resolutions: str, targets: list[float], environment: dict[str, str]) -> list[str | None]:
+def search(table: Path, resolutions: str, targets: str, environment: dict[str, str]) -> list[dict[str, object]]:
     found = compofa("search", "--latency", f"table:{table}", "--resolution", resolutions, "--strategy",
-                    "exhaustive", "--target", ",".join(f"{t:.4f}" for t in targets), "--json",
-                    environment=environment)
-    return [row.get("spec") for row in json.loads(found.stdout)["results"]]
+                    "exhaustive", "--target", targets, "--json", environment=environment)
+    results: list[dict[str, object]] = json.loads(found.stdout)["results"]
+    return results
+
+
+def feasible_targets(table: Path, resolutions: str, environment: dict[str, str]) -> list[float]:
+    """`TARGETS` targets evenly over the feasible range search itself finds in `table` (from the fastest
+    subnet to the slowest, as percentages of that way, then read back in ms)."""
+    shares = ",".join(f"{100 * (i + 0.5) / TARGETS:g}%" for i in range(TARGETS))
+    return [float(str(row["target_ms"])) for row in search(table, resolutions, shares, environment)]
+
+
+def picks(table: Path, resolutions: str, targets: list[float], environment: dict[str, str]) -> list[str | None]:
+    rows = search(table, resolutions, ",".join(f"{t:.4f}" for t in targets), environment)
+    return [str(row["spec"]) if row.get("spec") else None for row in rows]
 
 
 def agreement(first: list[str | None], second: list[str | None], a: dict[str, dict[str, float]],
@@ -102,9 +114,8 @@ def main() -> None:
             walls[name] = profile(folder / f"{name}.db", resolutions, limit, mode, environment)
             print(f"  {name}: {walls[name]:.0f} s", flush=True)
         tables = {name: entries(folder / f"{name}.db", environment) for name in walls}
-        medians = [row["median_ms"] for row in tables["uniform"].values()]
-        low, high = min(medians), max(medians)
-        targets = [low + (high - low) * (i + 0.5) / TARGETS for i in range(TARGETS)]
+        targets = feasible_targets(folder / "uniform.db", resolutions, environment)
+        low, high = min(targets), max(targets)
         chosen = {name: picks(folder / f"{name}.db", resolutions, targets, environment) for name in walls}
         configurations = len(tables["uniform"])
         print(f"\n{configurations} configurations at {resolutions} px, ONNX Runtime 1 thread")
