@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from compofa.extras import require_torch
 from compofa.graphs.interface import LAYER_OUTPUT_NAME
@@ -60,37 +61,37 @@ class LayerSource:
             self._weights = SeededWeights(self.family, self.width)
         return self._weights
 
-    def onnx(self, layer: Layer, batch: int) -> Path:
-        """The ONNX file of `layer` at `batch` (written once, then cached)."""
+    def _cached(self, layer: Layer, batch: int, version: int, suffix: str, write: Callable[[IO[bytes]], Any]
+                ) -> Path:
+        """The cache file of `layer` at `batch` in one format, written by `write` unless already there."""
         from compofa.fileio import atomic_output
-        from compofa.graphs.cache import EXPORTER_VERSION, default_cache_dir
+        from compofa.graphs.cache import default_cache_dir
 
-        identity = f"{EXPORTER_VERSION}|{self.weights.fingerprint}|{batch}|{layer.resolution}|{layer.key}"
+        identity = f"{version}|{self.weights.fingerprint}|{batch}|{layer.resolution}|{layer.key}"
         folder = Path(self.cache_dir or default_cache_dir()) / "layers"
-        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.onnx"
+        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}{suffix}"
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            graph = layer_graph(layer, self.weights, self.width, batch)
             with atomic_output(path, "wb", durable=False) as handle:  # a cache: rebuilt if lost
-                graph.write(handle)
+                write(handle)
         return path
+
+    def onnx(self, layer: Layer, batch: int) -> Path:
+        """The ONNX file of `layer` at `batch` (written once, then cached)."""
+        from compofa.graphs.cache import EXPORTER_VERSION
+
+        return self._cached(layer, batch, EXPORTER_VERSION, ".onnx",
+                            lambda handle: layer_graph(layer, self.weights, self.width, batch).write(handle))
 
     def tflite(self, layer: Layer, batch: int) -> Path:
         """The LiteRT (.tflite) file of `layer` at `batch`, NHWC (written once, then cached): what a phone times."""
-        from compofa.fileio import atomic_output
-        from compofa.graphs.cache import default_cache_dir
         from compofa.graphs.tflite_graph import TFLITE_WRITER_VERSION, build_tflite_layer_model
 
-        identity = f"{TFLITE_WRITER_VERSION}|{self.weights.fingerprint}|{batch}|{layer.resolution}|{layer.key}"
-        folder = Path(self.cache_dir or default_cache_dir()) / "layers"
-        path = folder / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.tflite"
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            model = build_tflite_layer_model(plan_subnet(layer.spec, self.width), self.weights, layer.index, batch,
-                                             {"lut_key": layer.key})
-            with atomic_output(path, "wb", durable=False) as handle:  # a cache: rebuilt if lost
-                handle.write(model)
-        return path
+        def write(handle: IO[bytes]) -> None:
+            handle.write(build_tflite_layer_model(plan_subnet(layer.spec, self.width), self.weights, layer.index,
+                                                  batch, {"lut_key": layer.key}))
+
+        return self._cached(layer, batch, TFLITE_WRITER_VERSION, ".tflite", write)
 
     def input_shape(self, layer: Layer, batch: int) -> tuple[int, ...]:
         return (batch, *plan_subnet(layer.spec, self.width).layers[layer.index].input_shape)
