@@ -19,7 +19,8 @@ run of the same comparison. Prints tables; asserts nothing. Don't run other
 work meanwhile.
 
 Run: ``python benchmarks/front_aware.py`` (about two hours here; ``--quick``
-is 40 subnets at 160 px).
+is 40 subnets at 160 px; ``--limit 200`` a spread sample of 200 of the
+configurations).
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ def main() -> None:
     parser.add_argument("--resolutions", default="160,176,192,208,224")
     parser.add_argument("--repeat", action="store_true", help="a second front-aware run, compared with the first")
     parser.add_argument("--quick", action="store_true", help="40 subnets at 160 px")
+    parser.add_argument("--limit", type=int, help="a spread sample of this many configurations of them all")
     args = parser.parse_args()
-    limit = ["--limit", "40"] if args.quick else []
+    count = 40 if args.quick else args.limit
+    limit = ["--limit", str(count)] if count else []
     resolutions = "160" if args.quick else args.resolutions
     with tempfile.TemporaryDirectory(prefix="compofa-front-bench-") as scratch:
         folder = Path(scratch)

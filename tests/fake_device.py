@@ -7,7 +7,10 @@ Options (strings, as from the CLI's -O): noise, step_at, step, fail_after;
 sleep (spend this share of each sample's latency in real time, so that a
 separate process can be interrupted mid-run); busy and busy_every (a busy
 machine: every `busy_every` runs its speed jumps to a random factor in
-[1, 1 + busy], so rounds keep being discarded); fill_at and fill_path (at that
+[1, 1 + busy], so rounds keep being discarded); disturb, disturb_from and
+disturb_until (other work on the machine: from run `disturb_from` up to run
+`disturb_until`, default the whole run, each sample takes up to `disturb`
+longer, at random, so the reference's samples spread); fill_at and fill_path (at that
 run, fill the disk holding fill_path with one file until it is full).
 """
 
@@ -54,6 +57,9 @@ class FakeDevice:
         self.sleep = float(options.get("sleep", "0"))
         self.busy = float(options.get("busy", "0"))
         self.busy_every = int(options.get("busy_every", "5"))
+        self.disturb = float(options.get("disturb", "0"))
+        self.disturb_from = int(options.get("disturb_from", "0"))
+        self.disturb_until = int(options.get("disturb_until", "0")) or None
         self.speed = 1.0
         self.fill_at = int(options.get("fill_at", "0")) or None
         self.fill_path = options.get("fill_path")
@@ -88,6 +94,9 @@ class FakeDevice:
             if self.busy and self.runs % self.busy_every == 0:
                 self.speed = 1 + self.busy * float(self.rng.random())
             noise = 1 + self.noise * abs(self.rng.standard_normal())
+            if self.disturb and self.runs >= self.disturb_from and (self.disturb_until is None
+                                                                    or self.runs < self.disturb_until):
+                noise *= 1 + self.disturb * float(self.rng.random())
             sample = true_latency_ms(handle.spec) * drift * self.speed * noise
             if self.sleep:
                 time.sleep(sample * self.sleep / 1000)

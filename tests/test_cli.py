@@ -311,6 +311,7 @@ def test_a_time_budget_and_plain_progress_lines(tmp_path: Path) -> None:
     lines = first.stderr.strip().splitlines()
     assert lines and all(line.startswith("fake compofa: ") for line in lines) and "\r" not in first.stderr
     assert any("rounds" in line and "ETA" in line for line in lines)
+    assert any(re.search(r", noise \d+\.\d%", line) for line in lines)  # the reference's spread in the round
     from compofa.tables.store import LatencyTable
 
     with LatencyTable.open(table) as store:

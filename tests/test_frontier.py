@@ -31,6 +31,19 @@ def test_a_configuration_is_out_only_when_another_certainly_beats_it() -> None:
 def test_the_coarse_pass_is_one_short_round() -> None:
     coarse = coarse_config(ProfileConfig(target_ci=0.02, round_seconds=0.4, max_rounds=8))
     assert (coarse.min_rounds, coarse.max_rounds, coarse.round_seconds, coarse.target_ci) == (1, 1, 0.1, 0.02)
+    # a move of a few percent within so short a look is inside the interval it gets; discarding it would cost
+    # another look
+    assert coarse.drift_threshold == 0.10
+
+
+def test_front_aware_is_the_default_over_several_resolutions_only(tmp_path: Path) -> None:
+    common = ("profile", "--device", "fake", "--limit", "6", "--round-seconds", "0.01", "--quiet")
+    several = run(*common, "--resolution", "160,224", "--table", str(tmp_path / "several.db"))
+    assert several.exit_code == 0 and "front-aware: 6 subnets measured coarsely now" in several.stdout, several.output
+    one = run(*common, "--resolution", "160", "--table", str(tmp_path / "one.db"))
+    assert one.exit_code == 0 and "front-aware" not in one.stdout, one.output
+    with LatencyTable.open(tmp_path / "one.db") as store:
+        assert all(e.reason != COARSE for e in store.entries())
 
 
 def test_front_aware_profile_refines_only_what_could_be_on_the_front(tmp_path: Path) -> None:

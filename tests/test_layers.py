@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from compofa.cli import main
 
 from cli_helpers import assert_one_line_error, run
+from compofa.profiler import NOISY
 from compofa.lut import LookupTable, LutError, layer_keys, write_lut
 from compofa.errors import CompofaError
 from compofa.space import get_space
@@ -152,9 +153,11 @@ def test_build_writes_an_ofa_format_table_that_estimates_every_subnet(tmp_path: 
                                       for e in entries)
     # the drift reference is one of the layers, stored under the layers' setup for the next build
     assert reference is not None and reference[0] in {layer.key for layer in distinct_layers("compofa", 1.2, [160])}
-    again = build_lut(request)  # a rerun finds everything measured and rewrites the same table
-    assert again.measured == 0 and again.already_done == 36
-    assert LookupTable.read(folder).layer_table(160).entries == lut.layer_table(160).entries
+    again = build_lut(request)  # a rerun finds everything measured and rewrites the same table...
+    left_noisy = summary.reasons[NOISY]  # ...but for what a disturbed machine left noise-limited: measured again
+    assert again.measured == again.remeasured == left_noisy and again.already_done == 36 - left_noisy
+    if not left_noisy:
+        assert LookupTable.read(folder).layer_table(160).entries == lut.layer_table(160).entries
     with pytest.raises(CompofaError, match="holds measurements of mobilenetv3 width 1.2, not mobilenetv3 width 1;"):
         build_lut(dataclasses.replace(request, width=1.0))  # never mixed into, nor overwriting, this table
 

@@ -32,6 +32,14 @@ def _round_text(progress: ProfileProgress) -> str:
     return f"{progress.item} (round {progress.kept}{discarded})"
 
 
+def _noise_text(progress: ProfileProgress) -> str:
+    """The machine's noise in the latest round (the reference's spread), flagged when it disturbed the round."""
+    if progress.noise is None:
+        return ""
+    flag = " disturbed" if progress.disturbed else ""
+    return f", noise {progress.noise:.1%}{flag}"
+
+
 class _Bar(ProfileListener):
     """Drives a rich progress bar on a terminal: rounds done of rounds planned, items done, ETA, noise.
 
@@ -65,7 +73,7 @@ class _Bar(ProfileListener):
             total=progress.rounds_planned,
             items=f"{progress.done}/{progress.total} done",
             subnet=f"{progress.phase}: {_round_text(progress)}",
-            noise=f"CI +-{progress.relative_ci:.1%}",
+            noise=f"CI +-{progress.relative_ci:.1%}{_noise_text(progress)}",
             eta=eta,
         )
 
@@ -102,7 +110,8 @@ class _Lines(ProfileListener):
         self._rounds_said = True
         self._say(f"{progress.phase}, {progress.rounds_done}/{progress.rounds_planned} rounds, "
                   f"{progress.done}/{progress.total} done, ETA {eta}; last {_round_text(progress)}, "
-                  f"CI +-{progress.relative_ci:.1%}", force=first or progress.done == progress.total)
+                  f"CI +-{progress.relative_ci:.1%}{_noise_text(progress)}",
+                  force=first or progress.done == progress.total)
 
 
 @contextmanager
@@ -219,9 +228,10 @@ def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str
               help="Timed inference per subnet and round.")
 @click.option("--time-budget", help="Stop beginning rounds after this long (90s, 20m, 1h30m): every subnet measured "
               "so far keeps the interval its rounds give, and the same command continues from there.")
-@click.option("--front-aware/--uniform", default=False, show_default=True,
+@click.option("--front-aware/--uniform", default=None,
               help="Front-aware: every subnet coarsely (one short round), then to --target-ci only those that could "
-              "be on the accuracy-latency front (--accuracy decides it); uniform: every subnet to --target-ci.")
+              "be on the accuracy-latency front (--accuracy decides it); uniform: every subnet to --target-ci. "
+              "Default: front-aware over several resolutions, uniform at one.")
 @click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
               help="What decides the front a front-aware profile refines: predictor, predictor:PATH or table:PATH.")
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
@@ -230,7 +240,7 @@ def profile_command(
     space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
     threads: int, precision: str, options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None,
     shard: str | None, limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
-    time_budget: str | None, front_aware: bool, accuracy_text: str, force: bool, quiet: bool,
+    time_budget: str | None, front_aware: bool | None, accuracy_text: str, force: bool, quiet: bool,
 ) -> None:
     """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
 
@@ -252,6 +262,8 @@ def profile_command(
     resolutions = parse_resolutions(resolution, design) or (224,)
     settings = Settings(batch or default_batch(device), precision, threads, parse_options(options))
     check_rounds(min_rounds, max_rounds)
+    if front_aware is None:  # at one resolution most subnets lie near the front: a coarse pass first saves little
+        front_aware = len(resolutions) > 1
     config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max_rounds,
                            round_seconds=round_seconds)
     request = ProfileRequest(
@@ -303,8 +315,8 @@ def echo_stability(remeasured: int, unstable: int, noisy: int) -> None:
     if remeasured:
         click.echo(f"measured again first: {remeasured} entries an earlier run left unstable")
     if unstable:
-        why = (f"{noisy} because the machine's speed kept changing during their rounds (their intervals are wider; "
-               "rerun on a quieter machine to measure them again)" if noisy else "")
+        why = (f"{noisy} noise-limited: the machine was disturbed or its speed kept changing during their rounds "
+               "(their intervals are wider; rerun when it is quiet to measure them again)" if noisy else "")
         other = unstable - noisy
         rest = f"{other} with a wide spread of samples (see `compofa table show`)" if other else ""
         click.echo(f"unstable: {unstable} entries, " + "; ".join(part for part in (why, rest) if part))

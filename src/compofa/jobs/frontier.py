@@ -34,13 +34,29 @@ from typing import Any
 import numpy as np
 
 from compofa.jobs.measure import MeasureSummary, add_times
-from compofa.profiler import COARSE, UNFINISHED, Measurement, ProfileConfig, ProfileListener, Progress, RoundSpread
+from compofa.profiler import (
+    COARSE,
+    NOISY,
+    UNFINISHED,
+    MachineSpread,
+    Measurement,
+    ProfileConfig,
+    ProfileListener,
+    Progress,
+    disturbance_threshold,
+    noise_warning,
+)
 from compofa.space import SubnetSpec
 from compofa.tables.store import Entry, EntryKey, LatencyTable
 
 #: Timed inference per configuration in the coarse pass: a tenth of a default round. With the preparation,
 #: warm-up and reference blocks a coarse round costs about a second of a ±1% profile's five or so.
 COARSE_ROUND_SECONDS = 0.1
+
+#: The coarse round's bound on the reference's move within a round: a round is one short look, and one
+#: discarded for a move of a few percent costs as much as the look itself, while the interval it gets (from the
+#: machine's session-to-session spread, its samples' spread) already covers such a move.
+COARSE_DRIFT_THRESHOLD = 0.10
 
 #: Configurations of the coarse pass timed in two rounds instead of one, spread over the plan, so that the
 #: session-to-session spread is known from the first decision of what could be on the front.
@@ -56,7 +72,8 @@ Measure = Callable[[Sequence[SubnetSpec], ProfileConfig, ProfileListener[SubnetS
 def coarse_config(config: ProfileConfig) -> ProfileConfig:
     """One short round a configuration; everything else as `config` says."""
     return dataclasses.replace(config, min_rounds=1, max_rounds=1,
-                               round_seconds=min(config.round_seconds, COARSE_ROUND_SECONDS))
+                               round_seconds=min(config.round_seconds, COARSE_ROUND_SECONDS),
+                               drift_threshold=max(config.drift_threshold, COARSE_DRIFT_THRESHOLD))
 
 
 def possibly_on_front(accuracy: np.ndarray, low_ms: np.ndarray, high_ms: np.ndarray) -> np.ndarray:
@@ -113,31 +130,37 @@ class FrontSummary:
 
 
 def widen_coarse_entries(table: LatencyTable, device_id: int | None, keys: Sequence[EntryKey]) -> int:
-    """Give every `COARSE` entry among `keys` the between-round spread its single round cannot show.
+    """Give every entry of one round among `keys` the between-round spread that round cannot show.
 
     A coarse pass times each configuration in one round, so its interval holds only the spread within that
     round; how much another session would differ (about a percent on a quiet machine) shows only across
     rounds. Once some configurations of the table have two or more rounds (refined ones, earlier runs),
-    their spread, pooled, is the machine's, and each coarse entry is estimated again with it (its samples
-    unchanged). Returns how many entries were estimated again.
+    their spread, pooled, is the machine's, and each coarse entry (`COARSE`, or `NOISY` when the machine
+    was disturbed during its round) is estimated again with it, its samples unchanged: a quiet round with the
+    spread of quiet rounds, a disturbed one with that of all rounds. Returns how many entries were estimated
+    again.
     """
     if device_id is None:
         return 0
     rounds = {key: table.rounds(device_id, key) for key in keys}
-    spread = RoundSpread.pooled(Measurement(key, tuple(found)).round_medians() for key, found in rounds.items())
-    if spread.df < 1:
+    threshold = disturbance_threshold(r.noise for found in rounds.values() for r in found)
+    spread = MachineSpread.pooled(Measurement(key, tuple(found), disturbed_above=threshold)
+                                  for key, found in rounds.items())
+    if spread.all.df < 1:
         return 0
     current = {entry.key: entry for entry in table.entries(device_id)}
     widened = 0
     for key in keys:
         entry = current.get(key)
-        if entry is None or entry.reason != COARSE or not rounds[key]:
+        if entry is None or entry.reason not in (COARSE, NOISY) or not rounds[key]:
             continue
-        measurement = Measurement(key, tuple(rounds[key]))
-        if not measurement.used_rounds:
+        measurement = Measurement(key, tuple(rounds[key]), disturbed_above=threshold)
+        if len(measurement.used_rounds) != 1:
             continue
-        estimate = measurement.estimate_with(spread)
-        table.put_entry(device_id, key, measurement, estimate, COARSE)
+        estimate = measurement.estimate_with(spread.for_measurement(measurement))
+        if measurement.noise_limited:
+            estimate = dataclasses.replace(estimate, warnings=(*estimate.warnings, noise_warning(measurement)))
+        table.put_entry(device_id, key, measurement, estimate, entry.reason)
         widened += 1
     return widened
 

@@ -148,6 +148,7 @@ class StoreCommitter(ProfileListener[ItemT]):
         front-aware profile's coarse pass stores ``coarse``); None keeps the profiler's."""
         self.table, self.run, self.keys, self.reference = table, run, keys, reference
         self.summary, self.forward, self.finished_as = summary, forward, finished_as
+        self._finished: dict[ItemT, tuple[str, bool]] = {}  # reason and stability each item was finished with
 
     def on_baseline(self, median_ms: float) -> None:
         self.table.set_reference(self.run.device_id, self.keys.setup, str(self.reference), median_ms)
@@ -167,7 +168,15 @@ class StoreCommitter(ProfileListener[ItemT]):
         if self.finished_as is not None and reason != NOISY:
             reason = self.finished_as
         self.table.put_entry(self.run.device_id, self.keys.entry(item), measurement, estimate, reason)
-        self.summary.measured += 1
+        before = self._finished.get(item)
+        if before is None:
+            self.summary.measured += 1
+        else:  # judged again at the end of the run (the machine's noise): counted once, as it ended
+            self.summary.reasons[before[0]] -= 1
+            if self.summary.reasons[before[0]] <= 0:
+                del self.summary.reasons[before[0]]
+            self.summary.unstable -= not before[1]
+        self._finished[item] = (reason, estimate.stable)
         self.summary.reasons[reason] += 1
         self.summary.unstable += not estimate.stable
         self.forward.on_done(item, measurement, estimate, reason)
@@ -269,6 +278,7 @@ def measure_items(
         return summary
     prior = {item: table.rounds(device_id, keys.entry(item)) for item in todo} if device_id is not None else {}
     reference, baseline = stored_reference(table, device_id, keys, default_reference)
+    history = table.reference_noises(device_id, keys.setup) if device_id is not None else []
     committer = StoreCommitter(table, run, keys, reference, summary, listener, finished_as)
     profiler = Profiler(device, config)
     deadline = time.perf_counter() + time_budget if time_budget is not None else None
@@ -277,7 +287,8 @@ def measure_items(
             left = deadline - time.perf_counter() if deadline is not None else None
             if left is not None and left <= 0:
                 break
-            result = profiler.run(group, reference, baseline, prior, committer, time_budget=left)
+            result = profiler.run(group, reference, baseline, prior, committer, time_budget=left,
+                                  noise_history=history)
             baseline = result.baseline_ms
             summary.times = add_times(summary.times, result.times)
     run.finish()

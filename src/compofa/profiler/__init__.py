@@ -1,6 +1,16 @@
 """Noise-aware measurement: statistics, interleaved drift-corrected rounds."""
 
-from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
+from compofa.profiler.measurement import (
+    DISTURBED_NOISE,
+    Estimate,
+    MachineSpread,
+    Measurement,
+    RoundRecord,
+    RoundSpread,
+    disturbance_threshold,
+    noise_warning,
+    reference_noise,
+)
 from compofa.profiler.schedule import (
     COARSE,
     NOISY,
@@ -22,10 +32,12 @@ from compofa.profiler.stats import Summary, summarize
 
 __all__ = [
     "COARSE",
+    "DISTURBED_NOISE",
     "NOISY",
     "TIME_BUDGET",
     "UNFINISHED",
     "Estimate",
+    "MachineSpread",
     "Measurement",
     "ProfileConfig",
     "ProfileConfigError",
@@ -41,5 +53,8 @@ __all__ = [
     "RoundSpread",
     "Summary",
     "TimeAccount",
+    "disturbance_threshold",
+    "noise_warning",
+    "reference_noise",
     "summarize",
 ]

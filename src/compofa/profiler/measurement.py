@@ -21,6 +21,18 @@ import numpy as np
 from compofa.devices.base import ItemT
 from compofa.profiler.stats import Summary, stability_warnings, summarize
 
+#: A round whose reference's samples spread by more than this (robust relative standard deviation: 1.4826
+#: median absolute deviations over the median) was timed while the machine was disturbed, at the least: on a
+#: quiet machine a subnet reference's samples within a round spread by well under 1%, under other work by
+#: 5-10% or more. A reference of a fraction of a millisecond (a layer) spreads more when quiet, so the bound is
+#: also `QUIET_MULTIPLE` times the machine's quiet level (`disturbance_threshold`).
+DISTURBED_NOISE = 0.02
+#: How many times its quiet spread the reference must spread in a round for the round to count as disturbed.
+QUIET_MULTIPLE = 3.0
+#: Quiet rounds that are enough on their own: an item with this many sets its disturbed rounds aside, so a
+#: disturbed period stops counting once quiet rounds have replaced it.
+QUIET_ROUNDS_ENOUGH = 3
+
 # Two-sided 95% quantiles of Student's t by degrees of freedom (standard tables).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -46,7 +58,8 @@ class RoundRecord:
             interpolated between the checks before and after this round, over
             its baseline); samples are divided by it. 1.0 without a reference.
         prepare_s: seconds spent preparing the item (e.g. session creation).
-        conditions: device readings before and after (GPU clocks, temperature).
+        conditions: device readings before and after (GPU clocks, temperature),
+            and ``reference_noise``, the reference's spread during the round (`reference_noise`).
         discarded: set when a sudden drift made the round untrustworthy; a
             discarded round is kept for the record but not used.
     """
@@ -64,6 +77,43 @@ class RoundRecord:
     @property
     def corrected_ms(self) -> np.ndarray:
         return np.asarray(self.samples_ms, dtype=np.float64) / self.drift
+
+    @property
+    def noise(self) -> float | None:
+        """The reference's spread during the round (`reference_noise`); None without a reference."""
+        value = self.conditions.get("reference_noise")
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+
+def disturbance_threshold(noises: Iterable[float | None]) -> float:
+    """The reference spread above which a round counts as disturbed on this machine: `QUIET_MULTIPLE` times
+    its quiet level, the lower quartile of the spreads seen in `noises` (the reference's rounds so far, every
+    run's), and at least `DISTURBED_NOISE`.
+
+    The lower quartile, so that a machine disturbed for the first half of a run still shows its quiet level
+    once the quiet half has been measured; on a machine disturbed throughout, the level is the disturbed one,
+    and only the worst rounds stand out (the entries are then limited by the noise all rounds share).
+    """
+    known = [n for n in noises if n is not None]
+    if not known:
+        return DISTURBED_NOISE
+    # in steps of a quarter percent: a run judges again (and pools again) only when the level really moved
+    level = math.ceil(QUIET_MULTIPLE * float(np.percentile(known, 25)) * 400 - 1e-9) / 400
+    return max(DISTURBED_NOISE, level)
+
+
+def reference_noise(samples_ms: Iterable[float]) -> float:
+    """Robust relative spread of the reference's samples: 1.4826 median absolute deviations over the median.
+
+    Robust, so one slow sample (the reference's first run after an item displaced it from the caches) does
+    not call a quiet round disturbed; only a machine whose speed keeps changing does.
+    """
+    samples = np.asarray(list(samples_ms), dtype=np.float64)
+    if len(samples) < 2:
+        return 0.0
+    median = float(np.median(samples))
+    return 1.4826 * float(np.median(np.abs(samples - median))) / median if median > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -124,10 +174,36 @@ class Measurement(Generic[ItemT]):
     item: ItemT
     rounds: tuple[RoundRecord, ...]
     deterministic: bool = False  # an estimate (lookup table): one sample says all
+    disturbed_above: float = DISTURBED_NOISE  # the reference spread of a disturbed round (`disturbance_threshold`)
+
+    def disturbed(self, record: RoundRecord) -> bool:
+        """Whether the machine was disturbed during `record` (the reference spread by over `disturbed_above`)."""
+        noise = record.noise
+        return noise is not None and noise > self.disturbed_above
+
+    @property
+    def kept_rounds(self) -> tuple[RoundRecord, ...]:
+        return tuple(r for r in self.rounds if not r.discarded)
+
+    @property
+    def quiet_rounds(self) -> tuple[RoundRecord, ...]:
+        return tuple(r for r in self.kept_rounds if not self.disturbed(r))
 
     @property
     def used_rounds(self) -> tuple[RoundRecord, ...]:
-        return tuple(r for r in self.rounds if not r.discarded)
+        """The rounds the estimate rests on: the kept ones, less the disturbed ones once
+        `QUIET_ROUNDS_ENOUGH` quiet rounds can stand without them."""
+        quiet = self.quiet_rounds
+        return quiet if len(quiet) >= QUIET_ROUNDS_ENOUGH else self.kept_rounds
+
+    @property
+    def noise_limited(self) -> bool:
+        """Whether the estimate rests on rounds timed while the machine was disturbed."""
+        return any(self.disturbed(r) for r in self.used_rounds)
+
+    def quiet_medians(self) -> np.ndarray:
+        """Medians of the used rounds the machine was quiet in (what a machine's quiet spread is pooled from)."""
+        return np.array([np.median(r.corrected_ms) for r in self.used_rounds if not self.disturbed(r)])
 
     @functools.cached_property
     def estimate(self) -> Estimate:
@@ -174,3 +250,50 @@ class Measurement(Generic[ItemT]):
     @property
     def timed_seconds(self) -> float:
         return sum(sum(r.samples_ms) for r in self.rounds) / 1000
+
+
+#: Degrees of freedom the quiet rounds' pooled spread needs before it stands for the machine's.
+QUIET_SPREAD_DF = 4
+
+
+@dataclass(frozen=True)
+class MachineSpread:
+    """The between-round spread of some items, over their quiet rounds and over all their used rounds."""
+
+    quiet: RoundSpread
+    all: RoundSpread
+
+    @classmethod
+    def of(cls, measurement: Measurement[Any]) -> MachineSpread:
+        medians, quiet = measurement.round_medians(), measurement.quiet_medians()
+        return cls(RoundSpread.of(quiet) if len(quiet) >= 2 else RoundSpread(0.0, 0),
+                   RoundSpread.of(medians) if len(medians) >= 2 else RoundSpread(0.0, 0))
+
+    @classmethod
+    def pooled(cls, measurements: Iterable[Measurement[Any]]) -> MachineSpread:
+        spread = cls(RoundSpread(0.0, 0), RoundSpread(0.0, 0))
+        for measurement in measurements:
+            spread = spread.merged(cls.of(measurement))
+        return spread
+
+    def merged(self, other: MachineSpread) -> MachineSpread:
+        return MachineSpread(self.quiet.merged(other.quiet), self.all.merged(other.all))
+
+    def quiet_or_all(self) -> RoundSpread:
+        """The quiet rounds' spread when there is enough of it: what an item measured in quiet rounds gets."""
+        return self.quiet if self.quiet.df >= QUIET_SPREAD_DF else self.all
+
+    def for_measurement(self, measurement: Measurement[Any]) -> RoundSpread:
+        """The spread `measurement` is estimated with: the whole run's when it rests on disturbed rounds."""
+        return self.all if measurement.noise_limited else self.quiet_or_all()
+
+
+def noise_warning(measurement: Measurement[Any]) -> str:
+    """What the table says of an entry that rests on rounds timed while the machine was disturbed."""
+    disturbed = sum(measurement.disturbed(r) for r in measurement.used_rounds)
+    worst = max((r.noise or 0.0) for r in measurement.used_rounds)
+    used = len(measurement.used_rounds)
+    return (f"noise-limited: {disturbed} of its {used} round{'s' if used != 1 else ''} timed while the machine "
+            f"was disturbed (the reference's samples spread by up to {worst:.1%}, over "
+            f"{measurement.disturbed_above:.1%}); "
+            "rerun when the machine is quiet to measure it again")

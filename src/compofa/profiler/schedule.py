@@ -17,6 +17,19 @@ on record as such, and measured again. Every round is complete in itself, so
 it is committed the moment it ends and an interruption loses only the round in
 flight.
 
+Other work on the machine also shows in the reference: its samples within a
+round spread (`reference_noise`). A round whose reference spread by more than
+`disturbance_threshold` (at least `DISTURBED_NOISE`, and three times the
+machine's quiet level) was timed while the machine was *disturbed*. It is kept,
+but counts for less: the between-round spread that narrows every other
+item's interval is pooled over quiet rounds only (so a disturbed quarter of
+an hour does not widen the entries measured after it), an item that rests on
+disturbed rounds gets the spread of the whole run, and once an item has
+`QUIET_ROUNDS_ENOUGH` quiet rounds its disturbed ones are set aside. An item
+still resting on disturbed rounds when it runs out of rounds is finished
+`NOISY`, noise-limited; a later run measures it first, and its quiet rounds
+then replace the disturbed ones, giving the precision back.
+
 On a machine that stays busy, rounds can keep being discarded, so a run
 measures an item in at most twice `max_rounds` rounds. An item that reaches
 that bound with fewer than `min_rounds` kept rounds is finished as `NOISY`
@@ -42,7 +55,16 @@ import numpy as np
 
 from compofa.devices.base import Device, ItemT, ItemT_contra, Prepared
 from compofa.errors import CompofaError
-from compofa.profiler.measurement import Estimate, Measurement, RoundRecord, RoundSpread
+from compofa.profiler.measurement import (
+    Estimate,
+    MachineSpread,
+    Measurement,
+    RoundRecord,
+    RoundSpread,
+    disturbance_threshold,
+    noise_warning,
+    reference_noise,
+)
 
 
 class ProfileConfigError(CompofaError):
@@ -138,6 +160,8 @@ class Progress(Generic[ItemT]):
             unfinished item's missing ones up to `min_rounds`, at least one): the plan grows when an item
             needs more than its minimum.
         phase: what the run is doing (``measuring``; a caller may name its own phases).
+        noise: the reference's spread during the round (`reference_noise`; None without a reference), and
+            disturbed whether that made the round a disturbed one (`disturbance_threshold`).
     """
 
     done: int
@@ -151,6 +175,8 @@ class Progress(Generic[ItemT]):
     kept: int = 0
     discarded: int = 0
     phase: str = "measuring"
+    noise: float | None = None
+    disturbed: bool = False
 
 
 class ProfileListener(Generic[ItemT]):
@@ -263,7 +289,9 @@ class Profiler(Generic[ItemT]):
         self.device = device
         self.config = config or ProfileConfig()
         self.clock = clock
-        self._spreads: dict[ItemT, tuple[int, RoundSpread]] = {}  # per item, by its round count
+        self._spreads: dict[ItemT, tuple[int, float, MachineSpread]] = {}  # per item, by round count and threshold
+        self._noises: list[float] = []  # the reference's spread in every round known to the run, prior ones too
+        self._disturbed_above = disturbance_threshold(())
         self._prior_rounds: dict[ItemT, int] = {}  # rounds each item had before this run
 
     def _timed(self, handle: Prepared, n: int) -> list[float]:
@@ -298,6 +326,7 @@ class Profiler(Generic[ItemT]):
         account.prepare += prepared - start
         discarded = False
         drift = 1.0
+        noise: float | None = None
         try:
             before = self.device.conditions()
             if self.device.deterministic:
@@ -314,6 +343,7 @@ class Profiler(Generic[ItemT]):
                 if ref is not None:
                     account.reference += sum(reference) / 1000
                     drift, discarded = self._drift(reference, ref.baseline_ms)
+                    noise = reference_noise(reference)
                     (listener or ProfileListener()).on_reference(timed_at, float(np.median(reference)), reference)
             after = self.device.conditions()
         finally:
@@ -322,7 +352,9 @@ class Profiler(Generic[ItemT]):
         account.rounds += 1
         account.samples += len(samples)
         account.discarded += discarded
-        conditions = {"before": before, "after": after} if before or after else {}
+        conditions: dict[str, Any] = {"before": before, "after": after} if before or after else {}
+        if noise is not None:
+            conditions["reference_noise"] = round(noise, 6)
         return RoundRecord(
             round_index, started, timed_at, tuple(warmup), tuple(samples), drift, prepared - start, conditions,
             discarded,
@@ -362,7 +394,7 @@ class Profiler(Generic[ItemT]):
         if self.device.deterministic:
             return "estimated" if rounds >= 1 else None
         if measured_now >= 2 * cfg.max_rounds:  # bound on rounds lost to drift, per run
-            return NOISY if rounds < cfg.min_rounds else "max rounds"
+            return NOISY if rounds < cfg.min_rounds or measurement.noise_limited else "max rounds"
         if rounds == 0:
             return None
         if rounds >= cfg.min_rounds:
@@ -370,6 +402,10 @@ class Profiler(Generic[ItemT]):
             half_width = (estimate.ci_high_ms - estimate.ci_low_ms) / 2
             if estimate.relative_ci <= cfg.target_ci or half_width <= cfg.ci_floor_ms:
                 return "converged"
+        if measurement.noise_limited:
+            # its disturbed rounds are not counted against `max_rounds`: this run measures it up to that many
+            # times more, so quiet rounds can replace them (a rerun gives it as many again)
+            return NOISY if measured_now >= cfg.max_rounds else None
         if rounds >= cfg.max_rounds:
             return "max rounds"
         if measurement.timed_seconds >= cfg.budget_seconds:
@@ -381,9 +417,12 @@ class Profiler(Generic[ItemT]):
         """What a `NOISY` item is finished with: its kept rounds, or with none its discarded ones under an
         interval from their own spread alone (never the quieter pooled one)."""
         if not measurement.used_rounds:
-            measurement = Measurement(measurement.item, tuple(dataclasses.replace(r, discarded=False)
-                                                              for r in measurement.rounds))
+            measurement = dataclasses.replace(measurement, rounds=tuple(dataclasses.replace(r, discarded=False)
+                                                                        for r in measurement.rounds))
             spread, note = None, "estimated from rounds the machine's drift could not be corrected in"
+        elif measurement.noise_limited:
+            estimate = measurement.estimate_with(spread)
+            return measurement, dataclasses.replace(estimate, warnings=(*estimate.warnings, noise_warning(measurement)))
         else:
             kept = len(measurement.used_rounds)
             note = f"only {kept} round{'s' if kept != 1 else ''} kept"
@@ -402,6 +441,7 @@ class Profiler(Generic[ItemT]):
         prior: Mapping[ItemT, Sequence[RoundRecord]] | None = None,
         listener: ProfileListener[ItemT] | None = None,
         time_budget: float | None = None,
+        noise_history: Sequence[float] = (),
     ) -> ProfileResult[ItemT]:
         """Measure every item until it converges or runs out of rounds or budget.
 
@@ -416,12 +456,17 @@ class Profiler(Generic[ItemT]):
             time_budget: seconds of wall time for the run (preparing included); once they are spent no round
                 is begun, and every unfinished item with a kept round is finished `TIME_BUDGET` with the
                 interval its rounds give (an item without one gets no estimate).
+            noise_history: the reference's spread in earlier rounds on this device (other items' too), so
+                that the machine's quiet level is known from the start (`disturbance_threshold`).
         """
         listener = listener or ProfileListener[ItemT]()
         account = TimeAccount()
         begin = time.perf_counter()
         rounds = {item: list((prior or {}).get(item, ())) for item in dict.fromkeys(items)}
         self._prior_rounds = {item: len(item_rounds) for item, item_rounds in rounds.items()}
+        self._noises = [*noise_history,
+                        *(r.noise for item_rounds in rounds.values() for r in item_rounds if r.noise is not None)]
+        self._disturbed_above = disturbance_threshold(self._noises)
         results: dict[ItemT, Measurement[ItemT]] = {}
         estimates: dict[ItemT, Estimate] = {}
         reasons: dict[ItemT, str] = {}
@@ -454,6 +499,9 @@ class Profiler(Generic[ItemT]):
                     round_wall += time.perf_counter() - started
                     rounds_done += 1
                     rounds[item].append(record)
+                    if record.noise is not None:
+                        self._noises.append(record.noise)
+                        self._disturbed_above = disturbance_threshold(self._noises)
                     listener.on_round(item, record)
                     estimate = self._consider(item, rounds, results, estimates, reasons, listener)
                     relative_ci = estimate.relative_ci if estimate is not None else math.inf
@@ -462,10 +510,12 @@ class Profiler(Generic[ItemT]):
                     listener.on_progress(Progress(
                         len(results), len(rounds), item, record.round_index, relative_ci,
                         round_wall / rounds_done * remaining, rounds_done, rounds_done + remaining, kept,
-                        len(rounds[item]) - kept,
+                        len(rounds[item]) - kept, noise=record.noise,
+                        disturbed=record.noise is not None and record.noise > self._disturbed_above,
                     ))
             if out_of_time:
                 self._finish_unconverged(rounds, results, estimates, reasons, listener)
+            self._judge_noise_again(rounds, results, estimates, reasons, listener)
         finally:
             if ref is not None:
                 ref.handle.close()
@@ -535,10 +585,10 @@ class Profiler(Generic[ItemT]):
         listener: ProfileListener[ItemT],
     ) -> Estimate | None:
         """Judge `item` on its rounds and the run's pooled spread; record it if finished."""
-        measurement = Measurement(item, tuple(rounds[item]), self.device.deterministic)
+        measurement = self._measurement(item, rounds[item])
         if not measurement.rounds:
             return None
-        spread = self._pooled_spread(rounds, exclude=item)
+        spread = self._pooled_spread(rounds, exclude=item, quiet=not measurement.noise_limited)
         now = rounds[item][self._prior_rounds.get(item, 0):]
         discarded_now = sum(r.discarded for r in now)
         reason = self.finished(measurement, spread, len(now))
@@ -553,6 +603,28 @@ class Profiler(Generic[ItemT]):
             listener.on_done(item, measurement, estimate, reason)
         return estimate
 
+    def _judge_noise_again(
+        self,
+        rounds: dict[ItemT, list[RoundRecord]],
+        results: dict[ItemT, Measurement[ItemT]],
+        estimates: dict[ItemT, Estimate],
+        reasons: dict[ItemT, str],
+        listener: ProfileListener[ItemT],
+    ) -> None:
+        """Finish as `NOISY` every item that ran out of rounds or budget on rounds that, by the machine's quiet
+        level known at the end (it may have been quiet only later), were disturbed: a later run measures it
+        again first, and its quiet rounds then replace those."""
+        for item, reason in list(reasons.items()):
+            if reason not in ("max rounds", "budget"):
+                continue
+            measurement = self._measurement(item, rounds[item])
+            if not measurement.noise_limited:
+                continue
+            spread = self._pooled_spread(rounds, exclude=item, quiet=False)
+            measurement, estimate = self.noisy_estimate(measurement, spread, 0)
+            results[item], estimates[item], reasons[item] = measurement, estimate, NOISY
+            listener.on_done(item, measurement, estimate, NOISY)
+
     def _finish_unconverged(
         self,
         rounds: dict[ItemT, list[RoundRecord]],
@@ -563,10 +635,11 @@ class Profiler(Generic[ItemT]):
     ) -> None:
         """Finish every unfinished item that has a kept round as `TIME_BUDGET`, with the interval it has."""
         for item, item_rounds in rounds.items():
-            measurement = Measurement(item, tuple(item_rounds), self.device.deterministic)
+            measurement = self._measurement(item, item_rounds)
             if item in results or not measurement.used_rounds:
                 continue
-            estimate = measurement.estimate_with(self._pooled_spread(rounds, exclude=item))
+            estimate = measurement.estimate_with(self._pooled_spread(rounds, exclude=item,
+                                                                     quiet=not measurement.noise_limited))
             kept = len(measurement.used_rounds)
             warning = (f"the time budget ran out after {kept} round{'s' if kept != 1 else ''}; "
                        "rerun to measure it further")
@@ -574,19 +647,27 @@ class Profiler(Generic[ItemT]):
             results[item], estimates[item], reasons[item] = measurement, estimate, TIME_BUDGET
             listener.on_done(item, measurement, estimate, TIME_BUDGET)
 
-    def _pooled_spread(self, rounds: dict[ItemT, list[RoundRecord]], exclude: ItemT) -> RoundSpread:
-        """The between-round spread of every other item of the run (this one adds its own)."""
-        pooled = RoundSpread(0.0, 0)
+    def _measurement(self, item: ItemT, item_rounds: Sequence[RoundRecord]) -> Measurement[ItemT]:
+        return Measurement(item, tuple(item_rounds), self.device.deterministic, self._disturbed_above)
+
+    def _pooled_spread(self, rounds: dict[ItemT, list[RoundRecord]], exclude: ItemT, quiet: bool = True
+                       ) -> RoundSpread:
+        """The between-round spread of every other item of the run (this one adds its own).
+
+        With `quiet`, pooled over the rounds the machine was quiet in (`MachineSpread`), as long as they
+        have a few degrees of freedom; otherwise over every used round, disturbed ones included.
+        """
+        pooled = MachineSpread(RoundSpread(0.0, 0), RoundSpread(0.0, 0))
         for item, item_rounds in rounds.items():
             if item == exclude:
                 continue
             cached = self._spreads.get(item)
-            if cached is None or cached[0] != len(item_rounds):
-                medians = Measurement(item, tuple(item_rounds)).round_medians()
-                cached = (len(item_rounds), RoundSpread.of(medians) if len(medians) >= 2 else RoundSpread(0.0, 0))
+            if cached is None or cached[:2] != (len(item_rounds), self._disturbed_above):
+                cached = (len(item_rounds), self._disturbed_above,
+                          MachineSpread.of(self._measurement(item, item_rounds)))
                 self._spreads[item] = cached
-            pooled = pooled.merged(cached[1])
-        return pooled
+            pooled = pooled.merged(cached[2])
+        return pooled.quiet_or_all() if quiet else pooled.all
 
     def _rounds_left(self, rounds: dict[ItemT, list[RoundRecord]], results: dict[ItemT, Measurement[ItemT]]
                      ) -> int:

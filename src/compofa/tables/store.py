@@ -592,6 +592,16 @@ class LatencyTable:
                  _dumps(record.conditions), DISCARD_REASON if record.discarded else None),
             )
 
+    def reference_noises(self, device_id: int, setup: SetupKey) -> list[float]:
+        """The reference's spread (`reference_noise`) in every kept round of `setup` on the device: the
+        machine's history, from which a run tells disturbed rounds from quiet ones."""
+        rows = self.connection.execute(
+            "SELECT json_extract(conditions, '$.reference_noise') FROM rounds"
+            " WHERE device_id=? AND space=? AND width=? AND batch=? AND precision=? AND discarded IS NULL",
+            (device_id, *setup.columns()),
+        ).fetchall()
+        return [float(r[0]) for r in rows if isinstance(r[0], (int, float))]
+
     def rounds(self, device_id: int, key: EntryKey) -> list[RoundRecord]:
         """Every round of `key` on the device, each once.
 
