@@ -267,6 +267,8 @@ def test_a_disturbed_run_is_measured_again_and_gives_the_precision_back(tmp_path
         noisy = [e for e in store.entries() if e.reason == NOISY]
     assert noisy and all("noise-limited" in e.warnings[-1] or "discarded" in e.warnings[-1] for e in noisy)
     assert "noise-limited: the machine was disturbed" in disturbed.stdout
+    assert f"{len(noisy)} noise-limited: measured while the machine was disturbed" in run("table", "show",
+                                                                                      str(table)).stdout
     rerun = run(*profile(table, limit=6))
     assert rerun.exit_code == 0 and f"measured again first: {len(noisy)} entries" in rerun.output, rerun.output
     with LatencyTable.open(table) as store:

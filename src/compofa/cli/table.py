@@ -21,6 +21,7 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
     """One record per device, space, width, batch and precision in the table."""
     import numpy as np
 
+    from compofa.profiler import COARSE, NOISY
     from compofa.tables import LatencyTable
     from compofa.tables.analysis import noise_floor
 
@@ -47,6 +48,8 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
                 "median_relative_ci": floor.relative,
                 "unstable": sum(not e.stable for e in group),
                 "unconverged": sum(e.reason not in ("converged", "estimated") for e in group),
+                "noise_limited": sum(e.reason == NOISY for e in group),
+                "coarse": sum(e.reason == COARSE for e in group),
                 "estimated": all(e.reason == "estimated" for e in group),
                 "noise_floor_ms": floor.ci_width_ms,
                 "recommended_bucket_ms": floor.recommended_bucket_ms,
@@ -67,6 +70,11 @@ def print_summary(path: Path) -> None:
                    f"batch {r['batch']}, {r['precision']}, resolutions {resolutions}")
         click.echo(f"  {r['entries']} entries, {r['fastest_ms']:.3f} .. {r['slowest_ms']:.3f} ms; median CI "
                    f"+-{r['median_relative_ci'] / 2:.2%}; {r['unstable']} unstable, {r['unconverged']} unconverged")
+        if r["noise_limited"]:
+            click.echo(f"  {r['noise_limited']} noise-limited: measured while the machine was disturbed, or its speed "
+                       "kept changing; profiling again when it is quiet measures them first")
+        if r["coarse"]:
+            click.echo(f"  {r['coarse']} coarse: one short round each (front-aware), honest but wide intervals")
         if r["estimated"]:
             click.echo("  estimates (lookup table): no measurement noise")
         else:
