@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 def _round_text(progress: ProfileProgress) -> str:
     """What the latest round was: the item, its kept rounds, and the discarded ones (never counted as kept)."""
     discarded = f", {progress.discarded} discarded" if progress.discarded else ""
-    return f"{progress.item} (round {progress.kept}{discarded})"
+    set_aside = f", {progress.set_aside} disturbed set aside" if progress.set_aside else ""
+    return f"{progress.item} (round {progress.kept}{discarded}{set_aside})"
 
 
 def _noise_text(progress: ProfileProgress) -> str:

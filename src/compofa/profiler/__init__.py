@@ -9,6 +9,7 @@ from compofa.profiler.measurement import (
     RoundSpread,
     disturbance_threshold,
     noise_warning,
+    reference_moved,
     reference_noise,
 )
 from compofa.profiler.schedule import (
@@ -55,6 +56,7 @@ __all__ = [
     "TimeAccount",
     "disturbance_threshold",
     "noise_warning",
+    "reference_moved",
     "reference_noise",
     "summarize",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic
 
@@ -84,6 +84,30 @@ class RoundRecord:
         value = self.conditions.get("reference_noise")
         return float(value) if isinstance(value, (int, float)) else None
 
+
+
+#: How many standard errors the reference's two halves of a round must differ by, beyond its drift threshold,
+#: for the round to count as one the machine's speed changed in (rather than as a noisy one).
+MOVE_Z = 3.0
+
+
+def reference_moved(reference_ms: Sequence[float], threshold: float) -> bool:
+    """Whether the machine's speed changed within a round: the reference's first and second halves differ by
+    more than `threshold` and by more than chance would, at the spread its samples show.
+
+    On a quiet machine chance is well under the threshold, so the threshold decides; when other work spreads
+    every sample by several percent, two halves of five samples differ by that much by chance alone, and such a
+    round is disturbed (it counts for less), not one to discard and measure again, again and again.
+    """
+    half = len(reference_ms) // 2
+    if half == 0:
+        return False
+    first, second = float(np.median(reference_ms[:half])), float(np.median(reference_ms[half:]))
+    # the spread within each half (a move between them is no spread), and the standard error of a median:
+    # about 1.2533 standard deviations over the root of its count
+    noise = (reference_noise(reference_ms[:half]) + reference_noise(reference_ms[half:])) / 2
+    chance = MOVE_Z * 1.2533 * noise * math.sqrt(1 / half + 1 / (len(reference_ms) - half))
+    return abs(second / first - 1) > max(threshold, chance)
 
 
 def disturbance_threshold(noises: Iterable[float | None]) -> float:

@@ -63,6 +63,7 @@ from compofa.profiler.measurement import (
     RoundSpread,
     disturbance_threshold,
     noise_warning,
+    reference_moved,
     reference_noise,
 )
 
@@ -158,7 +159,8 @@ class Progress(Generic[ItemT]):
         eta_seconds: rounds still planned times the mean wall time of this run's rounds (None before one).
         rounds_done: rounds measured in this run; rounds_planned: those plus the rounds still planned (each
             unfinished item's missing ones up to `min_rounds`, at least one): the plan grows when an item
-            needs more than its minimum.
+            needs more than its minimum. kept: the item's rounds its estimate rests on; discarded: its rounds
+            discarded; set_aside: its disturbed rounds that quiet ones replaced.
         phase: what the run is doing (``measuring``; a caller may name its own phases).
         noise: the reference's spread during the round (`reference_noise`; None without a reference), and
             disturbed whether that made the round a disturbed one (`disturbance_threshold`).
@@ -177,6 +179,7 @@ class Progress(Generic[ItemT]):
     phase: str = "measuring"
     noise: float | None = None
     disturbed: bool = False
+    set_aside: int = 0
 
 
 class ProfileListener(Generic[ItemT]):
@@ -376,10 +379,7 @@ class Profiler(Generic[ItemT]):
 
     def _drift(self, reference: list[float], baseline_ms: float) -> tuple[float, bool]:
         """The machine's speed during a round, and whether it changed too much within it."""
-        half = len(reference) // 2
-        first, second = float(np.median(reference[:half])), float(np.median(reference[half:]))
-        moved = abs(second / first - 1) > self.config.drift_threshold
-        return float(np.median(reference)) / baseline_ms, moved
+        return float(np.median(reference)) / baseline_ms, reference_moved(reference, self.config.drift_threshold)
 
     def finished(self, measurement: Measurement[ItemT], spread: RoundSpread | None = None, measured_now: int = 0
                  ) -> str | None:
@@ -506,12 +506,14 @@ class Profiler(Generic[ItemT]):
                     estimate = self._consider(item, rounds, results, estimates, reasons, listener)
                     relative_ci = estimate.relative_ci if estimate is not None else math.inf
                     remaining = self._rounds_left(rounds, results)
-                    kept = sum(not r.discarded for r in rounds[item])
+                    used = len(self._measurement(item, rounds[item]).used_rounds)
+                    discarded = sum(r.discarded for r in rounds[item])
                     listener.on_progress(Progress(
                         len(results), len(rounds), item, record.round_index, relative_ci,
-                        round_wall / rounds_done * remaining, rounds_done, rounds_done + remaining, kept,
-                        len(rounds[item]) - kept, noise=record.noise,
+                        round_wall / rounds_done * remaining, rounds_done, rounds_done + remaining, used,
+                        discarded, noise=record.noise,
                         disturbed=record.noise is not None and record.noise > self._disturbed_above,
+                        set_aside=len(rounds[item]) - used - discarded,
                     ))
             if out_of_time:
                 self._finish_unconverged(rounds, results, estimates, reasons, listener)

@@ -65,7 +65,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from compofa.devices.base import ItemT, Settings, TfliteSource
-from compofa.profiler.measurement import RoundRecord
+from compofa.profiler.measurement import RoundRecord, reference_moved, reference_noise
 from compofa.profiler.schedule import ProfileConfig, ReferenceReading, RoundOutcome, TimeAccount
 from compofa.remote.adb_cli import (
     CPU,
@@ -488,7 +488,10 @@ class LiteRtPhone(Generic[ItemT]):
             assert self._rounds.baseline_ms is not None
             drift, discarded = _drift(reference, self._rounds.baseline_ms, config.drift_threshold)
         timed_at = (started + finished) / 2
-        conditions = {"before": self._conditions(output, "before"), "after": self._conditions(output, "after")}
+        conditions: dict[str, Any] = {"before": self._conditions(output, "before"),
+                                      "after": self._conditions(output, "after")}
+        if ref is not None:
+            conditions["reference_noise"] = round(reference_noise(reference), 6)
         first_init = item_runs[0].init_us if item_runs and item_runs[0].init_us is not None else 0.0
         record = RoundRecord(round_index, started, timed_at, tuple(warmup), tuple(samples), drift, first_init / 1e6,
                              conditions, discarded)
@@ -570,9 +573,7 @@ class LiteRtPhone(Generic[ItemT]):
 
 def _drift(reference: Sequence[float], baseline_ms: float, threshold: float) -> tuple[float, bool]:
     """The phone's speed during a round, and whether it changed too much within it (the profiler's rule)."""
-    half = len(reference) // 2
-    first, second = _median(reference[:half]), _median(reference[half:])
-    return _median(reference) / baseline_ms, abs(second / first - 1) > threshold
+    return _median(reference) / baseline_ms, reference_moved(reference, threshold)
 
 
 def _parse_core_list(text: str) -> list[int]:
