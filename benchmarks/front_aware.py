@@ -107,8 +107,9 @@ def main() -> None:
         folder = Path(scratch)
         environment = {**os.environ, "COMPOFA_CACHE_DIR": str(folder / "cache")}
         environment.pop("PYTHONDONTWRITEBYTECODE", None)
-        # export every graph once, outside the timed runs (a one-round lookup-free warm-up of the cache)
-        compofa("profile", "--resolution", resolutions, *limit, "--table", str(folder / "warm.db"), "--front-aware",
+        # export every graph once, outside the timed runs (a uniform run prepares every configuration before its
+        # first round; the budget then ends it)
+        compofa("profile", "--resolution", resolutions, *limit, "--table", str(folder / "warm.db"), "--uniform",
                 "--max-rounds", "1", "--min-rounds", "1", "--round-seconds", "0.01", "--time-budget", "1s",
                 "--quiet", environment=environment)
         walls: dict[str, float] = {}
