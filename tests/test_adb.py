@@ -294,7 +294,7 @@ class Committed(ProfileListener[SubnetSpec]):
 
 
 CONFIG = ProfileConfig(min_rounds=2, max_rounds=2, min_samples=2, max_samples=4, round_seconds=1.0, blocks=2,
-                       reference_samples=1, drift_threshold=10.0, target_ci=0.5)
+                       reference_samples=1, drift_threshold=10.0, disturbed_noise=10.0, target_ci=0.5)
 
 
 def test_profile_on_a_phone_then_resume(phones: FakePhones, models: tuple[TfliteFiles, list[SubnetSpec]]) -> None:

@@ -30,8 +30,8 @@ import fake_device  # noqa: F401  (registers the "fake" backend)
 import pytest
 from cli_helpers import assert_one_line_error, run
 
-from compofa.profiler.measurement import QUIET_ROUNDS_ENOUGH
 from compofa.profiler import NOISY
+from compofa.profiler.noise import QUIET_ROUNDS_ENOUGH
 from compofa.tables import LatencyTable
 
 TESTS = Path(__file__).parent

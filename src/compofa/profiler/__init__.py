@@ -1,17 +1,14 @@
-"""Noise-aware measurement: statistics, interleaved drift-corrected rounds."""
+"""Noise-aware measurement: statistics, interleaved drift-corrected rounds, the machine's noise."""
 
 from compofa.profiler.measurement import (
-    DISTURBED_NOISE,
     Estimate,
     MachineSpread,
     Measurement,
     RoundRecord,
     RoundSpread,
-    disturbance_threshold,
     noise_warning,
-    reference_moved,
-    reference_noise,
 )
+from compofa.profiler.noise import DISTURBED_NOISE, disturbance_threshold, reference_moved, reference_noise
 from compofa.profiler.schedule import (
     COARSE,
     NOISY,

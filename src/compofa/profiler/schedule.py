@@ -55,17 +55,8 @@ import numpy as np
 
 from compofa.devices.base import Device, ItemT, ItemT_contra, Prepared
 from compofa.errors import CompofaError
-from compofa.profiler.measurement import (
-    Estimate,
-    MachineSpread,
-    Measurement,
-    RoundRecord,
-    RoundSpread,
-    disturbance_threshold,
-    noise_warning,
-    reference_moved,
-    reference_noise,
-)
+from compofa.profiler.measurement import Estimate, MachineSpread, Measurement, RoundRecord, RoundSpread, noise_warning
+from compofa.profiler.noise import DISTURBED_NOISE, disturbance_threshold, reference_moved, reference_noise
 
 
 class ProfileConfigError(CompofaError):
@@ -103,7 +94,9 @@ class ProfileConfig:
             between and after them.
         reference_samples: samples per reference block.
         drift_threshold: a round is discarded when the reference's first and second
-            halves differ by more than this fraction.
+            halves differ by more than this fraction (and more than their spread explains).
+        disturbed_noise: a round whose reference spread by more than this fraction (and three times the
+            machine's quiet level) was disturbed (`disturbance_threshold`).
         seed: seed of the order of items within each round.
     """
 
@@ -121,13 +114,14 @@ class ProfileConfig:
     blocks: int = 4
     reference_samples: int = 2
     drift_threshold: float = 0.03
+    disturbed_noise: float = DISTURBED_NOISE
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.target_ci < 1:
             raise ProfileConfigError(f"target CI must be a fraction in (0, 1), got {self.target_ci}",
                                      option="target_ci")
-        for name in ("round_seconds", "budget_seconds", "drift_threshold"):
+        for name in ("round_seconds", "budget_seconds", "drift_threshold", "disturbed_noise"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ProfileConfigError(f"{name.replace('_', ' ')} must be a positive number, got {value}",
@@ -294,7 +288,7 @@ class Profiler(Generic[ItemT]):
         self.clock = clock
         self._spreads: dict[ItemT, tuple[int, float, MachineSpread]] = {}  # per item, by round count and threshold
         self._noises: list[float] = []  # the reference's spread in every round known to the run, prior ones too
-        self._disturbed_above = disturbance_threshold(())
+        self._disturbed_above = disturbance_threshold((), self.config.disturbed_noise)
         self._prior_rounds: dict[ItemT, int] = {}  # rounds each item had before this run
 
     def _timed(self, handle: Prepared, n: int) -> list[float]:
@@ -466,7 +460,7 @@ class Profiler(Generic[ItemT]):
         self._prior_rounds = {item: len(item_rounds) for item, item_rounds in rounds.items()}
         self._noises = [*noise_history,
                         *(r.noise for item_rounds in rounds.values() for r in item_rounds if r.noise is not None)]
-        self._disturbed_above = disturbance_threshold(self._noises)
+        self._disturbed_above = disturbance_threshold(self._noises, self.config.disturbed_noise)
         results: dict[ItemT, Measurement[ItemT]] = {}
         estimates: dict[ItemT, Estimate] = {}
         reasons: dict[ItemT, str] = {}
@@ -501,7 +495,7 @@ class Profiler(Generic[ItemT]):
                     rounds[item].append(record)
                     if record.noise is not None:
                         self._noises.append(record.noise)
-                        self._disturbed_above = disturbance_threshold(self._noises)
+                        self._disturbed_above = disturbance_threshold(self._noises, self.config.disturbed_noise)
                     listener.on_round(item, record)
                     estimate = self._consider(item, rounds, results, estimates, reasons, listener)
                     relative_ci = estimate.relative_ci if estimate is not None else math.inf

@@ -65,7 +65,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from compofa.devices.base import ItemT, Settings, TfliteSource
-from compofa.profiler.measurement import RoundRecord, reference_moved, reference_noise
+from compofa.profiler.measurement import RoundRecord
+from compofa.profiler.noise import reference_moved, reference_noise
 from compofa.profiler.schedule import ProfileConfig, ReferenceReading, RoundOutcome, TimeAccount
 from compofa.remote.adb_cli import (
     CPU,
