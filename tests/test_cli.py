@@ -297,6 +297,27 @@ def test_resolutions_take_lists_ranges_and_all() -> None:
     assert not Path("never.db").exists()
 
 
+def test_all_resolutions_on_a_lookup_table_that_lacks_some_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    import shutil
+
+    import compofa
+
+    lut = tmp_path / "lut"
+    lut.mkdir()
+    for resolution in (160, 224):
+        name = f"{resolution}_lookup_table.yaml"
+        shutil.copy(Path(compofa.__file__).parent / "data" / "note10_lut" / name, lut / name)
+    table = tmp_path / "t.db"
+    refused = run("profile", "--device", f"lut:{lut}", "--resolution", "all", "--table", str(table), "--quiet")
+    assert_one_line_error(refused, "has no table for resolution(s) 164, 168", "it has 160, 224",
+                          "give --resolution from those")
+    assert not table.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["lut"]
+    fine = run("profile", "--device", f"lut:{lut}", "--resolution", "160,224", "--limit", "4", "--table", str(table),
+               "--quiet")
+    assert fine.exit_code == 0, fine.output
+
+
 def test_a_time_budget_and_plain_progress_lines(tmp_path: Path) -> None:
     """Without a terminal, progress is plain lines (no bar redrawn into a log); a time budget ends the run
     with what it measured in the table, says so, and the same command continues."""

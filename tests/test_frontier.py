@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 import fake_device  # noqa: F401  (registers the simulated backend "fake")
 from cli_helpers import assert_one_line_error, run
 from compofa.jobs.frontier import SPREAD_SAMPLE, coarse_config, possibly_on_front
-from compofa.profiler import COARSE, Measurement, ProfileConfig, RoundSpread
+from compofa.profiler import COARSE, NOISY, REFINING, Measurement, ProfileConfig, RoundSpread
 from compofa.profiler.measurement import t95
 from compofa.tables.store import LatencyTable
 
@@ -94,3 +95,35 @@ def test_front_aware_needs_an_accuracy_that_can_score_the_space(tmp_path: Path) 
                   "--table", str(table), "--quiet")
     assert_one_line_error(refused, "--accuracy table:PATH", "--uniform", "(change --accuracy)")
     assert not table.exists()
+
+
+def test_refinement_passes_add_a_few_rounds_and_decide_again(tmp_path: Path) -> None:
+    """On a noisy machine refinement goes in passes: every pass takes the open candidates a few rounds
+    further and decides again, so configurations a few rounds put off the front stop there (`refining`,
+    partly refined) and every one that could still be on it ends measured to the target or its bound."""
+    table = tmp_path / "t.db"
+    result = run("profile", "--device", "fake", "-O", "noise=0.08", "--resolution", "160,224", "--limit", "40",
+                 "--round-seconds", "0.01", "--table", str(table), "--quiet")
+    assert result.exit_code == 0, result.output
+    passes = int(re.search(r"refined in (\d+) passes", result.stdout).group(1))  # type: ignore[union-attr]
+    assert passes >= 2
+    from compofa.cli.profile import front_scorer
+    from compofa.space import parse_spec
+
+    with LatencyTable.open(table) as store:
+        entries = store.entries()
+    accuracy = front_scorer("predictor", "compofa", None)([parse_spec(e.key.spec) for e in entries])
+    open_question = possibly_on_front(accuracy, np.array([e.ci_low_ms for e in entries]),
+                                      np.array([e.ci_high_ms for e in entries]))
+    for entry, candidate in zip(entries, open_question):
+        if candidate:
+            assert entry.reason in ("converged", "max rounds", "budget", NOISY), entry
+    assert all(e.rounds <= 8 for e in entries if e.reason == REFINING)
+
+
+def test_a_machine_disturbed_throughout_still_ends_a_front_aware_profile(tmp_path: Path) -> None:
+    """Noise-limited candidates are measured to their bound once in a run, never again and again."""
+    result = run("profile", "--device", "fake", "-O", "noise=0.005", "-O", "disturb=0.4", "--resolution", "160,224",
+                 "--limit", "12", "--round-seconds", "0.01", "--max-rounds", "4", "--table", str(tmp_path / "t.db"),
+                 "--quiet")
+    assert result.exit_code == 0 and "front-aware:" in result.stdout, result.output

@@ -299,9 +299,10 @@ def profile_command(
     echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
     if summary.front is not None:
         front = summary.front
-        click.echo(f"front-aware: {front.coarse} subnets measured coarsely now, {front.refined} refined to "
-                   f"--target-ci; {front.candidates} could be on the accuracy-latency front, the rest keep coarse "
-                   "intervals (rerun with --uniform to measure every subnet to --target-ci)")
+        click.echo(f"front-aware: {front.coarse} subnets measured coarsely now, {front.refined} refined in "
+                   f"{front.refinements} passes; {front.candidates} could be on the accuracy-latency front, measured "
+                   "to --target-ci, the rest keep coarse or partly refined intervals (rerun with --uniform to "
+                   "measure every subnet to --target-ci)")
     unbegun = summary.planned - summary.already_done - summary.measured
     if summary.reasons[TIME_BUDGET] or (time_budget is not None and unbegun):
         click.echo(f"time budget spent: {summary.reasons[TIME_BUDGET]} subnets kept the intervals their rounds "

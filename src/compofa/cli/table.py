@@ -21,7 +21,7 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
     """One record per device, space, width, batch and precision in the table."""
     import numpy as np
 
-    from compofa.profiler import COARSE, NOISY
+    from compofa.profiler import COARSE, NOISY, REFINING
     from compofa.tables import LatencyTable
     from compofa.tables.analysis import noise_floor
 
@@ -49,7 +49,7 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
                 "unstable": sum(not e.stable for e in group),
                 "unconverged": sum(e.reason not in ("converged", "estimated") for e in group),
                 "noise_limited": sum(e.reason == NOISY for e in group),
-                "coarse": sum(e.reason == COARSE for e in group),
+                "coarse": sum(e.reason in (COARSE, REFINING) for e in group),
                 "estimated": all(e.reason == "estimated" for e in group),
                 "noise_floor_ms": floor.ci_width_ms,
                 "recommended_bucket_ms": floor.recommended_bucket_ms,
@@ -74,7 +74,8 @@ def print_summary(path: Path) -> None:
             click.echo(f"  {r['noise_limited']} noise-limited: measured while the machine was disturbed, or its speed "
                        "kept changing; profiling again when it is quiet measures them first")
         if r["coarse"]:
-            click.echo(f"  {r['coarse']} coarse: one short round each (front-aware), honest but wide intervals")
+            click.echo(f"  {r['coarse']} coarse or partly refined (front-aware: off the accuracy-latency front), "
+                       "honest but wider intervals")
         if r["estimated"]:
             click.echo("  estimates (lookup table): no measurement noise")
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -163,6 +163,16 @@ class Located(Protocol):
 
     def details(self) -> dict[str, Any]:
         """That machine's details (``host`` first) and how it was reached, never a secret."""
+        ...
+
+
+@runtime_checkable
+class PlanChecked(Protocol[ItemT_contra]):
+    """A device that can tell before any measuring whether it can measure every planned item (a lookup table
+    that lacks a resolution): a job asks first, so a plan it cannot finish writes nothing."""
+
+    def check_plan(self, items: Sequence[ItemT_contra]) -> None:
+        """Raise a `CompofaError` naming what cannot be measured and what to do."""
         ...
 
 

@@ -12,6 +12,7 @@ a folder of them).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +88,16 @@ class LutDevice:
 
     def close(self) -> None:
         pass
+
+    def check_plan(self, items: Sequence[SubnetSpec]) -> None:
+        """Refuse a plan with a resolution the table lacks (before anything is written)."""
+        missing = sorted({spec.resolution for spec in items} - set(self.table.resolutions))
+        if missing:
+            from compofa.lut import LutError
+
+            have = ", ".join(map(str, self.table.resolutions))
+            raise LutError(f"LUT {self.table.name} has no table for resolution(s) {', '.join(map(str, missing))}; "
+                           f"it has {have}: give --resolution from those")
 
     def prepare(self, spec: SubnetSpec) -> LutSubnet:
         return LutSubnet(spec, self.predictor.predict(spec))

@@ -14,9 +14,12 @@ everywhere:
 2. refinement: the configurations that could be on the front (no other
    configuration is certainly both at least as accurate and faster: its upper
    bound below this one's lower bound) and are not yet refined are measured
-   to the target precision; refining narrows intervals, which can bring
-   others into doubt, so this repeats until every possible front member is
-   refined. The rest keep their coarse, honest intervals.
+   further, in passes: each takes them up to a few more rounds (`REFINE_STEP`;
+   the first to `min_rounds`), stores those that are not yet at the target as
+   `REFINING`, and decides again, since narrower intervals put many out of
+   the running and can bring others into doubt; the last pass measures to the
+   target or `max_rounds`. It ends when every possible front member is
+   refined. The rest keep their coarse (or partly refined), honest intervals.
 
 The table is searchable at every moment (after the coarse pass every
 configuration has an entry), and rerunning continues where the last run
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +41,7 @@ from compofa.jobs.measure import MeasureSummary, add_times
 from compofa.profiler import (
     COARSE,
     NOISY,
+    REFINING,
     UNFINISHED,
     MachineSpread,
     Measurement,
@@ -57,6 +62,10 @@ COARSE_ROUND_SECONDS = 0.1
 #: discarded for a move of a few percent costs as much as the look itself, while the interval it gets (from the
 #: machine's session-to-session spread, its samples' spread) already covers such a move.
 COARSE_DRIFT_THRESHOLD = 0.10
+
+#: Rounds each refinement pass adds at most to the configurations that could still be on the front: measuring
+#: them all to the target at once would spend `max_rounds` on many that a few more rounds show to be off it.
+REFINE_STEP = 2
 
 #: Configurations of the coarse pass timed in two rounds instead of one, spread over the plan, so that the
 #: session-to-session spread is known from the first decision of what could be on the front.
@@ -215,6 +224,9 @@ def profile_front_aware(
         result.summary.times = add_times(first.times, rest.times) if rest.times is not None else first.times
         result.summary.discarded_rounds += first.discarded_rounds
         result.summary.reasons.update(first.reasons)
+    refined_keys: set[EntryKey] = set()
+    finished: set[EntryKey] = set()  # measured by a pass to the target in this run
+    cap = config.min_rounds  # each pass measures the open candidates up to this many rounds, then decides again
     while (remaining := left()) is None or remaining > 0:
         if widen is not None:
             widen()
@@ -226,19 +238,31 @@ def profile_front_aware(
         high = np.array([known[key(items[i])].ci_high_ms for i in present])
         candidates = [items[present[j]] for j in np.flatnonzero(possibly_on_front(scores[present], low, high))]
         result.candidates = len(candidates)
-        todo = [item for item in candidates if known[key(item)].reason in UNFINISHED]
+        # (one measured to the target in this run and still unfinished, the machine's noise stopped: a later
+        # run measures it again, when the machine may be quiet)
+        todo = [item for item in candidates if known[key(item)].reason in UNFINISHED and key(item) not in finished]
         if not todo:
             break
-        refined = measure(todo, config, _Phase(listener, f"refining near the front ({len(todo)})"), None, remaining)
+        final = cap >= config.max_rounds
+        pass_config = config if final else dataclasses.replace(config, max_rounds=cap)
+        label = f"refining near the front ({len(todo)}, to {pass_config.max_rounds} rounds at most)"
+        refined = measure(todo, pass_config, _Phase(listener, label), None if final else REFINING, remaining)
+        cap = min(cap + REFINE_STEP, config.max_rounds)
         result.refinements += 1
-        result.refined += refined.measured
+        refined_keys.update(key(item) for item in todo)
+        if final:
+            finished.update(key(item) for item in todo)
         summary = result.summary  # `measured` stays the entries made now; refinement updates entries
-        summary.reasons.update(refined.reasons)
         summary.discarded_rounds += refined.discarded_rounds
-        summary.unstable += refined.unstable
         summary.times = add_times(summary.times, refined.times) if refined.times is not None else summary.times
         if refined.measured == 0:  # nothing could be measured (the budget ran out first)
             break
     if widen is not None:
         widen()
+    # what the entries measured now ended as (a configuration refined over several passes counts once)
+    known = entries()
+    touched = [k for k in {*(key(item) for item in coarse_items), *refined_keys} if k in known]
+    result.summary.reasons = Counter(known[k].reason for k in touched)
+    result.summary.unstable = sum(not known[k].stable for k in touched)
+    result.refined = len(refined_keys)
     return result

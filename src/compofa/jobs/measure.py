@@ -35,6 +35,7 @@ from compofa.devices.base import Located, host_details
 from compofa.graphs.cache import default_cache_dir
 from compofa.profiler import (
     NOISY,
+    REFINING,
     UNFINISHED,
     Estimate,
     Measurement,
@@ -145,7 +146,8 @@ class StoreCommitter(ProfileListener[ItemT]):
     def __init__(self, table: LatencyTable, run: RunRecord, keys: ItemKeys[ItemT], reference: ItemT,
                  summary: MeasureSummary, forward: ProfileListener[ItemT], finished_as: str | None = None) -> None:
         """`finished_as` is the reason stored for every entry a noisy machine did not leave `NOISY` (a
-        front-aware profile's coarse pass stores ``coarse``); None keeps the profiler's."""
+        front-aware profile's coarse pass stores ``coarse``); None keeps the profiler's. `REFINING` replaces
+        only "max rounds" (a refinement pass's bound, below the run's: converged entries stay converged)."""
         self.table, self.run, self.keys, self.reference = table, run, keys, reference
         self.summary, self.forward, self.finished_as = summary, forward, finished_as
         self._finished: dict[ItemT, tuple[str, bool]] = {}  # reason and stability each item was finished with
@@ -165,7 +167,8 @@ class StoreCommitter(ProfileListener[ItemT]):
         self.forward.on_round(item, record)
 
     def on_done(self, item: ItemT, measurement: Measurement[ItemT], estimate: Estimate, reason: str) -> None:
-        if self.finished_as is not None and reason != NOISY:
+        if self.finished_as is not None and reason != NOISY and (self.finished_as != REFINING
+                                                                or reason == "max rounds"):
             reason = self.finished_as
         self.table.put_entry(self.run.device_id, self.keys.entry(item), measurement, estimate, reason)
         before = self._finished.get(item)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from compofa.devices import Settings
+from compofa.devices.base import PlanChecked
 from compofa.errors import SpecError
 from compofa.jobs.fleet import measure_on_fleet
 from compofa.jobs.frontier import Scorer, profile_front_aware, widen_coarse_entries
@@ -191,6 +192,8 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
         for name in (request.device, *request.fleet):  # each is closed however the job ends
             devices.append(open_any_device(name, source, settings))
             opened.callback(devices[-1].close)
+            if isinstance(devices[-1], PlanChecked):
+                devices[-1].check_plan(specs)
         table = opened.enter_context(writing(request.table))
         space = get_space(source.space)
         keys = subnet_keys(space.name, width, settings)

@@ -12,6 +12,7 @@ from compofa.profiler.noise import DISTURBED_NOISE, disturbance_threshold, refer
 from compofa.profiler.schedule import (
     COARSE,
     NOISY,
+    REFINING,
     TIME_BUDGET,
     UNFINISHED,
     ProfileConfig,
@@ -32,6 +33,7 @@ __all__ = [
     "COARSE",
     "DISTURBED_NOISE",
     "NOISY",
+    "REFINING",
     "TIME_BUDGET",
     "UNFINISHED",
     "Estimate",

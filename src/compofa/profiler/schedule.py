@@ -72,8 +72,11 @@ TIME_BUDGET = "time budget"
 #: Why an item stopped after the one short round of a front-aware profile's coarse pass: its interval is
 #: honest but wide, and refinement (or a uniform run) measures it further.
 COARSE = "coarse"
+#: Why an item stopped after a front-aware profile's refinement pass took it to that pass's bound on rounds,
+#: short of the target: it was off the front by the next decision, or the run ended first.
+REFINING = "refining"
 #: Reasons that leave an entry for a later run to measure again, first.
-UNFINISHED = (NOISY, TIME_BUDGET, COARSE)
+UNFINISHED = (NOISY, TIME_BUDGET, COARSE, REFINING)
 
 
 @dataclass(frozen=True)
