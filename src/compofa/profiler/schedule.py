@@ -281,6 +281,20 @@ class RoundRunner(Protocol[ItemT_contra]):
         ...
 
 
+@dataclass
+class _Finished(Generic[ItemT]):
+    """The items a run has finished so far, with their estimates and reasons, each told to the listener."""
+
+    listener: ProfileListener[ItemT]
+    measurements: dict[ItemT, Measurement[ItemT]] = dataclasses.field(default_factory=dict)
+    estimates: dict[ItemT, Estimate] = dataclasses.field(default_factory=dict)
+    reasons: dict[ItemT, str] = dataclasses.field(default_factory=dict)
+
+    def put(self, item: ItemT, measurement: Measurement[ItemT], estimate: Estimate, reason: str) -> None:
+        self.measurements[item], self.estimates[item], self.reasons[item] = measurement, estimate, reason
+        self.listener.on_done(item, measurement, estimate, reason)
+
+
 class Profiler(Generic[ItemT]):
     """Measures items on `device` in interleaved rounds (see the module docstring)."""
 
@@ -464,9 +478,8 @@ class Profiler(Generic[ItemT]):
         self._noises = [*noise_history,
                         *(r.noise for item_rounds in rounds.values() for r in item_rounds if r.noise is not None)]
         self._disturbed_above = disturbance_threshold(self._noises, self.config.disturbed_noise)
-        results: dict[ItemT, Measurement[ItemT]] = {}
-        estimates: dict[ItemT, Estimate] = {}
-        reasons: dict[ItemT, str] = {}
+        done = _Finished[ItemT](listener)
+        results = done.measurements
         ref: Reference | None = None
         runner = self.device if isinstance(self.device, RoundRunner) and not self.device.deterministic else None
         try:
@@ -480,7 +493,7 @@ class Profiler(Generic[ItemT]):
             rng = np.random.default_rng(self.config.seed)
             round_wall, rounds_done = 0.0, 0  # the ETA comes from rounds' own times, never from staging
             for item in rounds:  # prior rounds may already suffice
-                self._consider(item, rounds, results, estimates, reasons, listener)
+                self._consider(item, rounds, done)
             out_of_time = False
             while not out_of_time and (pending := [item for item in rounds if item not in results]):
                 for index in rng.permutation(len(pending)):
@@ -500,7 +513,7 @@ class Profiler(Generic[ItemT]):
                         self._noises.append(record.noise)
                         self._disturbed_above = disturbance_threshold(self._noises, self.config.disturbed_noise)
                     listener.on_round(item, record)
-                    estimate = self._consider(item, rounds, results, estimates, reasons, listener)
+                    estimate = self._consider(item, rounds, done)
                     relative_ci = estimate.relative_ci if estimate is not None else math.inf
                     remaining = self._rounds_left(rounds, results)
                     used = len(self._measurement(item, rounds[item]).used_rounds)
@@ -513,15 +526,15 @@ class Profiler(Generic[ItemT]):
                         set_aside=len(rounds[item]) - used - discarded,
                     ))
             if out_of_time:
-                self._finish_unconverged(rounds, results, estimates, reasons, listener)
-            self._judge_noise_again(rounds, results, estimates, reasons, listener)
+                self._finish_unconverged(rounds, done)
+            self._judge_noise_again(rounds, done)
         finally:
             if ref is not None:
                 ref.handle.close()
             if runner is not None:
                 runner.end_rounds()
         account.total = time.perf_counter() - begin
-        return ProfileResult(results, estimates, reasons, baseline_ms, account)
+        return ProfileResult(done.measurements, done.estimates, done.reasons, baseline_ms, account)
 
     def _stage(self, items: Sequence[ItemT], listener: ProfileListener[ItemT], account: TimeAccount) -> None:
         """Prepare every item once before timing any: first preparations export and compile
@@ -578,10 +591,7 @@ class Profiler(Generic[ItemT]):
         self,
         item: ItemT,
         rounds: dict[ItemT, list[RoundRecord]],
-        results: dict[ItemT, Measurement[ItemT]],
-        estimates: dict[ItemT, Estimate],
-        reasons: dict[ItemT, str],
-        listener: ProfileListener[ItemT],
+        done: _Finished[ItemT],
     ) -> Estimate | None:
         """Judge `item` on its rounds and the run's pooled spread; record it if finished."""
         measurement = self._measurement(item, rounds[item])
@@ -598,22 +608,18 @@ class Profiler(Generic[ItemT]):
         else:
             estimate = measurement.estimate_with(spread)
         if reason is not None:
-            results[item], estimates[item], reasons[item] = measurement, estimate, reason
-            listener.on_done(item, measurement, estimate, reason)
+            done.put(item, measurement, estimate, reason)
         return estimate
 
     def _judge_noise_again(
         self,
         rounds: dict[ItemT, list[RoundRecord]],
-        results: dict[ItemT, Measurement[ItemT]],
-        estimates: dict[ItemT, Estimate],
-        reasons: dict[ItemT, str],
-        listener: ProfileListener[ItemT],
+        done: _Finished[ItemT],
     ) -> None:
         """Finish as `NOISY` every item that ran out of rounds or budget on rounds that, by the machine's quiet
         level known at the end (it may have been quiet only later), were disturbed: a later run measures it
         again first, and its quiet rounds then replace those."""
-        for item, reason in list(reasons.items()):
+        for item, reason in list(done.reasons.items()):
             if reason not in ("max rounds", "budget"):
                 continue
             measurement = self._measurement(item, rounds[item])
@@ -621,21 +627,17 @@ class Profiler(Generic[ItemT]):
                 continue
             spread = self._pooled_spread(rounds, exclude=item, quiet=False)
             measurement, estimate = self.noisy_estimate(measurement, spread, 0)
-            results[item], estimates[item], reasons[item] = measurement, estimate, NOISY
-            listener.on_done(item, measurement, estimate, NOISY)
+            done.put(item, measurement, estimate, NOISY)
 
     def _finish_unconverged(
         self,
         rounds: dict[ItemT, list[RoundRecord]],
-        results: dict[ItemT, Measurement[ItemT]],
-        estimates: dict[ItemT, Estimate],
-        reasons: dict[ItemT, str],
-        listener: ProfileListener[ItemT],
+        done: _Finished[ItemT],
     ) -> None:
         """Finish every unfinished item that has a kept round as `TIME_BUDGET`, with the interval it has."""
         for item, item_rounds in rounds.items():
             measurement = self._measurement(item, item_rounds)
-            if item in results or not measurement.used_rounds:
+            if item in done.measurements or not measurement.used_rounds:
                 continue
             estimate = measurement.estimate_with(self._pooled_spread(rounds, exclude=item,
                                                                      quiet=not measurement.noise_limited))
@@ -643,8 +645,7 @@ class Profiler(Generic[ItemT]):
             warning = (f"the time budget ran out after {kept} round{'s' if kept != 1 else ''}; "
                        "rerun to measure it further")
             estimate = dataclasses.replace(estimate, warnings=(*estimate.warnings, warning))
-            results[item], estimates[item], reasons[item] = measurement, estimate, TIME_BUDGET
-            listener.on_done(item, measurement, estimate, TIME_BUDGET)
+            done.put(item, measurement, estimate, TIME_BUDGET)
 
     def _measurement(self, item: ItemT, item_rounds: Sequence[RoundRecord]) -> Measurement[ItemT]:
         return Measurement(item, tuple(item_rounds), self.device.deterministic, self._disturbed_above)
