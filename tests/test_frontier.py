@@ -10,7 +10,7 @@ import numpy as np
 
 import fake_device  # noqa: F401  (registers the simulated backend "fake")
 from cli_helpers import assert_one_line_error, run
-from compofa.jobs.frontier import SPREAD_SAMPLE, coarse_config, possibly_on_front
+from compofa.jobs.frontier import SPREAD_SAMPLE, as_coarse, as_refining, coarse_config, possibly_on_front
 from compofa.profiler import COARSE, NOISY, REFINING, Measurement, ProfileConfig, RoundSpread
 from compofa.profiler.measurement import t95
 from compofa.tables.store import LatencyTable
@@ -35,6 +35,10 @@ def test_the_coarse_pass_is_one_short_round() -> None:
     # a move of a few percent within so short a look is inside the interval it gets; discarding it would cost
     # another look
     assert coarse.drift_threshold == 0.10
+    # what each pass stores: the coarse pass keeps a noisy machine's verdict, a refinement pass short of the last
+    # marks only the entries its bound stopped
+    assert (as_coarse("converged"), as_coarse("max rounds"), as_coarse(NOISY)) == (COARSE, COARSE, NOISY)
+    assert (as_refining("max rounds"), as_refining("converged"), as_refining(NOISY)) == (REFINING, "converged", NOISY)
 
 
 def test_front_aware_is_the_default_over_several_resolutions_only(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from compofa.jobs.measure import (
     MeasureSummary,
     RunRecord,
     StoreCommitter,
+    StoredReason,
     add_times,
     check_same_device,
     run_settings,
@@ -136,7 +137,7 @@ def measure_on_fleet(
     shard: str | None = None,
     notify: Callable[[str], None] | None = None,
     time_budget: float | None = None,
-    finished_as: str | None = None,
+    stored_reason: StoredReason | None = None,
 ) -> MeasureSummary:
     """Measure the `items` `table` lacks on all `devices` at once (see the module docstring).
 
@@ -164,7 +165,7 @@ def measure_on_fleet(
     if not todo:
         return summary
     reference, baseline = stored_reference(table, device_id, keys, default_reference)
-    committers = [StoreCommitter(table, run, keys, reference, summary, listener, finished_as) for run in runs]
+    committers = [StoreCommitter(table, run, keys, reference, summary, listener, stored_reason) for run in runs]
     begin = time.perf_counter()
     if baseline is None:  # measured once, on the first device: every member's entries are put on it
         baseline = Profiler(first, config).run([], reference, None, {}, committers[0]).baseline_ms

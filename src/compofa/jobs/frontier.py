@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from compofa.jobs.measure import MeasureSummary, add_times
+from compofa.jobs.measure import MeasureSummary, StoredReason, add_times
 from compofa.profiler import (
     COARSE,
     NOISY,
@@ -73,9 +73,20 @@ SPREAD_SAMPLE = 8
 
 #: Scores configurations for the front: top-1 accuracy (any monotone score will do) of each.
 Scorer = Callable[[Sequence[SubnetSpec]], np.ndarray]
-#: One measuring run: (items, config, listener, finished_as, time_budget) -> its summary.
-Measure = Callable[[Sequence[SubnetSpec], ProfileConfig, ProfileListener[SubnetSpec], str | None, float | None],
-                   MeasureSummary]
+#: One measuring run: (items, config, listener, stored_reason, time_budget) -> its summary.
+Measure = Callable[[Sequence[SubnetSpec], ProfileConfig, ProfileListener[SubnetSpec], StoredReason | None,
+                    float | None], MeasureSummary]
+
+
+def as_coarse(reason: str) -> str:
+    """What the coarse pass stores: `COARSE`, but `NOISY` where the machine's noise left the round so."""
+    return reason if reason == NOISY else COARSE
+
+
+def as_refining(reason: str) -> str:
+    """What a refinement pass short of the last stores: `REFINING` for an entry its bound on rounds stopped
+    (below the run's), the profiler's reason otherwise (converged stays converged)."""
+    return REFINING if reason == "max rounds" else reason
 
 
 def coarse_config(config: ProfileConfig) -> ProfileConfig:
@@ -213,9 +224,9 @@ def profile_front_aware(
     sample = coarse_items[::step][:SPREAD_SAMPLE] if len(coarse_items) > SPREAD_SAMPLE else []
     phase = _Phase(listener, "coarse pass")
     first = measure(sample, dataclasses.replace(coarse_config(config), min_rounds=2, max_rounds=2), phase,
-                    COARSE, left()) if sample else None
+                    as_coarse, left()) if sample else None
     chosen = set(sample)
-    rest = measure([item for item in coarse_items if item not in chosen], coarse_config(config), phase, COARSE,
+    rest = measure([item for item in coarse_items if item not in chosen], coarse_config(config), phase, as_coarse,
                    left())
     measured = rest.measured + (first.measured if first is not None else 0)
     result = FrontSummary(dataclasses.replace(rest, planned=len(items), already_done=len(items) - len(coarse_items),
@@ -246,7 +257,7 @@ def profile_front_aware(
         final = cap >= config.max_rounds
         pass_config = config if final else dataclasses.replace(config, max_rounds=cap)
         label = f"refining near the front ({len(todo)}, to {pass_config.max_rounds} rounds at most)"
-        refined = measure(todo, pass_config, _Phase(listener, label), None if final else REFINING, remaining)
+        refined = measure(todo, pass_config, _Phase(listener, label), None if final else as_refining, remaining)
         cap = min(cap + REFINE_STEP, config.max_rounds)
         result.refinements += 1
         refined_keys.update(key(item) for item in todo)

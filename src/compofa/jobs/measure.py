@@ -34,8 +34,6 @@ from compofa.devices import Device, ItemT, Settings
 from compofa.devices.base import Located, host_details
 from compofa.graphs.cache import default_cache_dir
 from compofa.profiler import (
-    NOISY,
-    REFINING,
     UNFINISHED,
     Estimate,
     Measurement,
@@ -140,16 +138,20 @@ class RunRecord:
             self.table.checkpoint(force=True)
 
 
+#: The reason an entry is stored with, given the one the profiler finished it with.
+StoredReason = Callable[[str], str]
+
+
 class StoreCommitter(ProfileListener[ItemT]):
     """Writes every event of the profiler to the table, then passes it on."""
 
     def __init__(self, table: LatencyTable, run: RunRecord, keys: ItemKeys[ItemT], reference: ItemT,
-                 summary: MeasureSummary, forward: ProfileListener[ItemT], finished_as: str | None = None) -> None:
-        """`finished_as` is the reason stored for every entry a noisy machine did not leave `NOISY` (a
-        front-aware profile's coarse pass stores ``coarse``); None keeps the profiler's. `REFINING` replaces
-        only "max rounds" (a refinement pass's bound, below the run's: converged entries stay converged)."""
+                 summary: MeasureSummary, forward: ProfileListener[ItemT],
+                 stored_reason: StoredReason | None = None) -> None:
+        """`stored_reason` gives the reason stored for the one the profiler gives (a front-aware profile's
+        passes store their own, `compofa.jobs.frontier`); None stores the profiler's."""
         self.table, self.run, self.keys, self.reference = table, run, keys, reference
-        self.summary, self.forward, self.finished_as = summary, forward, finished_as
+        self.summary, self.forward, self.stored_reason = summary, forward, stored_reason
         self._finished: dict[ItemT, tuple[str, bool]] = {}  # reason and stability each item was finished with
 
     def on_baseline(self, median_ms: float) -> None:
@@ -167,9 +169,8 @@ class StoreCommitter(ProfileListener[ItemT]):
         self.forward.on_round(item, record)
 
     def on_done(self, item: ItemT, measurement: Measurement[ItemT], estimate: Estimate, reason: str) -> None:
-        if self.finished_as is not None and reason != NOISY and (self.finished_as != REFINING
-                                                                or reason == "max rounds"):
-            reason = self.finished_as
+        if self.stored_reason is not None:
+            reason = self.stored_reason(reason)
         self.table.put_entry(self.run.device_id, self.keys.entry(item), measurement, estimate, reason)
         before = self._finished.get(item)
         if before is None:
@@ -249,7 +250,7 @@ def measure_items(
     remedy: str = FORCEABLE,
     shard: str | None = None,
     time_budget: float | None = None,
-    finished_as: str | None = None,
+    stored_reason: StoredReason | None = None,
 ) -> MeasureSummary:
     """Measure the `items` `table` lacks on `device`, committing as it goes (see the module docstring).
 
@@ -267,7 +268,7 @@ def measure_items(
         shard: the part of a larger plan this run is, recorded with the run.
         time_budget: seconds for the measuring (see `Profiler.run`); the run then ends with every item it
             measured in the table, those unconverged as `TIME_BUDGET`.
-        finished_as: the reason stored with every finished entry (see `StoreCommitter`).
+        stored_reason: the reason stored for the one the profiler gives (see `StoreCommitter`).
     """
     fingerprint = device.fingerprint()
     check_same_device(table, device.name, fingerprint, force, remedy)
@@ -282,7 +283,7 @@ def measure_items(
     prior = {item: table.rounds(device_id, keys.entry(item)) for item in todo} if device_id is not None else {}
     reference, baseline = stored_reference(table, device_id, keys, default_reference)
     history = table.reference_noises(device_id, keys.setup) if device_id is not None else []
-    committer = StoreCommitter(table, run, keys, reference, summary, listener, finished_as)
+    committer = StoreCommitter(table, run, keys, reference, summary, listener, stored_reason)
     profiler = Profiler(device, config)
     deadline = time.perf_counter() + time_budget if time_budget is not None else None
     for group in (noisy, missing):  # unstable entries first, with one reference and baseline throughout

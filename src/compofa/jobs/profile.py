@@ -27,7 +27,7 @@ from compofa.devices.base import PlanChecked
 from compofa.errors import SpecError
 from compofa.jobs.fleet import measure_on_fleet
 from compofa.jobs.frontier import Scorer, profile_front_aware, widen_coarse_entries
-from compofa.jobs.measure import FORCEABLE, ItemKeys, MeasureSummary, measure_items, with_cache_dir
+from compofa.jobs.measure import FORCEABLE, ItemKeys, MeasureSummary, StoredReason, measure_items, with_cache_dir
 from compofa.profiler import ProfileConfig, ProfileListener
 from compofa.remote.names import open_any_device
 from compofa.sources.subnet import SubnetSource
@@ -205,14 +205,14 @@ def profile_space(request: ProfileRequest, listener: ProfileListener[SubnetSpec]
             return reference_spec(space, request.resolutions)
 
         def measure(items: Sequence[SubnetSpec], config: ProfileConfig, events: ProfileListener[SubnetSpec],
-                    finished_as: str | None, time_budget: float | None) -> MeasureSummary:
+                    stored_reason: StoredReason | None, time_budget: float | None) -> MeasureSummary:
             if len(devices) > 1:
                 return measure_on_fleet(table, devices, items, keys, reference, source.describe(), settings, config,
                                         events, force=request.force, remedy=remedy, shard=shard, notify=_to_stderr,
-                                        time_budget=time_budget, finished_as=finished_as)
+                                        time_budget=time_budget, stored_reason=stored_reason)
             return measure_items(table, devices[0], items, keys, reference, source.describe(), settings, config,
                                  events, force=request.force, remedy=remedy, shard=shard, time_budget=time_budget,
-                                 finished_as=finished_as)
+                                 stored_reason=stored_reason)
 
         if request.accuracy is None or devices[0].deterministic:
             return measure(specs, request.config, listener, None, request.time_budget)
