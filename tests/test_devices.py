@@ -51,7 +51,7 @@ def test_the_cuda_backend_reads_torch_s_build_without_importing_it() -> None:
 
 
 def test_unknown_names_list_every_backend() -> None:
-    known = "onnxruntime, torch, cuda, tensorrt, lut"
+    known = "onnxruntime, openvino, litert, executorch, torch, cuda, tensorrt, lut"
     with pytest.raises(UnknownDeviceError, match=f"unknown device 'nope'; known: {known}"):
         get_backend("nope:1")
 

@@ -73,6 +73,18 @@ def test_profile_runs_on_the_device_and_records_it(ssh: SshServer, tmp_path: Pat
     assert f"{2 - noisy} were already there" in again.stdout
 
 
+def test_a_remote_litert_device_is_sent_the_tflite_models_it_runs(ssh: SshServer, tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert", reason="the litert backend needs ai-edge-litert (pip install "
+                        "'compofa[litert]')")
+    table = tmp_path / "phone-preview.db"
+    result = run("profile", "--device", device(backend="litert"), "--table", str(table), "--limit", "2", *QUICK)
+    assert result.exit_code == 0, result.output  # LiteRT cannot read an ONNX file: the .tflite was sent
+    with LatencyTable.open(table) as store:
+        assert len(store.entries()) == 2
+        (row,) = store.devices()
+    assert row.name == "litert" and row.fingerprint["backend"] == "litert" and row.fingerprint["delegate"] == "xnnpack"
+
+
 def test_a_remote_backend_must_be_named_and_exist(ssh: SshServer, tmp_path: Path) -> None:
     table = tmp_path / "t.db"
     assert_one_line_error(run("profile", "--device", device(), "--table", str(table), *QUICK),

@@ -57,6 +57,9 @@ class StoredModels:
     def tflite(self, item: StoredItem, batch: int) -> Path:
         return Path(item.path)
 
+    def pte(self, item: StoredItem, batch: int) -> Path:
+        return Path(item.path)
+
     def input_shape(self, item: StoredItem, batch: int) -> tuple[int, ...]:
         return item.input_shape
 

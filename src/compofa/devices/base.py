@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,26 @@ class TfliteSource(Protocol[ItemT_contra]):
 
 
 @runtime_checkable
+class PteSource(Protocol[ItemT_contra]):
+    """A source that also hands out ExecuTorch programs (`.pte`, lowered to XNNPACK) of its items."""
+
+    def pte(self, item: ItemT_contra, batch: int) -> Path:
+        """A ``.pte`` file of `item` at `batch` (input NCHW, as the ONNX file's)."""
+        ...
+
+
+def model_file(source: ModelSource[ItemT], item: ItemT, batch: int, model_format: str) -> Path:
+    """The file of `item` in `model_format` (a `Backend.model_format`), or why `source` cannot write one."""
+    if model_format == "onnx":
+        return source.onnx(item, batch)
+    if model_format == "tflite" and isinstance(source, TfliteSource):
+        return source.tflite(item, batch)
+    if model_format == "pte" and isinstance(source, PteSource):
+        return source.pte(item, batch)
+    raise DeviceOptionError(f"this source of models cannot write {model_format} files")
+
+
+@runtime_checkable
 class SpaceSource(Protocol):
     """A source of the subnets of one design space at one width: what a lookup table can estimate."""
 
@@ -190,6 +211,45 @@ class Backend:
     availability: Callable[[], Availability]
     factory: DeviceFactory
     default_batch: int = 1  # the paper's settings: 1 on CPUs and phones, 64 on GPUs
+    #: The file a backend runs, which a remote device is sent: "onnx", "tflite" (LiteRT) or "pte" (ExecuTorch).
+    model_format: str = "onnx"
+
+
+def time_calls(call: Callable[[], object], n: int) -> list[float]:
+    """`call` run `n` times, each run's wall time in milliseconds (nothing else inside the timed span)."""
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return samples
+
+
+class HostRuntime:
+    """What a backend running on this machine's CPU shares: its fingerprint's common part, no drifting
+    readings (the reference corrects the CPU's drift), nothing to undo on close."""
+
+    name: str
+    settings: Settings
+
+    def runtime_fingerprint(self, **runtime: Any) -> dict[str, Any]:
+        """This machine's, the backend's name, `runtime` (its library's version and options), and the settings."""
+        return host_fingerprint() | {"backend": self.name, **runtime, "threads": self.settings.threads,
+                                     "batch": self.settings.batch, "precision": self.settings.precision}
+
+    def conditions(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def seeded_input(shape: Sequence[int]) -> Any:
+    """The input every backend times an item on: the same seeded float32 array for the same shape, so the
+    outputs of two backends (or two precisions) of one item can be compared."""
+    import numpy as np
+
+    return np.random.default_rng(0).standard_normal(tuple(shape)).astype(np.float32)
 
 
 def cpu_model() -> str:

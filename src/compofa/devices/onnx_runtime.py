@@ -11,7 +11,6 @@ medians on a CPU) and inputs and outputs bound once, so a timed run is only
 from __future__ import annotations
 
 import importlib.util
-import time
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -19,10 +18,12 @@ from compofa.devices.base import (
     Availability,
     Backend,
     DeviceOptionError,
+    HostRuntime,
     ItemT,
     ModelSource,
     Settings,
-    host_fingerprint,
+    seeded_input,
+    time_calls,
 )
 
 OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disable")
@@ -45,12 +46,16 @@ class OrtSubnet(Generic[ItemT]):
     session: Any
     binding: Any
 
+    def output(self) -> Any:
+        """The last run's output as a numpy array."""
+        return self.binding.copy_outputs_to_cpu()[0]
+
     def close(self) -> None:
         self.binding = None
         self.session = None
 
 
-class OnnxRuntimeDevice(Generic[ItemT]):
+class OnnxRuntimeDevice(HostRuntime, Generic[ItemT]):
     """Times the ONNX files of items (subnets or layers) with ONNX Runtime.
 
     Options: ``provider`` (default CPUExecutionProvider; any installed one),
@@ -82,21 +87,8 @@ class OnnxRuntimeDevice(Generic[ItemT]):
         self._ort = ort
 
     def fingerprint(self) -> dict[str, Any]:
-        return host_fingerprint() | {
-            "backend": self.name,
-            "onnxruntime": self._ort.__version__,
-            "provider": self.provider,
-            "optimization": self.optimization,
-            "threads": self.settings.threads,
-            "batch": self.settings.batch,
-            "precision": self.settings.precision,
-        }
-
-    def conditions(self) -> dict[str, Any]:
-        return {}
-
-    def close(self) -> None:
-        pass
+        return self.runtime_fingerprint(onnxruntime=self._ort.__version__, provider=self.provider,
+                                        optimization=self.optimization)
 
     def _session_options(self) -> Any:
         ort = self._ort
@@ -121,23 +113,14 @@ class OnnxRuntimeDevice(Generic[ItemT]):
         # each an ONNX file with one input and one output.
         path = self.source.onnx(item, self.settings.batch)
         session = self._ort.InferenceSession(str(path), self._session_options(), providers=[self.provider])
-        shape = self.source.input_shape(item, self.settings.batch)
-        import numpy as np
-
-        image = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         binding = session.io_binding()
-        binding.bind_cpu_input("input", image)
+        binding.bind_cpu_input("input", seeded_input(self.source.input_shape(item, self.settings.batch)))
         binding.bind_output(self.source.output_name)
         return OrtSubnet(item, session, binding)
 
     def time(self, handle: OrtSubnet[ItemT], n: int) -> list[float]:
         run, binding = handle.session.run_with_iobinding, handle.binding
-        samples = []
-        for _ in range(n):
-            start = time.perf_counter_ns()
-            run(binding)
-            samples.append((time.perf_counter_ns() - start) / 1e6)
-        return samples
+        return time_calls(lambda: run(binding), n)
 
 
 BACKEND = Backend(

@@ -29,6 +29,9 @@ from compofa.errors import RegistryError
 #: Built-in backends: name -> "module:attribute" of its `Backend`, in listing order.
 BUILTIN_BACKENDS: dict[str, str] = {
     "onnxruntime": "compofa.devices.onnx_runtime:BACKEND",
+    "openvino": "compofa.devices.openvino_backend:BACKEND",
+    "litert": "compofa.devices.litert_backend:BACKEND",
+    "executorch": "compofa.devices.executorch_backend:BACKEND",
     "torch": "compofa.devices.torch_cpu:BACKEND",
     "cuda": "compofa.devices.cuda:BACKEND",
     "tensorrt": "compofa.devices.tensorrt_backend:BACKEND",

@@ -26,7 +26,8 @@ from typing import Any, Generic
 
 from compofa.agent.measure import item_to_wire
 from compofa.agent.wire import config_to_wire, outcome_from_wire, reading_from_wire
-from compofa.devices.base import ItemT, ModelSource, Settings
+from compofa.devices.base import ItemT, ModelSource, Settings, UnknownDeviceError, model_file
+from compofa.devices.registry import get_backend
 from compofa.profiler import ProfileConfig, ReferenceReading, RoundOutcome
 from compofa.remote.ssh import AgentConnection, ConnectionLost, RemoteError, SshTarget
 
@@ -64,6 +65,10 @@ class RemoteDevice(Generic[ItemT]):
                               f"(`compofa devices {target}` lists them)", option="device")
         self.target, self.source, self.settings = target, source, settings
         self.name = target.backend.split(":", 1)[0]
+        try:  # the file the backend there runs; a backend only the device knows (a plug-in) is sent ONNX
+            self.model_format = get_backend(self.name).model_format
+        except UnknownDeviceError:
+            self.model_format = "onnx"
         self.retries, self.first_wait_s, self._sleep = target.retries, first_wait_s, sleep
         self._notify = notify or _to_stderr
         self.reconnects = 0
@@ -132,7 +137,7 @@ class RemoteDevice(Generic[ItemT]):
         """How the agent names `item`: its model is sent first unless this session has it."""
         if item not in self._models:
             assert self.connection is not None
-            path = self.connection.send_model(self.source.onnx(item, self.settings.batch))
+            path = self.connection.send_model(model_file(self.source, item, self.settings.batch, self.model_format))
             self._models[item] = item_to_wire(path, self.source.input_shape(item, self.settings.batch))
         return self._models[item]
 

@@ -144,7 +144,8 @@ class AgentConnection:
         return reply
 
     def send_model(self, path: Path) -> str:
-        """Make the ONNX model at `path` (with its external weight files) available on the device; its path there.
+        """Make the model at `path` (an ONNX file with its external weight files, or a self-contained `.tflite` or
+        `.pte` file) available on the device; its path there.
 
         Files the device already holds (by sha256) are not sent again: the 243 subnets of a space share most of
         their weight files, and a resumed run shares all of them.
@@ -161,6 +162,8 @@ class AgentConnection:
         return str(self.request("model", files=hashes, main=path.name)["path"])
 
     def _external_files(self, path: Path) -> list[str]:
+        if path.suffix != ".onnx":  # LiteRT and ExecuTorch files hold their weights inside
+            return []
         # asked again for every round of a profile: the graph is parsed once per version of the file
         stat = path.stat()
         key = (str(path), stat.st_size, stat.st_mtime_ns)

@@ -22,6 +22,7 @@ from compofa.space import SubnetSpec, get_space
 
 if TYPE_CHECKING:
     from compofa.graphs.cache import NetworkWeights, OnnxExporter
+    from compofa.graphs.pte_cache import PteExporter
     from compofa.graphs.tflite_cache import TfliteExporter
     from compofa.supernet.network import Subnet, Supernet
 
@@ -47,6 +48,7 @@ class SubnetSource:
     _supernet: Supernet | None = field(default=None, init=False, repr=False)
     _exporters: dict[int, OnnxExporter] = field(default_factory=dict, init=False, repr=False)
     _tflite_exporters: dict[int, TfliteExporter] = field(default_factory=dict, init=False, repr=False)
+    _pte_exporters: dict[int, PteExporter] = field(default_factory=dict, init=False, repr=False)
 
     #: Name of the output of the ONNX files `onnx` hands out.
     output_name = OUTPUT_NAME
@@ -107,6 +109,17 @@ class SubnetSource:
 
             self._tflite_exporters[batch] = TfliteExporter(self.weights, batch, self.cache_dir)
         return self._tflite_exporters[batch].path(spec)
+
+    def pte(self, spec: SubnetSpec, batch: int) -> Path:
+        """The ExecuTorch program (.pte, XNNPACK) of `spec` at `batch`, input NCHW (lowered once, then cached;
+        needs PyTorch and executorch)."""
+        if batch not in self._pte_exporters:
+            require_torch("lowering a subnet to ExecuTorch")
+            from compofa.graphs.pte_cache import PteExporter
+
+            self._pte_exporters[batch] = PteExporter(self.module, self.weights.fingerprint, self.input_shape,
+                                                     batch, self.cache_dir)
+        return self._pte_exporters[batch].path(spec)
 
     def input_shape(self, spec: SubnetSpec, batch: int) -> tuple[int, ...]:
         """The NCHW input shape of `spec`'s ONNX file at `batch`."""
