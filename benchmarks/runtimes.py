@@ -14,7 +14,7 @@ run pays for exports; a setup whose library is missing is left out with the
 reason. `--limit N` profiles a spread sample of N subnets. Prints tables;
 asserts nothing. Don't run other work meanwhile.
 
-Run: ``python benchmarks/runtimes.py`` (about an hour and a half here, and the
+Run: ``python benchmarks/runtimes.py`` (four profiles of 16-22 minutes each here, and the
 ExecuTorch programs' lowering first: see the README); ``--quick`` is 20
 subnets at 160 px; ``--setups onnxruntime,litert`` picks setups.
 """
@@ -49,13 +49,10 @@ def compofa(*args: str, environment: dict[str, str], check: bool = True) -> subp
     return done
 
 
-def available(device: str, environment: dict[str, str]) -> str | None:
-    """None if `device` can run here, else why not (`compofa devices --json`)."""
+def unavailable(environment: dict[str, str]) -> dict[str, str]:
+    """Why each backend that cannot run here cannot (`compofa devices --json`); the others map to ''."""
     listed = json.loads(compofa("devices", "--json", environment=environment).stdout)
-    for row in listed:
-        if row["name"] == device:
-            return None if row["available"] else str(row["reason"])
-    return f"no backend {device!r}"
+    return {str(row["name"]): "" if row["available"] else str(row["reason"]) for row in listed}
 
 
 def main() -> None:
@@ -82,9 +79,10 @@ def main() -> None:
         environment = {**os.environ, "COMPOFA_CACHE_DIR": str(folder / "cache")}
         walls: dict[str, float] = {}
         prepared: dict[str, float] = {}
+        reasons = unavailable(environment)
         for name in names:
             device, precision = SETUPS[name]
-            reason = available(device, environment)
+            reason = reasons.get(device, f"no backend {device!r}")
             if reason:
                 print(f"  {name}: left out ({reason})", flush=True)
                 continue

@@ -45,8 +45,8 @@ def _needs(runtime: str) -> None:
         pytest.skip("lowering to ExecuTorch needs PyTorch (pip install 'compofa[torch]')")
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+@pytest.fixture(scope="module", autouse=True)
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One export cache for the module: each runtime's model of SPEC is written (or lowered) once."""
     folder = tmp_path_factory.mktemp("cache")
     before = os.environ.get("COMPOFA_CACHE_DIR")
@@ -58,7 +58,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["COMPOFA_CACHE_DIR"] = before
 
 
-def _run_once(name: str, cache: Path, settings: Settings | None = None) -> tuple[Any, Any]:
+def _run_once(name: str, settings: Settings | None = None) -> tuple[Any, Any]:
     """(the device, the output of one timed run of SPEC on it)."""
     device = open_device(name, SubnetSource("compofa"), settings or Settings())
     handle = device.prepare(SPEC)
@@ -72,10 +72,10 @@ def _run_once(name: str, cache: Path, settings: Settings | None = None) -> tuple
 
 
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
-def test_a_runtime_computes_what_onnx_runtime_computes_and_says_what_it_is(runtime: str, cache: Path) -> None:
+def test_a_runtime_computes_what_onnx_runtime_computes_and_says_what_it_is(runtime: str) -> None:
     _needs(runtime)
-    _, expected = _run_once("onnxruntime", cache)
-    device, output = _run_once(runtime, cache)
+    _, expected = _run_once("onnxruntime")
+    device, output = _run_once(runtime)
     assert output.shape == expected.shape == (1, 1000)
     # the same subnet, weights and input: only the kernels' rounding differs
     assert np.max(np.abs(output - expected)) <= 1e-4 * max(1.0, float(np.max(np.abs(expected))))
@@ -86,7 +86,7 @@ def test_a_runtime_computes_what_onnx_runtime_computes_and_says_what_it_is(runti
 
 
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
-def test_a_runtime_profiles_into_a_table_from_the_command_line(runtime: str, cache: Path, tmp_path: Path) -> None:
+def test_a_runtime_profiles_into_a_table_from_the_command_line(runtime: str, tmp_path: Path) -> None:
     _needs(runtime)
     table = tmp_path / f"{runtime}.db"
     count = 1 if runtime == "executorch" else 2  # one more lowering, not two
@@ -100,7 +100,7 @@ def test_a_runtime_profiles_into_a_table_from_the_command_line(runtime: str, cac
 
 
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
-def test_a_precision_the_runtime_cannot_do_is_one_line(runtime: str, cache: Path, tmp_path: Path) -> None:
+def test_a_precision_the_runtime_cannot_do_is_one_line(runtime: str, tmp_path: Path) -> None:
     _needs(runtime)
     if runtime == "openvino":
         import openvino as ov
@@ -116,23 +116,23 @@ def test_a_precision_the_runtime_cannot_do_is_one_line(runtime: str, cache: Path
 
 @pytest.mark.parametrize(("runtime", "option"), [("openvino", "hint=fastest"), ("openvino", "flavour=x"),
                                                  ("litert", "delegate=gpu"), ("executorch", "delegate=x")])
-def test_an_option_the_runtime_does_not_take_is_refused(runtime: str, option: str, cache: Path) -> None:
+def test_an_option_the_runtime_does_not_take_is_refused(runtime: str, option: str) -> None:
     _needs(runtime)
     key, value = option.split("=")
     with pytest.raises(DeviceOptionError):
         open_device(runtime, SubnetSource("compofa"), Settings(options={key: value}))
 
 
-def test_openvino_names_a_missing_target(cache: Path) -> None:
+def test_openvino_names_a_missing_target() -> None:
     _needs("openvino")
     with pytest.raises(DeviceOptionError, match="'NPU9' is not present here"):
         open_device("openvino:NPU9", SubnetSource("compofa"))
 
 
-def test_litert_without_the_default_delegate_runs_the_reference_kernels(cache: Path) -> None:
+def test_litert_without_the_default_delegate_runs_the_reference_kernels() -> None:
     _needs("litert")
-    device, output = _run_once("litert", cache, Settings(options={"delegate": "none"}))
-    _, expected = _run_once("onnxruntime", cache)
+    device, output = _run_once("litert", Settings(options={"delegate": "none"}))
+    _, expected = _run_once("onnxruntime")
     assert device.fingerprint()["delegate"] == "none"
     assert np.max(np.abs(output - expected)) <= 1e-4 * max(1.0, float(np.max(np.abs(expected))))
 

@@ -11,6 +11,7 @@ The registry of backends is `compofa.devices.registry`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import re
@@ -44,6 +45,15 @@ class Availability:
 
     ok: bool
     reason: str = ""
+
+
+def package_availability(module: str, install: str, package: str | None = None) -> Availability:
+    """Whether `module` can be imported here, found without importing it (`compofa devices` asks every backend,
+    and loading a runtime waits until a device is opened); if not, which `package` is missing and how to
+    `install` it."""
+    if importlib.util.find_spec(module) is None:
+        return Availability(False, f"the {package or module} package is not installed ({install})")
+    return Availability(True)
 
 
 @dataclass(frozen=True)

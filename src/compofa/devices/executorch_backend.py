@@ -13,7 +13,6 @@ executorch (and torch, for lowering) are imported when a device is built
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -26,6 +25,7 @@ from compofa.devices.base import (
     ModelSource,
     PteSource,
     Settings,
+    package_availability,
     seeded_input,
     time_calls,
 )
@@ -34,9 +34,7 @@ INSTALL = "pip install 'compofa[executorch]'"
 
 
 def availability() -> Availability:
-    if importlib.util.find_spec("executorch") is None:
-        return Availability(False, f"the executorch package is not installed ({INSTALL})")
-    return Availability(True)
+    return package_availability("executorch", INSTALL)
 
 
 @dataclass

@@ -12,7 +12,6 @@ built (``pip install 'compofa[litert]'``).
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -25,6 +24,7 @@ from compofa.devices.base import (
     ModelSource,
     Settings,
     TfliteSource,
+    package_availability,
     seeded_input,
     time_calls,
 )
@@ -34,9 +34,7 @@ DELEGATES = ("xnnpack", "none")
 
 
 def availability() -> Availability:
-    if importlib.util.find_spec("ai_edge_litert") is None:
-        return Availability(False, f"the ai-edge-litert package is not installed ({INSTALL})")
-    return Availability(True)
+    return package_availability("ai_edge_litert", INSTALL, "ai-edge-litert")
 
 
 def channels_last(image: Any, shape: tuple[int, ...]) -> Any:

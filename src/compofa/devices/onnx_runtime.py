@@ -10,7 +10,6 @@ medians on a CPU) and inputs and outputs bound once, so a timed run is only
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -22,6 +21,7 @@ from compofa.devices.base import (
     ItemT,
     ModelSource,
     Settings,
+    package_availability,
     seeded_input,
     time_calls,
 )
@@ -31,11 +31,8 @@ DEFAULT_PROVIDER = "CPUExecutionProvider"
 
 
 def availability() -> Availability:
-    # Asked by `compofa devices` for every backend: finding the package is enough, and loading
-    # onnxruntime (a third of a second) waits until a device is opened.
-    if importlib.util.find_spec("onnxruntime") is None:
-        return Availability(False, "the onnxruntime package is not installed (pip install onnxruntime)")
-    return Availability(True)
+    # loading onnxruntime (a third of a second) waits until a device is opened
+    return package_availability("onnxruntime", "pip install onnxruntime")
 
 
 @dataclass

@@ -11,7 +11,6 @@ imported when a device is built (``pip install 'compofa[openvino]'``).
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Any, Generic
 
@@ -23,6 +22,7 @@ from compofa.devices.base import (
     ItemT,
     ModelSource,
     Settings,
+    package_availability,
     seeded_input,
     time_calls,
 )
@@ -34,10 +34,7 @@ INSTALL = "pip install 'compofa[openvino]'"
 
 
 def availability() -> Availability:
-    # Listing devices finds the package without loading it (openvino's import loads its plug-in registry).
-    if importlib.util.find_spec("openvino") is None:
-        return Availability(False, f"the openvino package is not installed ({INSTALL})")
-    return Availability(True)
+    return package_availability("openvino", INSTALL)
 
 
 @dataclass
