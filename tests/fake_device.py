@@ -11,22 +11,27 @@ machine: every `busy_every` runs its speed jumps to a random factor in
 disturb_until (other work on the machine: from run `disturb_from` up to run
 `disturb_until`, default the whole run, each sample takes up to `disturb`
 longer, at random, so the reference's samples spread); fill_at and fill_path (at that
-run, fill the disk holding fill_path with one file until it is full).
+run, fill the disk holding fill_path with one file until it is full); powercap (a folder laid out as Linux's
+/sys/class/powercap: the device reads its energy from that RAPL counter, and every sample adds 2 mJ per
+millisecond of latency to it, wrapping at max_energy_range_uj) and vanish_at (at that run the counter's file
+disappears, as a counter can mid-run).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from compofa.devices import Availability, Backend, Settings, UnknownDeviceError, get_backend, register_backend
+from compofa.devices.meters import ENERGY, MEMORY, Meters, rapl_energy
+from compofa.sources.subnet import SubnetSource
 from compofa.space import SubnetSpec, get_space
 from compofa.space.cost import network_cost
 from compofa.space.plan import plan_subnet
-from compofa.sources.subnet import SubnetSource
 
 
 def true_latency_ms(spec: SubnetSpec, width: float | None = None) -> float:
@@ -63,6 +68,8 @@ class FakeDevice:
         self.speed = 1.0
         self.fill_at = int(options.get("fill_at", "0")) or None
         self.fill_path = options.get("fill_path")
+        self.powercap = Path(options["powercap"]) if "powercap" in options else None
+        self.vanish_at = int(options.get("vanish_at", "0")) or None
         self.rng = np.random.default_rng(int(options.get("seed", "0")))
         self.runs = 0
         self.prepared: list[SubnetSpec] = []
@@ -73,6 +80,23 @@ class FakeDevice:
 
     def conditions(self) -> dict[str, Any]:
         return {}
+
+    def meters(self) -> Meters:
+        """RAPL energy from `powercap` when given; no memory probe (a simulated device allocates nothing)."""
+        if self.powercap is None:
+            return Meters()
+        energy, why = rapl_energy(self.powercap)
+        return Meters(None, energy, {MEMORY: "a simulated device", **({ENERGY: why} if why else {})})
+
+    def _spend_energy(self, sample_ms: float) -> None:
+        if self.powercap is None:
+            return
+        counter = self.powercap / "intel-rapl:0" / "energy_uj"
+        if self.vanish_at is not None and self.runs >= self.vanish_at:
+            counter.unlink(missing_ok=True)
+            return
+        limit = int((self.powercap / "intel-rapl:0" / "max_energy_range_uj").read_text())
+        counter.write_text(str((int(counter.read_text()) + round(sample_ms * 2000)) % limit))
 
     def close(self) -> None:
         pass
@@ -100,6 +124,7 @@ class FakeDevice:
             sample = true_latency_ms(handle.spec) * drift * self.speed * noise
             if self.sleep:
                 time.sleep(sample * self.sleep / 1000)
+            self._spend_energy(sample)
             samples.append(sample)
         return samples
 

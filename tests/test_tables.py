@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import assert_one_line_error, run
 from fake_device import true_latency_ms
+from table_v1 import create_version1_table
 
 from compofa.devices.base import Settings
 from compofa.sources.subnet import SubnetSource
@@ -339,25 +340,33 @@ OLD_LAYER_KEYS = ("first_conv-input:160x160x3-output:80x80x16",
 
 
 def write_old_layer_store(path: Path) -> int:
-    """A lookup table's store (layers.db) as compofa wrote it then, row by row with that version's SQL; its device."""
-    with LatencyTable.open(path, writable=True, create=True) as table:
-        device = table.device_id("onnxruntime", {"backend": "onnxruntime", "threads": 1})
-        run_id = table.start_run(device, {"batch": 1}, {"kind": "layers"}, {"backend": "onnxruntime"}, None)
-        with table.transaction() as cursor:
-            cursor.execute("INSERT INTO references_ VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    """A lookup table's store (layers.db) as compofa wrote it then (schema version 1), row by row with that
+    version's SQL; its device."""
+    connection = create_version1_table(path)
+    try:
+        connection.execute("INSERT INTO devices (name, fingerprint) VALUES (?, ?)",
+                           ("onnxruntime", json.dumps({"backend": "onnxruntime", "threads": 1}, sort_keys=True,
+                                                      separators=(",", ":"))))
+        device = 1
+        connection.execute("INSERT INTO runs (device_id, started_at, finished_at, host, compofa_version, shard,"
+                           " settings, source, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (device, 9.0, 12.0, "old", "0.1", None, '{"batch":1}', '{"kind":"layers"}',
+                            '{"backend":"onnxruntime"}'))
+        connection.execute("INSERT INTO references_ VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (device, OLD_LAYER_SPACE, 1.2, 1, "fp32", OLD_LAYER_KEYS[1], 0.5, 1.0))
-            for index, key in enumerate(OLD_LAYER_KEYS):
-                cursor.execute(
-                    "INSERT INTO rounds (run_id, device_id, space, width, spec, resolution, batch, precision,"
-                    " round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, device, OLD_LAYER_SPACE, 1.2, key, 160, 1, "fp32", 0, 10.0 + index, 10.5 + index,
-                     "[0.5]", "[0.5,0.52,0.51]", 1.0, 0.01, "{}", None))
-                cursor.execute(
-                    f"INSERT INTO entries VALUES ({', '.join('?' * 25)})",
-                    (device, OLD_LAYER_SPACE, 1.2, key, 160, 1, "fp32", 3, 0.51, 0.51, 0.01, 0.5, 0.52, 0.01, 0.01,
-                     0.5, 0.52, 0.5, 0.52, 0.51, 1, 1, "[]", "converged", 11.0 + index))
-        table.finish_run(run_id)
+        for index, key in enumerate(OLD_LAYER_KEYS):
+            connection.execute(
+                "INSERT INTO rounds (run_id, device_id, space, width, spec, resolution, batch, precision,"
+                " round_index, started_at, timed_at, warmup, samples, drift, prepare_s, conditions, discarded)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (1, device, OLD_LAYER_SPACE, 1.2, key, 160, 1, "fp32", 0, 10.0 + index, 10.5 + index,
+                 "[0.5]", "[0.5,0.52,0.51]", 1.0, 0.01, "{}", None))
+            connection.execute(
+                f"INSERT INTO entries VALUES ({', '.join('?' * 25)})",
+                (device, OLD_LAYER_SPACE, 1.2, key, 160, 1, "fp32", 3, 0.51, 0.51, 0.01, 0.5, 0.52, 0.01, 0.01,
+                 0.5, 0.52, 0.5, 0.52, 0.51, 1, 1, "[]", "converged", 11.0 + index))
+    finally:
+        connection.close()
     return device
 
 
@@ -392,7 +401,8 @@ def test_old_layer_store_opens_reads_and_resumes(tmp_path: Path) -> None:
         stored = {row[0] for name in ("entries", "rounds", "references_")
                   for row in table.connection.execute(f"SELECT DISTINCT space FROM {name}").fetchall()}
         schema = dict(table.connection.execute("SELECT key, value FROM meta").fetchall())["schema_version"]
-    assert stored == {OLD_LAYER_SPACE} and schema == "1"  # one form for old and new rows; no migration
+    # one form for old and new rows; the new columns came with the first write, NULL in the old entries
+    assert stored == {OLD_LAYER_SPACE} and schema == "2"
     merged = tmp_path / "merged.db"
     report = merge_tables(merged, [path])
     assert report.entries == 3 and report.rescaled == {f"{path}:mobilenetv3 layers": 1.0}

@@ -55,8 +55,52 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
                 "recommended_bucket_ms": floor.recommended_bucket_ms,
                 "reference": reference[0] if reference else None,
                 "reference_baseline_ms": reference[1] if reference else None,
+                **beyond_the_median(group),
             })
         return records
+
+
+def beyond_the_median(group: list[Entry]) -> dict[str, Any]:
+    """The tail, memory and energy of a group of entries: each metric's range over the entries that have it,
+    how many lack it, and (for memory and energy) why the device could not read it."""
+    import math
+
+    summary: dict[str, Any] = {}
+    for name in ("p90_ms", "p99_ms", "peak_memory_mb", "energy_mj"):
+        values = [v for v in (getattr(e, name) for e in group) if v is not None]
+        summary[name] = {"low": min(values), "high": max(values), "missing": len(group) - len(values)} \
+            if values else None
+    summary["p99_unbounded"] = sum(e.p99_ci_high_ms is not None and not math.isfinite(e.p99_ci_high_ms)
+                                   for e in group)
+    reasons: dict[str, str] = {}
+    for entry in group:
+        for metric, why in entry.absent.items():
+            reasons.setdefault(metric, why)
+    summary["absent"] = reasons
+    return summary
+
+
+def _range(metric: dict[str, Any] | None, unit: str, digits: int = 3) -> str:
+    if metric is None:
+        return "not recorded"
+    text = f"{metric['low']:.{digits}f} .. {metric['high']:.{digits}f} {unit}"
+    return text + (f" ({metric['missing']} entries without)" if metric["missing"] else "")
+
+
+def _print_beyond_the_median(r: dict[str, Any]) -> None:
+    if r["p99_ms"] is None and r["peak_memory_mb"] is None and r["energy_mj"] is None:
+        return  # a table written before compofa derived them (or estimates): nothing to say
+    tail = f"  tail: p90 {_range(r['p90_ms'], 'ms')}, p99 {_range(r['p99_ms'], 'ms')}"
+    if r["p99_unbounded"]:
+        tail += f"; {r['p99_unbounded']} p99s have too few samples for an upper bound"
+    click.echo(tail)
+    for name, metric, label, unit in (("peak_memory_mb", "memory", "peak memory", "MB"),
+                                      ("energy_mj", "energy", "energy per inference", "mJ")):
+        why = r["absent"].get(metric)
+        if r[name] is None and why:
+            click.echo(f"  {label}: absent ({why})")
+        else:
+            click.echo(f"  {label}: {_range(r[name], unit, 1 if unit == 'MB' else 3)}")
 
 
 def print_summary(path: Path) -> None:
@@ -83,6 +127,7 @@ def print_summary(path: Path) -> None:
                        f"{r['recommended_bucket_ms']:g} ms are noise")
         if r["reference"]:
             click.echo(f"  reference {r['reference']} at {r['reference_baseline_ms']:.3f} ms")
+        _print_beyond_the_median(r)
 
 
 @click.group("table", cls=CompofaGroup)

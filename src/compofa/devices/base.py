@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from compofa.devices.meters import Meters, host_meters
 from compofa.errors import CompofaError
 
 if TYPE_CHECKING:  # only the torch backends ever import it
@@ -237,7 +238,8 @@ def time_calls(call: Callable[[], object], n: int) -> list[float]:
 
 class HostRuntime:
     """What a backend running on this machine's CPU shares: its fingerprint's common part, no drifting
-    readings (the reference corrects the CPU's drift), nothing to undo on close."""
+    readings (the reference corrects the CPU's drift), this process's memory and the CPU's energy counter
+    as meters, nothing to undo on close."""
 
     name: str
     settings: Settings
@@ -249,6 +251,9 @@ class HostRuntime:
 
     def conditions(self) -> dict[str, Any]:
         return {}
+
+    def meters(self) -> Meters:
+        return host_meters()
 
     def close(self) -> None:
         pass

@@ -53,6 +53,8 @@ from compofa.devices.base import (
     Settings,
     host_fingerprint,
 )
+from compofa.devices.gpu_meters import gpu_meters
+from compofa.devices.meters import Meters
 from compofa.devices.nvml import GpuRef, gpu_identity, gpu_readings, lock_clocks, reset_clocks
 from compofa.devices.torch_cpu import MISSING_TORCH
 
@@ -341,6 +343,7 @@ class CudaDevice(Generic[ItemT]):
         self.dtype = {"fp32": torch.float32, "fp16": torch.float16}[settings.precision]
         self._gpu = nvml_gpu(self.options.device)
         self._clocks = ClockLock(self._gpu, self.options.lock_clocks_mhz)
+        self._meters: Meters | None = None
 
     @property
     def clock_note(self) -> str:
@@ -364,6 +367,12 @@ class CudaDevice(Generic[ItemT]):
 
     def conditions(self) -> dict[str, Any]:
         return gpu_readings(self._gpu)
+
+    def meters(self) -> Meters:
+        """The allocator's peak and NVML's energy counter (per timed run: one batch)."""
+        if self._meters is None:
+            self._meters = gpu_meters(self.device, self._gpu)
+        return self._meters
 
     def prepare(self, item: ItemT) -> CudaSubnet[ItemT]:
         import torch

@@ -113,6 +113,39 @@ def gpu_readings(gpu: GpuRef) -> dict[str, Any]:
     return _read_all(pynvml, readers)
 
 
+class NvmlEnergy:
+    """The GPU's total-energy counter (NVML, millijoules since the driver loaded; Volta and later)."""
+
+    def __init__(self, gpu: GpuRef) -> None:
+        self.gpu = gpu
+
+    def read_mj(self) -> float:
+        from compofa.devices.meters import MeterError
+
+        pynvml, reason = _nvml()
+        if pynvml is None:
+            raise MeterError(f"the GPU's energy counter can no longer be read: {reason}")
+        try:
+            return float(pynvml.nvmlDeviceGetTotalEnergyConsumption(_handle(pynvml, gpu=self.gpu)))
+        except pynvml.NVMLError as error:
+            raise MeterError(f"the GPU's energy counter can no longer be read ({_text(error)})") from None
+
+
+def energy_counter(gpu: GpuRef) -> tuple[NvmlEnergy | None, str]:
+    """The GPU's energy counter, or why it has none that can be read."""
+    pynvml, reason = _nvml()
+    if pynvml is None:
+        return None, f"no energy counter: {reason}"
+    try:
+        pynvml.nvmlDeviceGetTotalEnergyConsumption(_handle(pynvml, gpu))
+    except pynvml.NVMLError as error:
+        code = getattr(error, "value", None)
+        why = "this GPU has no total-energy counter (NVML supports it from Volta on)" if code == _NOT_SUPPORTED \
+            else f"NVML cannot read the GPU's energy counter ({_text(error)})"
+        return None, f"no energy counter: {why}"
+    return NvmlEnergy(gpu), ""
+
+
 def gpu_identity(gpu: GpuRef) -> dict[str, Any]:
     """What the GPU is: name, driver version, the driver's CUDA version, memory.
 

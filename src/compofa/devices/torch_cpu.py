@@ -20,6 +20,7 @@ from compofa.devices.base import (
     Settings,
     host_fingerprint,
 )
+from compofa.devices.meters import Meters, host_meters
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +76,9 @@ class TorchCpuDevice(Generic[ItemT]):
 
     def conditions(self) -> dict[str, Any]:
         return {}
+
+    def meters(self) -> Meters:
+        return host_meters()
 
     def close(self) -> None:
         pass

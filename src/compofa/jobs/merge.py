@@ -136,7 +136,7 @@ def _rescale_factor(target: LatencyTable, source: LatencyTable, old_device: int,
 
 
 _TIMED = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "iqr_ms", "mad_ms", "min_ms", "max_ms",
-          "ci_low_ms", "ci_high_ms")
+          "ci_low_ms", "ci_high_ms", "p90_ci_low_ms", "p90_ci_high_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms")
 
 
 def _copy_entries(target: LatencyTable, source: LatencyTable, old_device: int, new_device: int,
@@ -152,7 +152,8 @@ def _copy_entries(target: LatencyTable, source: LatencyTable, old_device: int, n
             values = dict(zip(columns, row))
             values["device_id"] = new_device
             for name in _TIMED:
-                values[name] *= factor
+                if values.get(name) is not None:  # an entry of a version-1 table has no tail
+                    values[name] *= factor
             exists = cursor.execute(
                 "SELECT 1 FROM entries WHERE device_id=? AND space=? AND width=? AND spec=? AND batch=?"
                 " AND precision=?",

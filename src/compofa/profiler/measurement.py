@@ -19,8 +19,15 @@ from typing import Any, Generic
 import numpy as np
 
 from compofa.devices.base import ItemT
+from compofa.devices.meters import ENERGY, MEMORY
 from compofa.profiler.noise import DISTURBED_NOISE, QUIET_ROUNDS_ENOUGH
 from compofa.profiler.stats import Summary, stability_warnings, summarize
+
+#: Keys of a round's conditions holding what the device read beside time (`compofa.devices.meters`): the
+#: item's peak memory (MB), its energy per inference (mJ), and why either is absent on the device.
+PEAK_MEMORY, ENERGY_PER_RUN, ABSENT = "peak_memory_mb", "energy_mj", "absent"
+#: Why an entry has no memory or energy reading when its rounds do not say.
+NOT_RECORDED = "not recorded: its rounds hold no reading (an estimate, or rounds timed before compofa read it)"
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (standard tables).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -200,6 +207,33 @@ class Measurement(Generic[ItemT]):
             low, high = min(low, summary.median_ms - between), max(high, summary.median_ms + between)
         warnings = () if self.deterministic else tuple(stability_warnings(summary))
         return Estimate(summary, low, high, len(rounds), warnings)
+
+    def _readings(self, key: str) -> list[float]:
+        values = (r.conditions.get(key) for r in self.used_rounds)
+        return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        """The highest peak memory of the used rounds (MB), or None where the device reads none."""
+        peaks = self._readings(PEAK_MEMORY)
+        return max(peaks) if peaks else None
+
+    @property
+    def energy_mj(self) -> float | None:
+        """The median over the used rounds of the energy per inference (mJ), or None without a counter."""
+        energies = self._readings(ENERGY_PER_RUN)
+        return float(np.median(energies)) if energies else None
+
+    @property
+    def absent(self) -> dict[str, str]:
+        """Why the memory or energy reading is missing (by metric), as the device said in its rounds."""
+        reasons: dict[str, str] = {}
+        for metric, value in ((MEMORY, self.peak_memory_mb), (ENERGY, self.energy_mj)):
+            if value is None:
+                said = (r.conditions.get(ABSENT) for r in self.used_rounds)
+                reasons[metric] = next((str(s[metric]) for s in said if isinstance(s, dict) and metric in s),
+                                       NOT_RECORDED)
+        return reasons
 
     @property
     def raw_median_ms(self) -> float:

@@ -54,8 +54,19 @@ from typing import Any, Generic, Protocol, runtime_checkable
 import numpy as np
 
 from compofa.devices.base import Device, ItemT, ItemT_contra, Prepared
+from compofa.devices.meters import ENERGY, MEMORY, EnergyCounter, Metered, Meters
 from compofa.errors import CompofaError
-from compofa.profiler.measurement import Estimate, MachineSpread, Measurement, RoundRecord, RoundSpread, noise_warning
+from compofa.profiler.measurement import (
+    ABSENT,
+    ENERGY_PER_RUN,
+    PEAK_MEMORY,
+    Estimate,
+    MachineSpread,
+    Measurement,
+    RoundRecord,
+    RoundSpread,
+    noise_warning,
+)
 from compofa.profiler.noise import DISTURBED_NOISE, disturbance_threshold, reference_moved, reference_noise
 
 
@@ -307,6 +318,7 @@ class Profiler(Generic[ItemT]):
         self._noises: list[float] = []  # the reference's spread in every round known to the run, prior ones too
         self._disturbed_above = disturbance_threshold((), self.config.disturbed_noise)
         self._prior_rounds: dict[ItemT, int] = {}  # rounds each item had before this run
+        self._device_meters: Meters | None = None
 
     def _timed(self, handle: Prepared, n: int) -> list[float]:
         return self.device.time(handle, n)
@@ -333,14 +345,18 @@ class Profiler(Generic[ItemT]):
     ) -> RoundRecord:
         """Prepare `item` afresh, warm it up and time it, between blocks of the reference."""
         cfg = self.config
+        meters = self._meters()
         started = self.clock()
         start = time.perf_counter()
+        if meters.memory is not None:
+            meters.memory.start()
         handle = self.device.prepare(item)
         prepared = time.perf_counter()
         account.prepare += prepared - start
         discarded = False
         drift = 1.0
         noise: float | None = None
+        readings: dict[str, Any] = {}
         try:
             before = self.device.conditions()
             if self.device.deterministic:
@@ -353,7 +369,8 @@ class Profiler(Generic[ItemT]):
                 latency = max(float(np.median(warmup[-cfg.warmup_chunk:])), 1e-6)
                 count = min(cfg.max_samples, max(cfg.min_samples, math.ceil(cfg.round_seconds * 1000 / latency)))
                 timed_at = self.clock() + count * latency / 2000
-                samples, reference = self._interleaved(handle, count, ref)
+                samples, reference, energy_mj = self._interleaved(handle, count, ref, meters.energy)
+                readings = _readings(meters, energy_mj, len(samples))
                 if ref is not None:
                     account.reference += sum(reference) / 1000
                     drift, discarded = self._drift(reference, ref.baseline_ms)
@@ -369,24 +386,38 @@ class Profiler(Generic[ItemT]):
         conditions: dict[str, Any] = {"before": before, "after": after} if before or after else {}
         if noise is not None:
             conditions["reference_noise"] = round(noise, 6)
+        conditions |= readings
         return RoundRecord(
             round_index, started, timed_at, tuple(warmup), tuple(samples), drift, prepared - start, conditions,
             discarded,
         )
 
-    def _interleaved(self, handle: Prepared, count: int, ref: Reference | None) -> tuple[list[float], list[float]]:
-        """`count` samples of `handle` in blocks, with a reference block before, between and after."""
+    def _meters(self) -> Meters:
+        """The device's meters (none for an estimate, or a device that reads only time), looked up once."""
+        if self._device_meters is None:
+            device = self.device
+            self._device_meters = device.meters() if isinstance(device, Metered) and not device.deterministic \
+                else Meters()
+        return self._device_meters
+
+    def _interleaved(self, handle: Prepared, count: int, ref: Reference | None, energy: EnergyCounter | None = None
+                     ) -> tuple[list[float], list[float], float | None]:
+        """`count` samples of `handle` in blocks, with a reference block before, between and after; and the
+        energy of the item's blocks alone (mJ), when there is a counter."""
         cfg = self.config
-        if ref is None:
-            return self._timed(handle, count), []
-        blocks = min(cfg.blocks, count)
+        blocks = min(cfg.blocks, count) if ref is not None else 1
         sizes = [count // blocks + (1 if b < count % blocks else 0) for b in range(blocks)]
         samples: list[float] = []
-        reference = self._timed(ref.handle, cfg.reference_samples)
+        reference = self._timed(ref.handle, cfg.reference_samples) if ref is not None else []
+        used_mj = 0.0
         for size in sizes:
+            begin_mj = energy.read_mj() if energy is not None else 0.0
             samples += self._timed(handle, size)
-            reference += self._timed(ref.handle, cfg.reference_samples)
-        return samples, reference
+            if energy is not None:
+                used_mj += energy.read_mj() - begin_mj
+            if ref is not None:
+                reference += self._timed(ref.handle, cfg.reference_samples)
+        return samples, reference, used_mj if energy is not None else None
 
     def _drift(self, reference: list[float], baseline_ms: float) -> tuple[float, bool]:
         """The machine's speed during a round, and whether it changed too much within it."""
@@ -679,3 +710,17 @@ class Profiler(Generic[ItemT]):
             for item, item_rounds in rounds.items()
             if item not in results
         )
+
+
+def _readings(meters: Meters, energy_mj: float | None, samples: int) -> dict[str, Any]:
+    """What a round records beside its samples: the item's peak memory, its energy per inference, and why
+    either is absent on this device (stored in the round's conditions, where the table reads them)."""
+    readings: dict[str, Any] = {}
+    if meters.memory is not None:
+        readings[PEAK_MEMORY] = round(meters.memory.peak_mb(), 3)
+    if energy_mj is not None and samples:
+        readings[ENERGY_PER_RUN] = round(energy_mj / samples, 6)
+    absent = {name: why for name, why in meters.absent.items() if name in (MEMORY, ENERGY)}
+    if absent:
+        readings[ABSENT] = absent
+    return readings

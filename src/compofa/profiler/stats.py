@@ -41,6 +41,28 @@ def median_confidence_interval(sorted_samples: np.ndarray) -> tuple[float, float
     return float(sorted_samples[low]), float(sorted_samples[high])
 
 
+def quantile_confidence_interval(sorted_samples: np.ndarray, quantile: float) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the `quantile` (0.9 for p90) from order statistics.
+
+    The number of samples below the true quantile is Binomial(n, q), so the
+    interval runs between the order statistics of ranks n q -+ 1.96 sqrt(n q (1 - q))
+    (1-based, rounded outwards), as for the median. A tail quantile needs many
+    samples: when the upper rank lies beyond the largest sample (p99 of fewer
+    than about 400 samples), the samples cannot bound it from above and the
+    upper end is infinite, never the largest sample passed off as a bound.
+    """
+    n = len(sorted_samples)
+    if n == 0:
+        raise ValueError("no samples")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile}")
+    centre, half = n * quantile, Z95 * math.sqrt(n * quantile * (1 - quantile))
+    low_rank, high_rank = math.floor(centre - half), math.ceil(centre + half) + 1
+    low = float(sorted_samples[max(0, low_rank - 1)])
+    high = float(sorted_samples[high_rank - 1]) if high_rank <= n else math.inf
+    return low, high
+
+
 @dataclass(frozen=True)
 class Summary:
     """Derived statistics of one set of samples (milliseconds)."""
@@ -57,6 +79,13 @@ class Summary:
     max_ms: float
     ci_low_ms: float
     ci_high_ms: float
+    #: The tail, with its own order-statistic intervals (`quantile_confidence_interval`: p99's upper end is
+    #: infinite until there are enough samples to bound it).
+    p99_ms: float
+    p90_ci_low_ms: float
+    p90_ci_high_ms: float
+    p99_ci_low_ms: float
+    p99_ci_high_ms: float
 
     @property
     def ci_half_width_ms(self) -> float:
@@ -80,8 +109,10 @@ def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
     values = np.sort(np.asarray(samples, dtype=np.float64))
     if values.size == 0:
         raise ValueError("cannot summarize zero samples")
-    p10, q1, median, q3, p90 = np.percentile(values, [10, 25, 50, 75, 90])
+    p10, q1, median, q3, p90, p99 = np.percentile(values, [10, 25, 50, 75, 90, 99])
     low, high = median_confidence_interval(values)
+    p90_low, p90_high = quantile_confidence_interval(values, 0.90)
+    p99_low, p99_high = quantile_confidence_interval(values, 0.99)
     return Summary(
         n=int(values.size),
         median_ms=float(median),
@@ -95,6 +126,11 @@ def summarize(samples: Sequence[float] | np.ndarray) -> Summary:
         max_ms=float(values[-1]),
         ci_low_ms=low,
         ci_high_ms=high,
+        p99_ms=float(p99),
+        p90_ci_low_ms=p90_low,
+        p90_ci_high_ms=p90_high,
+        p99_ci_low_ms=p99_low,
+        p99_ci_high_ms=p99_high,
     )
 
 

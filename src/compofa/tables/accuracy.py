@@ -3,7 +3,8 @@
 They live in the same SQLite file format as latency (`compofa eval --table` writes
 them into a table of their own or into a latency table), but belong to no device:
 a row is one subnet (space, width, spec) evaluated under one set of supernet
-weights. `AccuracyRows` owns the ``accuracy`` table of a file: its schema, its
+weights at one precision (the fp32 network, or the int8 model a deployment
+ships: its accuracy is not the fp32 one's). `AccuracyRows` owns the ``accuracy`` table of a file: its schema, its
 writes and its reads. `LatencyTable.accuracy` hands out the rows of an open table;
 the store creates, checks, locks and writes the file itself (`compofa.tables.store`).
 """
@@ -23,7 +24,7 @@ __all__ = ["AccuracyKey", "AccuracyRow", "AccuracyRows", "SCHEMA", "TABLE"]
 
 #: The accuracy table's name in a table file.
 TABLE = "accuracy"
-#: Its schema (part of schema version 1 of a table file).
+#: Its schema (schema version 2 of a table file: version 1 had no precision, and only fp32 rows).
 SCHEMA = """
 CREATE TABLE accuracy (
     space TEXT NOT NULL, width REAL NOT NULL, spec TEXT NOT NULL, resolution INTEGER NOT NULL,
@@ -32,11 +33,25 @@ CREATE TABLE accuracy (
     images INTEGER NOT NULL,
     settings TEXT NOT NULL,
     evaluated_at REAL NOT NULL,
-    PRIMARY KEY (space, width, spec, weights)
+    precision TEXT NOT NULL DEFAULT 'fp32',
+    PRIMARY KEY (space, width, spec, weights, precision)
 );
 """
+#: What takes a version-1 accuracy table to `SCHEMA` (its rows are fp32): SQLite cannot change a primary key
+#: in place, so the rows move to a new table. The store runs these in its upgrade transaction.
+UPGRADE_FROM_1 = (
+    SCHEMA.replace("CREATE TABLE accuracy (", "CREATE TABLE accuracy_upgraded ("),
+    "INSERT INTO accuracy_upgraded (space, width, spec, resolution, weights, top1, top5, images, settings,"
+    " evaluated_at, precision) SELECT space, width, spec, resolution, weights, top1, top5, images, settings,"
+    " evaluated_at, 'fp32' FROM accuracy",
+    "DROP TABLE accuracy",
+    "ALTER TABLE accuracy_upgraded RENAME TO accuracy",
+)
+#: The precision of every row a version-1 file holds.
+FP32 = "fp32"
 
-_COLUMNS = "space, width, spec, resolution, weights, top1, top5, images, settings, evaluated_at"
+_COLUMNS = "space, width, spec, resolution, weights, top1, top5, images, settings, evaluated_at, precision"
+_PLACES = ", ".join("?" for _ in _COLUMNS.split(", "))
 
 
 class _Store(Protocol):
@@ -48,17 +63,22 @@ class _Store(Protocol):
     @property
     def connection(self) -> TableConnection: ...
 
+    @property
+    def schema_version(self) -> int: ...
+
     def transaction(self) -> AbstractContextManager[TableCursor]: ...
 
 
 @dataclass(frozen=True)
 class AccuracyKey:
-    """What identifies one accuracy row: a subnet of a space at a width, evaluated under one set of weights."""
+    """What identifies one accuracy row: a subnet of a space at a width, evaluated under one set of weights, at
+    one precision."""
 
     space: str
     width: float
     spec: str
     weights: str
+    precision: str = FP32
 
 
 @dataclass(frozen=True)
@@ -75,10 +95,11 @@ class AccuracyRow:
     images: int
     settings: dict[str, Any]
     evaluated_at: float
+    precision: str = FP32
 
     @property
     def key(self) -> AccuracyKey:
-        return AccuracyKey(self.space, self.width, self.spec, self.weights)
+        return AccuracyKey(self.space, self.width, self.spec, self.weights, self.precision)
 
     def same_result(self, other: AccuracyRow) -> bool:
         """Whether `other` is the same evaluation's outcome: the same numbers from the same settings
@@ -92,9 +113,10 @@ def _dumps(value: Any) -> str:
 
 
 def _row(values: Any) -> AccuracyRow:
-    space, width, spec, resolution, weights, top1, top5, images, settings, evaluated_at = values
+    space, width, spec, resolution, weights, top1, top5, images, settings, evaluated_at, precision = values
     return AccuracyRow(space, float(width), spec, int(resolution), weights, float(top1),
-                       None if top5 is None else float(top5), int(images), json.loads(settings), float(evaluated_at))
+                       None if top5 is None else float(top5), int(images), json.loads(settings), float(evaluated_at),
+                       precision)
 
 
 class AccuracyRows:
@@ -103,16 +125,22 @@ class AccuracyRows:
     def __init__(self, store: _Store) -> None:
         self.store = store
 
+    @property
+    def _columns(self) -> str:
+        """The columns to read: a version-1 file (read before its first write upgrades it) holds fp32 alone."""
+        return _COLUMNS if self.store.schema_version >= 2 else _COLUMNS.replace("precision", f"'{FP32}'")
+
     def put(
         self, space: str, width: float, spec: str, resolution: int, weights: str, top1: float,
-        top5: float | None, images: int, settings: dict[str, Any],
+        top5: float | None, images: int, settings: dict[str, Any], precision: str = FP32,
     ) -> None:
-        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights`, now;
-        an earlier row of the same subnet and weights is replaced (it was evaluated again)."""
+        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights` at `precision`,
+        now; an earlier row of the same subnet, weights and precision is replaced (it was evaluated again)."""
         with self.store.transaction() as cursor:
             cursor.execute(
-                f"INSERT OR REPLACE INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (space, width, spec, resolution, weights, top1, top5, images, _dumps(settings), time.time()),
+                f"INSERT OR REPLACE INTO {TABLE} ({_COLUMNS}) VALUES ({_PLACES})",
+                (space, width, spec, resolution, weights, top1, top5, images, _dumps(settings), time.time(),
+                 precision),
             )
 
     def add(self, row: AccuracyRow) -> None:
@@ -120,37 +148,54 @@ class AccuracyRows:
         have a row of its key yet (see `get`)."""
         with self.store.transaction() as cursor:
             cursor.execute(
-                f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES ({_PLACES})",
                 (row.space, row.width, row.spec, row.resolution, row.weights, row.top1, row.top5, row.images,
-                 _dumps(row.settings), row.evaluated_at),
+                 _dumps(row.settings), row.evaluated_at, row.precision),
             )
 
     def get(self, key: AccuracyKey) -> AccuracyRow | None:
         """The row of `key`, if the table has one."""
-        found = self.store.connection.execute(
-            f"SELECT {_COLUMNS} FROM {TABLE} WHERE space = ? AND width = ? AND spec = ? AND weights = ?",
-            (key.space, key.width, key.spec, key.weights),
-        ).fetchone()
+        if key.precision != FP32 and self.store.schema_version < 2:
+            return None
+        query = f"SELECT {self._columns} FROM {TABLE} WHERE space = ? AND width = ? AND spec = ? AND weights = ?"
+        values: list[Any] = [key.space, key.width, key.spec, key.weights]
+        if self.store.schema_version >= 2:
+            query += " AND precision = ?"
+            values.append(key.precision)
+        found = self.store.connection.execute(query, values).fetchone()
         return _row(found) if found else None
 
     def rows(self, space: str | None = None) -> list[AccuracyRow]:
         """Every row (of `space`), in a stable order."""
-        query = f"SELECT {_COLUMNS} FROM {TABLE}" + (" WHERE space = ?" if space is not None else "")
-        query += " ORDER BY space, width, weights, spec"
+        query = f"SELECT {self._columns} FROM {TABLE}" + (" WHERE space = ?" if space is not None else "")
+        query += " ORDER BY space, width, weights, spec" + (", precision" if self.store.schema_version >= 2 else "")
         return [_row(values) for values in
                 self.store.connection.execute(query, (space,) if space is not None else ()).fetchall()]
 
     def count(self) -> int:
         return int(self.store.connection.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0])
 
-    def top1(self, space: str, width: float | None = None, weights: str | None = None) -> dict[str, float]:
-        """Measured top-1 (fraction) of the subnets of `space` by canonical spec text.
+    def precisions(self, space: str | None = None) -> list[str]:
+        """The precisions the rows (of `space`) were evaluated at."""
+        if self.store.schema_version < 2:
+            return [FP32] if self.rows(space) else []
+        query = f"SELECT DISTINCT precision FROM {TABLE}" + (" WHERE space = ?" if space is not None else "")
+        return sorted(row[0] for row in self.store.connection.execute(query, (space,) if space else ()).fetchall())
+
+    def top1(self, space: str, width: float | None = None, weights: str | None = None, precision: str = FP32
+             ) -> dict[str, float]:
+        """Measured top-1 (fraction) of the subnets of `space` at `precision` by canonical spec text.
 
         Raises `TableMismatchError` when `weights` is not given and the rows come from several
         sets of weights: accuracies of different weights must not be mixed.
         """
+        if precision != FP32 and self.store.schema_version < 2:
+            return {}
         query = f"SELECT spec, top1, weights FROM {TABLE} WHERE space = ?"
         values: list[Any] = [space]
+        if self.store.schema_version >= 2:
+            query += " AND precision = ?"
+            values.append(precision)
         if width is not None:
             query += " AND width = ?"
             values.append(width)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,8 @@ EXPORT_FIELDS = (
     "space", "spec", "ofa", "resolution", "batch", "precision", "width", "device",
     "n", "median_ms", "ci_low_ms", "ci_high_ms", "p10_ms", "p90_ms", "mean_ms", "std_ms",
     "iqr_ms", "mad_ms", "min_ms", "max_ms", "raw_median_ms", "rounds", "stable", "reason", "kind",
+    "p90_ci_low_ms", "p90_ci_high_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "peak_memory_mb", "energy_mj",
+    "absent",
 )
 
 
@@ -35,7 +38,19 @@ def entry_record(entry: Entry) -> dict[str, Any]:
         "mean_ms": entry.mean_ms, "std_ms": entry.std_ms, "iqr_ms": entry.iqr_ms, "mad_ms": entry.mad_ms,
         "min_ms": entry.min_ms, "max_ms": entry.max_ms, "raw_median_ms": entry.raw_median_ms,
         "rounds": entry.rounds, "stable": entry.stable, "reason": entry.reason, "kind": key.kind,
+        **{name: finite_or_none(getattr(entry, name)) for name in TAIL_FIELDS},
+        "peak_memory_mb": entry.peak_memory_mb, "energy_mj": entry.energy_mj, "absent": entry.absent,
     }
+
+
+#: The tail's fields: an upper end the samples cannot bound (p99 of a few hundred samples) is exported as
+#: null, as is a value a table written before compofa derived it lacks.
+TAIL_FIELDS = ("p90_ci_low_ms", "p90_ci_high_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms")
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """`value` where it is a number JSON can hold; None for an unbounded end or a missing value."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def export_entries(entries: Sequence[Entry], output: str | os.PathLike[str], fmt: str) -> int:
@@ -51,7 +66,8 @@ def export_entries(entries: Sequence[Entry], output: str | os.PathLike[str], fmt
         writer.writeheader()
         for record in records:
             ofa = "" if record["ofa"] is None else json.dumps(record["ofa"], separators=(",", ":"))
-            writer.writerow(record | {"ofa": ofa})
+            absent = json.dumps(record["absent"], sort_keys=True) if record["absent"] else ""
+            writer.writerow(record | {"ofa": ofa, "absent": absent})
         text = buffer.getvalue()
     with atomic_output(output, "w") as handle:
         handle.write(text)

@@ -27,7 +27,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from compofa.fileio import current_umask
 from compofa.profiler.measurement import Estimate, Measurement, RoundRecord
 from compofa.tables.accuracy import SCHEMA as ACCURACY_SCHEMA
 from compofa.tables.accuracy import TABLE as ACCURACY_TABLE
+from compofa.tables.accuracy import UPGRADE_FROM_1 as ACCURACY_UPGRADE_FROM_1
 from compofa.tables.accuracy import AccuracyRows
 from compofa.tables.sqlite import (
     TableBusyError,
@@ -58,7 +59,10 @@ __all__ = ["KINDS", "LAYER", "SUBNET", "DeviceRow", "Entry", "EntryKey", "Latenc
 #: Schema history:
 #: 1: meta, devices, runs, rounds, reference_checks, references, entries, accuracy (its schema in
 #:    `compofa.tables.accuracy`); a layer's rows hold "layers/<family>" in their space column.
-SCHEMA_VERSION = 1
+#: 2: entries gain the tail (p90's interval, p99 with its interval), the peak memory, the energy per inference
+#:    and why either is absent (`METRIC_COLUMNS`); accuracy rows gain their precision. A version-1 file is
+#:    read as it is and upgraded in the transaction of its first write (`_upgrade`).
+SCHEMA_VERSION = 2
 APPLICATION = "compofa-latency-table"
 #: The tables every schema-1 file has.
 TABLES = ("meta", "devices", "runs", "references_", "reference_checks", "rounds", "entries", ACCURACY_TABLE)
@@ -130,9 +134,22 @@ CREATE TABLE entries (
     warnings TEXT NOT NULL,
     reason TEXT NOT NULL,
     updated_at REAL NOT NULL,
+    p90_ci_low_ms REAL, p90_ci_high_ms REAL, p99_ms REAL, p99_ci_low_ms REAL, p99_ci_high_ms REAL,
+    peak_memory_mb REAL, energy_mj REAL, absent TEXT,
     PRIMARY KEY (device_id, space, width, spec, batch, precision)
 );
 """ + ACCURACY_SCHEMA
+
+#: The entry columns schema 2 added, each NULL where there is no value (a version-1 entry; a metric the device
+#: cannot read, whose reason `absent` holds as a JSON object).
+METRIC_COLUMNS = ("p90_ci_low_ms", "p90_ci_high_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms", "peak_memory_mb",
+                  "energy_mj", "absent")
+#: The columns of an entry, in order.
+ENTRY_COLUMNS = (
+    "device_id", "space", "width", "spec", "resolution", "batch", "precision", "n", "median_ms", "mean_ms", "std_ms",
+    "p10_ms", "p90_ms", "iqr_ms", "mad_ms", "min_ms", "max_ms", "ci_low_ms", "ci_high_ms", "raw_median_ms", "rounds",
+    "stable", "warnings", "reason", "updated_at", *METRIC_COLUMNS,
+)
 
 
 #: Why a round is kept on record but not used.
@@ -257,6 +274,15 @@ class Entry:
     stable: bool
     warnings: tuple[str, ...]
     reason: str
+    p90_ci_low_ms: float | None = None
+    p90_ci_high_ms: float | None = None
+    p99_ms: float | None = None
+    p99_ci_low_ms: float | None = None
+    p99_ci_high_ms: float | None = None
+    peak_memory_mb: float | None = None
+    energy_mj: float | None = None
+    #: Why memory or energy is None (by metric); empty for an entry written before compofa read them.
+    absent: dict[str, str] = field(default_factory=dict)
 
     @property
     def relative_ci(self) -> float:
@@ -282,8 +308,10 @@ class LatencyTable:
     """A latency table file. Open with `LatencyTable.open(path, writable)`."""
 
     def __init__(self, path: Path, connection: TableConnection, writable: bool, lock: WriterLock | None = None,
-                 created: bool = False) -> None:
+                 created: bool = False, schema_version: int = SCHEMA_VERSION) -> None:
         self.path = path
+        #: The file's schema; an older one is read as it is and upgraded at the first write (`_upgrade`).
+        self.schema_version = schema_version
         self.connection = connection
         self.writable = writable
         self.created = created  # this process created the file (a failed first run may remove it)
@@ -310,12 +338,13 @@ class LatencyTable:
         exists = target.exists()
         connection: TableConnection | None = None
         try:
+            version = SCHEMA_VERSION
             if exists:
-                cls._check_existing(target)
+                version = cls._check_existing(target)
             else:
                 cls._create(target)
             connection = connect(target, writing)
-            table = cls(target, connection, writing, lock, created=not exists)
+            table = cls(target, connection, writing, lock, created=not exists, schema_version=version)
             connection.execute("PRAGMA foreign_keys = ON")
             if writing:
                 connection.execute("PRAGMA synchronous = NORMAL")
@@ -352,8 +381,9 @@ class LatencyTable:
         return target
 
     @staticmethod
-    def _check_existing(target: Path) -> None:
-        """Refuse a file that is not a whole compofa table of a schema we read, without writing to it."""
+    def _check_existing(target: Path) -> int:
+        """Refuse a file that is not a whole compofa table of a schema we read, without writing to it; its schema
+        version."""
         name = repr(str(target))
         try:
             with open(target, "rb") as handle:
@@ -387,6 +417,7 @@ class LatencyTable:
                     first = " ".join(check[0].replace("*** in database main ***", "").split())
                     raise TableError(f"{name} is corrupt ({first[:160]}); restore it from a copy, or write to a new "
                                      "table; it was left untouched")
+                return version
             finally:
                 probe.close()
         except sqlite3.DatabaseError as error:
@@ -471,6 +502,8 @@ class LatencyTable:
         cursor.execute(f"SAVEPOINT {savepoint}" if self._depth else "BEGIN IMMEDIATE")
         self._depth += 1
         try:
+            if self.schema_version < SCHEMA_VERSION:  # with the first write, in its transaction
+                self._upgrade(cursor)
             yield cursor
         except BaseException:
             self._depth -= 1
@@ -484,6 +517,17 @@ class LatencyTable:
             self.connection.execute(f"RELEASE {savepoint}" if self._depth else "COMMIT")
         finally:
             cursor.close()  # see TableCursor._fail
+
+    def _upgrade(self, cursor: TableCursor) -> None:
+        """Bring a version-1 file to this schema: the entries' new columns (NULL: not recorded then) and the
+        accuracy rows' precision (fp32: the only one evaluated then). Inside the first write's transaction, so a
+        refused or failed write leaves the file as it was."""
+        for column in METRIC_COLUMNS:
+            cursor.execute(f"ALTER TABLE entries ADD COLUMN {column} {'TEXT' if column == 'absent' else 'REAL'}")
+        for statement in ACCURACY_UPGRADE_FROM_1:
+            cursor.execute(statement)
+        cursor.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        self.schema_version = SCHEMA_VERSION
 
     def checkpoint(self, force: bool = False) -> None:
         """Copy the WAL's commits into the table file (every `CHECKPOINT_SECONDS`, or now with `force`).
@@ -644,23 +688,26 @@ class LatencyTable:
         self, device_id: int, key: EntryKey, measurement: Measurement, estimate: Estimate, reason: str
     ) -> None:
         s = estimate.summary
+        values = (
+            device_id, *key.columns(), s.n, s.median_ms, s.mean_ms, s.std_ms, s.p10_ms, s.p90_ms, s.iqr_ms,
+            s.mad_ms, s.min_ms, s.max_ms, estimate.ci_low_ms, estimate.ci_high_ms, measurement.raw_median_ms,
+            estimate.rounds, int(estimate.stable), _dumps(list(estimate.warnings)), reason, time.time(),
+            s.p90_ci_low_ms, s.p90_ci_high_ms, s.p99_ms, s.p99_ci_low_ms, s.p99_ci_high_ms,
+            measurement.peak_memory_mb, measurement.energy_mj, _dumps(measurement.absent),
+        )
         with self.transaction() as cursor:
-            cursor.execute(
-                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                " ?, ?, ?, ?, ?)",
-                (device_id, *key.columns(), s.n, s.median_ms, s.mean_ms, s.std_ms, s.p10_ms, s.p90_ms, s.iqr_ms,
-                 s.mad_ms, s.min_ms, s.max_ms,
-                 estimate.ci_low_ms, estimate.ci_high_ms, measurement.raw_median_ms, estimate.rounds,
-                 int(estimate.stable), _dumps(list(estimate.warnings)), reason, time.time()),
-            )
+            cursor.execute(f"INSERT OR REPLACE INTO entries ({', '.join(ENTRY_COLUMNS)}) VALUES "
+                           f"({', '.join('?' for _ in ENTRY_COLUMNS)})", values)
 
     def entries(self, device_id: int | None = None, space: str | None = None, kind: str | None = None
                 ) -> list[Entry]:
         """The finished entries (of a device, of a space or family, of a kind: any when not given)."""
+        # A version-1 file being read has none of the metric columns: they read as NULL.
+        metrics = ", ".join(f"e.{c}" if self.schema_version >= 2 else f"NULL AS {c}" for c in METRIC_COLUMNS)
         query = (
             "SELECT e.device_id, d.name, e.space, e.width, e.spec, e.resolution, e.batch, e.precision, e.n,"
             " e.median_ms, e.mean_ms, e.std_ms, e.p10_ms, e.p90_ms, e.iqr_ms, e.mad_ms, e.min_ms, e.max_ms,"
-            " e.ci_low_ms, e.ci_high_ms, e.raw_median_ms, e.rounds, e.stable, e.warnings, e.reason"
+            " e.ci_low_ms, e.ci_high_ms, e.raw_median_ms, e.rounds, e.stable, e.warnings, e.reason, " + metrics +
             " FROM entries e JOIN devices d ON d.id = e.device_id"
         )
         conditions: list[str] = []
@@ -682,16 +729,7 @@ class LatencyTable:
         if conditions:
             query += " WHERE " + " AND ".join(conditions)
         query += " ORDER BY e.device_id, e.space, e.width, e.resolution, e.median_ms"
-        return [
-            Entry(
-                device_id=r[0], device=r[1], key=EntryKey.from_columns(r[2], r[3], r[4], r[5], r[6], r[7]), n=r[8],
-                median_ms=r[9], mean_ms=r[10], std_ms=r[11], p10_ms=r[12], p90_ms=r[13], iqr_ms=r[14],
-                mad_ms=r[15], min_ms=r[16], max_ms=r[17], ci_low_ms=r[18], ci_high_ms=r[19],
-                raw_median_ms=r[20], rounds=r[21], stable=bool(r[22]), warnings=tuple(json.loads(r[23])),
-                reason=r[24],
-            )
-            for r in self.connection.execute(query, values).fetchall()
-        ]
+        return [_entry(row) for row in self.connection.execute(query, values).fetchall()]
 
     # -- accuracy ------------------------------------------------------------------------------------
 
@@ -702,21 +740,34 @@ class LatencyTable:
 
     def put_accuracy(
         self, space: str, width: float, spec: str, resolution: int, weights: str, top1: float,
-        top5: float | None, images: int, settings: dict[str, Any],
+        top5: float | None, images: int, settings: dict[str, Any], precision: str = "fp32",
     ) -> None:
-        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights`
+        """Record a measured accuracy (fractions) of `spec` under the supernet weights `weights` at `precision`
         (`AccuracyRows.put`)."""
-        self.accuracy.put(space, width, spec, resolution, weights, top1, top5, images, settings)
+        self.accuracy.put(space, width, spec, resolution, weights, top1, top5, images, settings, precision)
 
-    def accuracies(self, space: str, width: float | None = None, weights: str | None = None) -> dict[str, float]:
-        """Measured top-1 (fraction) by canonical spec text (`AccuracyRows.top1`)."""
-        return self.accuracy.top1(space, width, weights)
+    def accuracies(self, space: str, width: float | None = None, weights: str | None = None,
+                   precision: str = "fp32") -> dict[str, float]:
+        """Measured top-1 (fraction) at `precision` by canonical spec text (`AccuracyRows.top1`)."""
+        return self.accuracy.top1(space, width, weights, precision)
 
     def finished_keys(self, device_id: int) -> set[EntryKey]:
         rows = self.connection.execute(
             "SELECT space, width, spec, resolution, batch, precision FROM entries WHERE device_id = ?", (device_id,)
         ).fetchall()
         return {EntryKey.from_columns(*row) for row in rows}
+
+
+def _entry(r: Sequence[Any]) -> Entry:
+    """An entry from a row of `LatencyTable.entries`' query."""
+    return Entry(
+        device_id=r[0], device=r[1], key=EntryKey.from_columns(r[2], r[3], r[4], r[5], r[6], r[7]), n=r[8],
+        median_ms=r[9], mean_ms=r[10], std_ms=r[11], p10_ms=r[12], p90_ms=r[13], iqr_ms=r[14],
+        mad_ms=r[15], min_ms=r[16], max_ms=r[17], ci_low_ms=r[18], ci_high_ms=r[19],
+        raw_median_ms=r[20], rounds=r[21], stable=bool(r[22]), warnings=tuple(json.loads(r[23])),
+        reason=r[24], p90_ci_low_ms=r[25], p90_ci_high_ms=r[26], p99_ms=r[27], p99_ci_low_ms=r[28],
+        p99_ci_high_ms=r[29], peak_memory_mb=r[30], energy_mj=r[31], absent=json.loads(r[32]) if r[32] else {},
+    )
 
 
 def _without_resolution(columns: tuple[str, float, str, int, int, str]) -> tuple[str, float, str, int, str]:
