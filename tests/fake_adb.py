@@ -328,6 +328,7 @@ def benchmark_model(argv: list[str]) -> int:
 
     graph = params["graph"]
     start = _now_us()
+    start_kb = _resident_kb("VmRSS")
     try:
         resolver = OpResolverType.AUTO if params["use_xnnpack"] == "true" else \
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -346,6 +347,7 @@ def benchmark_model(argv: list[str]) -> int:
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], rng.uniform(-1, 1, detail["shape"]).astype(detail["dtype"]))
     init_us = _now_us() - start
+    init_kb = _resident_kb("VmRSS") - start_kb
     print(f"INFO: The input model file size (MB): {os.path.getsize(graph) / 1e6:g}")
     print(f"INFO: Initialized session in {init_us / 1e3:g}ms.")
 
@@ -373,7 +375,15 @@ def benchmark_model(argv: list[str]) -> int:
 
     print(f"INFO: Inference timings in us: Init: {init_us}, First inference: {warmup[0] if warmup else 0}, "
           f"Warmup (avg): {average(warmup)}, Inference (avg): {average(timed)}")
+    # the tool's memory line: this process's resident high-water mark over its start, in MiB as the tool prints
+    print(f"INFO: Memory footprint delta from the start of the tool (MB): init={init_kb / 1024:g} "
+          f"overall={(_resident_kb('VmHWM') - start_kb) / 1024:g}")
     return 0
+
+
+def _resident_kb(name: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(name + ":"))
 
 
 def main() -> int:

@@ -519,6 +519,10 @@ def test_compofa_profile_on_a_phone_fills_a_table(phones: FakePhones) -> None:
         (device,) = store.devices()
     assert entry.median_ms > 0 and device.name == "litert" and device.fingerprint["pinned"] == "4-7"
     assert SERIAL not in json.dumps(device.fingerprint)
+    # the memory benchmark_model printed for the item (the interpreter holds the model's weights at least);
+    # energy absent, saying why
+    assert entry.peak_memory_mb is not None and entry.peak_memory_mb > 0.5
+    assert entry.energy_mj is None and "charges the battery" in entry.absent["energy"]
     with sqlite3.connect(f"file:{table}?mode=ro", uri=True) as connection:
         (settings,) = connection.execute("SELECT settings FROM runs").fetchone()
     assert json.loads(settings)["connection"] == {"scheme": "adb", "serial": SERIAL}

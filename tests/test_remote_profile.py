@@ -54,6 +54,9 @@ def test_profile_runs_on_the_device_and_records_it(ssh: SshServer, tmp_path: Pat
         entries = store.entries()
         assert len(entries) == 2 and all(e.median_ms > 0 and e.ci_low_ms <= e.median_ms <= e.ci_high_ms
                                          for e in entries)
+        # what the device read beside time crossed with its rounds: the agent's session peak, and why no energy
+        assert all(e.peak_memory_mb is not None and e.peak_memory_mb > 1 and e.p99_ms is not None for e in entries)
+        assert all(e.energy_mj is not None or e.absent["energy"].startswith("no ") for e in entries)
         (row,) = store.devices()
     (record,) = _runs(table)
     settings = record["settings"]

@@ -65,7 +65,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 
 from compofa.devices.base import ItemT, Settings, TfliteSource
-from compofa.profiler.measurement import RoundRecord
+from compofa.devices.meters import BYTES_PER_MB, ENERGY, MEMORY
+from compofa.profiler.measurement import ABSENT, PEAK_MEMORY, RoundRecord
 from compofa.profiler.noise import reference_moved, reference_noise
 from compofa.profiler.schedule import ProfileConfig, ReferenceReading, RoundOutcome, TimeAccount
 from compofa.remote.adb_cli import (
@@ -81,6 +82,7 @@ from compofa.remote.adb_cli import (
 from compofa.remote.benchmark_output import (
     DEFAULT_MAX_SECS,
     MARK,
+    TOOL_MB,
     BenchmarkCommand,
     BenchmarkOutputError,
     BenchmarkRun,
@@ -493,6 +495,7 @@ class LiteRtPhone(Generic[ItemT]):
                                       "after": self._conditions(output, "after")}
         if ref is not None:
             conditions["reference_noise"] = round(reference_noise(reference), 6)
+        conditions |= phone_readings(item_runs)
         first_init = item_runs[0].init_us if item_runs and item_runs[0].init_us is not None else 0.0
         record = RoundRecord(round_index, started, timed_at, tuple(warmup), tuple(samples), drift, first_init / 1e6,
                              conditions, discarded)
@@ -592,3 +595,24 @@ def _mask(cores: Sequence[int]) -> int:
 def open_adb_device(url: str, source: TfliteSource[ItemT], settings: Settings | None = None) -> LiteRtPhone[ItemT]:
     """The phone `url` names (``adb://[SERIAL][/litert][?...]``), ready to time `source`'s models."""
     return LiteRtPhone(AdbTarget.parse(url), source, settings or Settings())
+
+
+#: Why a phone's rounds have no energy: its battery's current is not a measurement of the inference while USB
+#: charges the battery (which adb over USB does), and compofa does not sample it.
+PHONE_ENERGY_ABSENT = ("no energy counter read on phones: while adb's USB connection charges the battery, its "
+                       "current is the charger's less the phone's draw, not the inference's energy")
+
+
+def phone_readings(item_runs: Sequence[BenchmarkRun]) -> dict[str, Any]:
+    """What a phone's round records beside its samples: the highest memory footprint benchmark_model printed for
+    the item's invocations (each loads the model afresh, so each is one session's peak), and why energy is
+    absent."""
+    footprints = [run.memory_mib for run in item_runs if run.memory_mib is not None]
+    absent = {ENERGY: PHONE_ENERGY_ABSENT}
+    readings: dict[str, Any] = {}
+    if footprints:
+        readings[PEAK_MEMORY] = round(max(footprints) * TOOL_MB / BYTES_PER_MB, 3)
+    else:
+        absent[MEMORY] = "benchmark_model printed no memory footprint"
+    readings[ABSENT] = absent
+    return readings

@@ -44,6 +44,11 @@ _FIELD = re.compile(r"(\w+)=([-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|nan|inf))")
 # Warmup: 83235, Init: 38467, Inference: 79760.9")
 _INIT = re.compile(r"inference timings in us:.*\bInit: ([-+0-9.eE]+)", re.IGNORECASE)
 _ERROR = re.compile(r"^(?:ERROR|FATAL):\s*(.+)$")
+# "Memory footprint delta from the start of the tool (MB): init=7.54297 overall=8.14062" (MiB: kB / 1024)
+_MEMORY = re.compile(r"memory footprint delta from the start of the tool \(MB\):.*\boverall=([-+0-9.eE]+)",
+                     re.IGNORECASE)
+#: Bytes in the tool's "MB" (it divides kilobytes by 1024).
+TOOL_MB = 1024 * 1024
 
 
 class BenchmarkOutputError(CompofaError):
@@ -114,6 +119,9 @@ class BenchmarkRun:
     warmup: Phase
     timed: Phase
     init_us: float | None
+    #: The tool's resident memory above what it held at its start, over loading and every run (MiB as it
+    #: prints them); None where it printed no memory line.
+    memory_mib: float | None = None
 
     def samples_ms(self, runs_per_sample: int) -> list[float]:
         """The invocation's samples: each timed run (``runs_per_sample`` 1), or one mean of all its runs."""
@@ -133,15 +141,18 @@ def parse_benchmark_output(text: str) -> BenchmarkRun:
     """Read one invocation's output (stdout and stderr together): its warm-up, its timed runs and its Init time."""
     lines = text.splitlines()
     stats = [Phase.parse(line) for line in lines if _STAT_LINE.match(line.strip())]
-    init = None
+    init = memory = None
     for line in lines:
         match = _INIT.search(line)
         if match:
             init = float(match.group(1))
+        found = _MEMORY.search(line)
+        if found:
+            memory = float(found.group(1))
     if len(stats) != 2:
         raise BenchmarkOutputError(failure_line(text) if not stats else
                                    f"benchmark_model printed {len(stats)} statistics lines, not 2 (warm-up, timed)")
-    return BenchmarkRun(stats[0], stats[1], init)
+    return BenchmarkRun(stats[0], stats[1], init, memory)
 
 
 def failure_line(text: str) -> str:
