@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from compofa.devices.meters import Meters, host_meters
 from compofa.errors import CompofaError
 
 if TYPE_CHECKING:  # only the torch backends ever import it
     import torch
+
+    from compofa.devices.meters import Meters
 
 
 class UnknownDeviceError(CompofaError):
@@ -253,6 +254,8 @@ class HostRuntime:
         return {}
 
     def meters(self) -> Meters:
+        from compofa.devices.meters import host_meters  # what listing devices never needs
+
         return host_meters()
 
     def close(self) -> None:
