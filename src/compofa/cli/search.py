@@ -1,4 +1,4 @@
-"""`compofa search`: the best subnet per latency target."""
+"""`compofa search`: the best subnet per latency target, on one latency source or on several at once."""
 
 from __future__ import annotations
 
@@ -9,62 +9,47 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from compofa.cli.common import OptionError, echo_rows, parse_options, parse_resolutions, print_json
+from compofa.cli.search_sources import SourcePlan, plan_sources
 from compofa.search.run import STRATEGIES
 from compofa.space import DEFAULT_SPACE, get_space
 
 if TYPE_CHECKING:
     from compofa.profiler import ProfileListener
     from compofa.search.results import SearchReport
-    from compofa.tables import Entry
-
-
-def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The resolutions and batch sizes a table holds entries of `space` at."""
-    from compofa.tables import SUBNET, LatencyTable
-
-    with LatencyTable.open(path) as table:
-        entries = table.entries(kind=SUBNET)
-    keys = [e.key for e in entries if e.key.space == space]
-    if not keys:
-        raise OptionError(f"table {path} has no {space} entries{_held(entries)}; {_how_to_measure(space, path)}")
-    return tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys}))
-
-
-def _held(entries: list[Entry]) -> str:
-    spaces = sorted({e.key.space for e in entries})
-    return f" (it holds {', '.join(spaces)}: search those with --space {spaces[0]})" if spaces else ""
-
-
-def _how_to_measure(space: str, path: str) -> str:
-    if get_space(space).enumerable:
-        return f"profile them with `compofa profile --space {space} --table {path}`"
-    return (f"{space} is too large to profile whole: measure its subnets on demand with --latency device:NAME "
-            f"--table {path}")
+    from compofa.space import DesignSpace
 
 
 @click.command("search")
 @click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space.")
-@click.option("--latency", "latency_text", required=True,
-              help="table:PATH, device:NAME (measure on demand into --table), lut:note10, lut:PATH or flops.")
-@click.option("--target", "targets", required=True,
+@click.option("--latency", "latency_texts", required=True, multiple=True,
+              help="table:PATH, device:NAME (measure on demand into --table), lut:note10, lut:PATH or flops; "
+                   "repeat it to find the subnet that meets a target on every source at once.")
+@click.option("--target", "targets", required=True, multiple=True,
               help="Comma-separated latency targets (ms; MMACs for flops), or percentages of the way from the "
-                   "fastest subnet to the slowest (25%,50%).")
+                   "fastest subnet to the slowest (25%,50%), each on the median or on p90:/p99: (p90:20). With N "
+                   "sources, N values, one per source in --latency order (repeat --target for more searches).")
+@click.option("--max-memory", help="Peak memory limit of the inference (B, KB, MB, GB, KiB, MiB, GiB: 300MB), on "
+              "every source, or one per source (300MB,-).")
+@click.option("--max-energy", help="Energy per inference limit (uJ, mJ, J: 5mJ), on every source, or one per source.")
 @click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
               help="predictor (the shipped OFA predictor), predictor:PATH or table:PATH.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
               help="auto: exhaustive when the space is enumerable.")
 @click.option("--resolution", help="Resolutions: values and ranges START:STOP[:STEP], comma-separated, or all "
-              "(default: the table's, or the space's search set, 160..224 step 4).")
+              "(default: those every table holds, or the space's search set, 160..224 step 4).")
 @click.option("--width", type=float, help="Width multiplier (default: the family's).")
-@click.option("--upper-bound", is_flag=True, help="Require the latency's upper 95% bound, not its median, to fit.")
+@click.option("--upper-bound", is_flag=True, help="Require the latency's upper 95% bound, not its median (or p90, "
+              "p99), to fit.")
 @click.option("--bucket", help="Compare latencies in buckets of this width (ms), or 'auto' (the table's noise floor).")
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(),
               help="Where device:NAME memoizes its measurements.")
-@click.option("--device-id", type=int, help="Which device of a table holding several (see `compofa table show`).")
+@click.option("--device-id", "device_ids", type=int, multiple=True,
+              help="Which device of a table holding several (see `compofa table show`): once for every table, or "
+                   "once per table or device source in --latency order.")
 @click.option("--complete", is_flag=True,
               help="table:PATH: refuse a table that lacks some configuration (default: search what is measured).")
 @click.option("--batch", type=click.IntRange(min=1),
-              help="Batch size for table/device latency (default: the device's).")
+              help="Batch size for table/device latency (default: each table's, or the device's).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
 @click.option("-O", "--option", "options", multiple=True, help="device:NAME backend option NAME=VALUE (repeatable).")
 @click.option("--round-seconds", default=0.4, show_default=True, type=float,
@@ -82,38 +67,34 @@ def _how_to_measure(space: str, path: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar while measuring.")
 def search_command(
-    space: str, latency_text: str, targets: str, accuracy_text: str, strategy: str, resolution: str | None,
-    width: float | None, upper_bound: bool, bucket: str | None, table: str, device_id: int | None, complete: bool,
-    batch: int | None, threads: int, options: tuple[str, ...], round_seconds: float, target_ci: float,
-    min_rounds: int, max_rounds: int, precision: str, generations: int | None, population: int | None, seed: int,
-    output: str | None, as_json: bool, quiet: bool,
+    space: str, latency_texts: tuple[str, ...], targets: tuple[str, ...], max_memory: str | None,
+    max_energy: str | None, accuracy_text: str, strategy: str, resolution: str | None, width: float | None,
+    upper_bound: bool, bucket: str | None, table: str, device_ids: tuple[int, ...], complete: bool, batch: int | None,
+    threads: int, options: tuple[str, ...], round_seconds: float, target_ci: float, min_rounds: int, max_rounds: int,
+    precision: str, generations: int | None, population: int | None, seed: int, output: str | None, as_json: bool,
+    quiet: bool,
 ) -> None:
     """Find the most accurate subnet of SPACE under each latency target."""
     from compofa.devices import Settings
-    from compofa.remote.names import default_batch as default_batch_of
+    from compofa.search.constraints import parse_limits
     from compofa.search.latency import latency_source
+    from compofa.search.metrics import ENERGY, MEMORY
     from compofa.search.predictor import accuracy_source
     from compofa.search.results import check_results_path, write_results
     from compofa.search.run import SearchRequest, search
-    from compofa.search.targets import FitRule, parse_targets
+    from compofa.search.targets import FitRule, parse_joint_targets
 
     design = get_space(space)
     width = width if width is not None else design.family.default_width
-    kind, _, rest = latency_text.partition(":")
-    default_batch = default_batch_of(rest) if kind == "device" and rest else 1
-    resolutions = parse_resolutions(resolution, design)
-    if kind == "table" and rest:
-        table_resolutions, table_batches = _table_setup(rest, space)
-        resolutions = resolutions or table_resolutions
-        default_batch = table_batches[0] if len(table_batches) == 1 else default_batch
-    elif resolutions is None:
-        # measuring costs minutes per resolution; estimates are free
-        resolutions = (224,) if kind == "device" else design.search_resolutions
-    settings = Settings(batch or default_batch, precision, threads, parse_options(options))
+    # every input is read and checked before anything is measured or written
+    joint = parse_joint_targets(targets, len(latency_texts))
+    limits = parse_limits(max_memory, MEMORY, len(latency_texts)) + parse_limits(max_energy, ENERGY, len(latency_texts))
+    plans = plan_sources(latency_texts, space, width, device_ids)
+    resolutions = parse_resolutions(resolution, design) or _default_resolutions(plans, design)
     for value in resolutions:
         design.check_resolution(value)
     accuracy = accuracy_source(accuracy_text, space, width)
-    rule = FitRule(upper_bound, _bucket_width(bucket, latency_text, table))
+    rule = FitRule(upper_bound, _bucket_width(bucket, latency_texts, table))
     evolution = None
     if generations or population:
         from compofa.search.evolution import EvolutionConfig
@@ -121,12 +102,13 @@ def search_command(
         defaults = EvolutionConfig()
         evolution = EvolutionConfig(population=population or defaults.population,
                                     generations=generations or defaults.generations)
-    request = SearchRequest(space, width, parse_targets(targets), tuple(resolutions), strategy, rule, seed, evolution)
+    request = SearchRequest(space, width, joint, tuple(resolutions), strategy, rule, seed, evolution, limits)
     if output:
         check_results_path(output)  # before any measuring
     measuring: AbstractContextManager[ProfileListener[Any] | None] = nullcontext(None)
     config = None
-    if kind == "device":  # the profiler and its progress bar load only when measuring
+    devices = [plan.rest for plan in plans if plan.kind == "device"]
+    if devices:  # the profiler and its progress bar load only when measuring
         from compofa.cli.profile import check_rounds, progress_bar
         from compofa.profiler import ProfileConfig
         from compofa.remote.names import display_name
@@ -134,14 +116,15 @@ def search_command(
         check_rounds(min_rounds, max_rounds)
         config = ProfileConfig(round_seconds=round_seconds, target_ci=target_ci, min_rounds=min_rounds,
                                max_rounds=max_rounds)
-        measuring = progress_bar(f"measuring {space} on {display_name(rest)}", table, quiet or as_json,
-                                 transient=True)
+        measuring = progress_bar(f"measuring {space} on {', '.join(map(display_name, devices))}", table,
+                                 quiet or as_json, transient=True)
     with measuring as listener:
-        latency = latency_source(latency_text, space, width, settings, table, device_id, config, listener,
-                                 complete=complete)
-        report = search(request, accuracy, latency)
+        sources = [latency_source(plan.text, space, width, Settings(batch or plan.default_batch, precision, threads,
+                                                                     parse_options(options)),
+                                  table, plan.device_id, config, listener, complete=complete) for plan in plans]
+        report = search(request, accuracy, sources)
     if report.missing:
-        click.echo(_partial_note(report, rest), err=True)
+        click.echo(_partial_note(report, [plan.rest for plan in plans if plan.kind == "table"]), err=True)
     if output:
         write_results(report, Path(output))
     if as_json:
@@ -150,7 +133,25 @@ def search_command(
     _print(report, output)
 
 
-def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | None:
+def _default_resolutions(plans: list[SourcePlan], design: DesignSpace) -> tuple[int, ...]:
+    """The resolutions every table holds; without a table, 224 when measuring (minutes per resolution), else the
+    space's search resolutions (estimates are free)."""
+    held = [set(plan.resolutions) for plan in plans if plan.kind == "table"]
+    if held:
+        shared = set.intersection(*held)
+        if not shared:
+            tables = [plan for plan in plans if plan.kind == "table"]
+            raise OptionError(
+                "the tables share no resolution: " + "; ".join(
+                    f"{plan.text} holds {', '.join(map(str, plan.resolutions))} px" for plan in tables)
+                + "; profile one resolution on every device", option="resolution")
+        return tuple(sorted(shared))
+    if any(plan.kind == "device" for plan in plans):
+        return (224,)
+    return tuple(design.search_resolutions)
+
+
+def _bucket_width(bucket: str | None, latency_texts: tuple[str, ...], table: str) -> float | None:
     if bucket is None:
         return None
     if bucket != "auto":
@@ -158,7 +159,9 @@ def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | 
             return float(bucket)
         except ValueError:
             raise OptionError(f"--bucket must be a width in ms or 'auto', got {bucket!r}") from None
-    kind, _, rest = latency_text.partition(":")
+    if len(latency_texts) > 1:
+        raise OptionError("--bucket auto takes one table's noise floor; with several sources give a width in ms")
+    kind, _, rest = latency_texts[0].partition(":")
     if kind not in ("table", "device"):
         raise OptionError("--bucket auto needs measured latency (table:PATH or device:NAME) to know the noise")
     from compofa.tables import LatencyTable
@@ -171,8 +174,8 @@ def _bucket_width(bucket: str | None, latency_text: str, table: str) -> float | 
     return noise_floor(entries).recommended_bucket_ms
 
 
-def _partial_note(report: SearchReport, path: str) -> str:
-    """One line: how much of the space the searched table lacks, and how to measure it or refuse it."""
+def _partial_note(report: SearchReport, paths: list[str]) -> str:
+    """One line: how much of the space the searched tables lack, and how to measure it or refuse it."""
     from compofa.search.latency import count_text as _count
 
     measured = report.measured or 0
@@ -180,32 +183,56 @@ def _partial_note(report: SearchReport, path: str) -> str:
     resolutions = ",".join(map(str, lacking))
     per_resolution = (": " + ", ".join(f"{_count(n)} at {r} px" for r, n in lacking.items())) if len(lacking) > 1 \
         else f" at {resolutions} px"
+    path = paths[0] if len(paths) == 1 else "TABLE"
     if get_space(report.space).enumerable:
-        remedy = f"`compofa profile --space {report.space} --resolution {resolutions} --table {path}` measures them"
+        remedy = f"`compofa profile --space {report.space} --resolution {resolutions} --table {path}`"
+        remedy += " measures them" if len(paths) == 1 else " on each table's device measures them"
     else:
         remedy = f"--latency device:NAME --table {path} measures the subnets a search visits"
-    return (f"note: {report.latency_source} holds {measured} of the {_count(measured + report.missing)} "
+    held = f"table:{path} holds" if len(paths) == 1 else f"the tables {', '.join(paths)} share"
+    return (f"note: {held} {measured} of the {_count(measured + report.missing)} "
             f"{report.space} configurations searched, and the search answered over those "
             f"({_count(report.missing)} missing{per_resolution}); {remedy}, and --complete refuses a partial table")
 
 
+def _latency_cell(low: float, median: float, high: float) -> str:
+    return f"{median:.3f}" + ("" if low == high else f" [{low:.3f}, {high:.3f}]")
+
+
+#: Reading fields shown as columns when a target or limit asked for their quantity.
+_SHOWN = {"p90": ("p90_ms", "p90"), "p99": ("p99_ms", "p99"), "memory": ("peak_memory_mb", "memory MB"),
+          "energy": ("energy_mj", "energy mJ")}
+
+
 def _print(report: SearchReport, output: str | None) -> None:
-    unit = report.latency_unit
     click.echo(f"{report.space} w{report.width:g}: {report.candidates} candidates scored by {report.accuracy_source}, "
                f"latency from {report.latency_source} ({report.fit}), {report.seconds:.2f} s")
-    rows = [
-        (f"{r.target:.4g}" + (f" ({r.requested})" if r.requested.endswith("%") else ""), str(r.spec),
-         f"{r.accuracy:.4f}",
-         f"{r.latency_ms:.3f}" + ("" if r.latency_ci_low_ms == r.latency_ci_high_ms
-                                  else f" [{r.latency_ci_low_ms:.3f}, {r.latency_ci_high_ms:.3f}]"),
-         f"{r.seconds:.3f}")
-        for r in report.results
-    ]
-    echo_rows(rows, (f"target {unit}", "subnet", "accuracy", f"latency {unit}", "seconds"))
+    sources = report.latency_sources
+    asked = {limit["metric"] for limit in report.limits} | {
+        reading.target.partition(":")[0] for result in report.results for reading in result.readings
+        if ":" in reading.target}
+    shown = [_SHOWN[metric] for metric in _SHOWN if metric in asked]
+    header: list[str] = ["target" if len(sources) > 1 else f"target {report.latency_unit}", "subnet", "accuracy"]
+    for index, name in enumerate(sources):
+        suffix = f" ({name})" if len(sources) > 1 else ""
+        header += [f"latency {report.latency_units[index]}{suffix}", *(f"{label}{suffix}" for _, label in shown)]
+    rows = []
+    for r in report.results:
+        target = r.requested if len(sources) > 1 else f"{r.target:.4g}" + (
+            f" ({r.requested})" if r.requested.endswith("%") or ":" in r.requested else "")
+        row = [target, str(r.spec), f"{r.accuracy:.4f}"]
+        for reading in r.readings:
+            row.append(_latency_cell(reading.latency_ci_low_ms, reading.latency_ms, reading.latency_ci_high_ms))
+            row += [f"{reading.values[field]:.4g}" if field in reading.values else "-" for field, _ in shown]
+        rows.append([*row, f"{r.seconds:.3f}"])
+    echo_rows(rows, [*header, "seconds"])
     stats = report.latency_stats
-    if report.latency_source.startswith(("table:", "device:")):
+    if any(name.startswith(("table:", "device:")) for name in sources):
         measured = (f"{stats['misses']} subnets measured in {stats['measure_seconds']:.0f} s and memoized"
                     if stats.get("misses") else "nothing measured")
         click.echo(f"latency cache: {stats['hits']} hits, {measured}")
+    if report.pareto_objectives:
+        click.echo(f"Pareto front: {len(report.pareto)} subnets no other beats on "
+                   f"{', '.join(report.pareto_objectives)}")
     if output:
         click.echo(f"wrote {output}")

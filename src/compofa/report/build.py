@@ -29,8 +29,10 @@ from compofa.fileio import check_output_folder, write_folder_atomic
 from compofa.report import page, plots
 from compofa.report.crossdevice import cross_device
 from compofa.report.design import MIN_BUCKET_SAMPLES, bucket_samples, uniform_grid
+from compofa.report.joint import joint_front
 from compofa.report.noise import noise_report
 from compofa.report.pareto import ParetoPanel, exact_cloud, searched_cloud, table_pareto
+from compofa.report.runtimes import TARGET_SHARES, runtime_views
 from compofa.report.scoring import Scorer
 from compofa.report.series import (
     LutSeries,
@@ -130,7 +132,8 @@ class _Builder:
         self.spaces = tuple(s for s in (request.space, self.ofa_space) if s)
         self.rng = np.random.default_rng(request.seed)
         self.files: dict[str, bytes] = {}
-        self.summary: dict[str, Any] = {"pareto": [], "grid": [], "buckets": [], "cross_device": None, "noise": []}
+        self.summary: dict[str, Any] = {"pareto": [], "grid": [], "buckets": [], "cross_device": None,
+                                        "joint_front": None, "runtimes": [], "noise": []}
 
     def figure(self, section: page.Section, name: str, figure: Any, caption: str) -> None:
         data = plots.png(figure)
@@ -235,6 +238,48 @@ class _Builder:
         if result.scatters:
             self.figure(section, "latency-scatter.png", plots.scatter_figure(result.scatters),
                         "Latency on one source against another")
+        self.say("joint front across sources")
+        joint = self.attempt(section, "joint front", lambda: joint_front(sources, self.labels, self.request.space,
+                                                                          self.scorer))
+        if joint is not None:
+            self.summary["joint_front"] = joint.summary()
+            self.figure(section, "joint-front.png", plots.joint_front_figure(joint),
+                        f"Joint Pareto front: {len(joint.front)} of {len(joint.specs)} subnets no other beats on "
+                        f"{', '.join(joint.objectives)}")
+        return section
+
+    def runtimes(self) -> page.Section | None:
+        """Runtimes and precisions measured on one machine, against FP32 ONNX Runtime (None: nothing to compare)."""
+        views = runtime_views(self.tables, self.labels[: len(self.tables)], self.request.space, self.scorer)
+        if not views:
+            return None
+        self.say("runtimes and precisions")
+        section = page.Section(
+            "Runtimes and precisions", "Per machine, Kendall rank correlation of subnet latency between every runtime "
+            "and precision and FP32 ONNX Runtime (near 1: a table of one serves a search for the other), and the "
+            f"subnet a search picks at {', '.join(f'{s}%' for s in TARGET_SHARES)} of each precision's latency "
+            "range, in fp32 and in a lower precision of the same runtime, over the subnets both measured.")
+        self.summary["runtimes"] = [view.summary() for view in views]
+        for view in views:
+            if view.baseline is None:
+                section.notes.append(f"{view.machine}: no FP32 ONNX Runtime table to compare with; profile one with "
+                                     "`compofa profile --device onnxruntime`")
+            if view.agreements:
+                section.tables.append(page.Table(
+                    (f"{view.machine}: against {view.baseline}", "runtime", "precision", "batch", "Kendall tau",
+                     "subnets"),
+                    [(a.label, a.backend, a.precision, str(a.batch),
+                      "-" if np.isnan(a.kendall_tau) else f"{a.kendall_tau:.3f}", str(a.shared))
+                     for a in view.agreements]))
+            if view.changes:
+                section.tables.append(page.Table(
+                    ("runtime", "precision", "target", "fp32 pick", "accuracy", "lower-precision pick", "accuracy",
+                     "changed"),
+                    [(f"{c.backend} b{c.batch}", c.precision, f"{c.share}%", c.fp32_spec, f"{c.fp32_accuracy:.4f}",
+                      c.other_spec, f"{c.other_accuracy:.4f}", "yes" if c.changed else "no") for c in view.changes]))
+        if any(view.agreements for view in views):
+            self.figure(section, "runtime-agreement.png", plots.runtime_figure(views),
+                        "Rank agreement of every runtime and precision with FP32 ONNX Runtime")
         return section
 
     def noise(self) -> page.Section:
@@ -263,7 +308,9 @@ def write_report(request: ReportRequest, progress: Progress | None = None) -> Re
     tables, luts, width = _gather(request)
     builder = _Builder(request, tables, luts, width, progress or (lambda _: None))
     fronts, views = builder.fronts_and_views()
-    sections = [fronts, *([views] if luts else []), builder.across_devices(), *([builder.noise()] if tables else [])]
+    runtimes = builder.runtimes()
+    sections = [fronts, *([views] if luts else []), builder.across_devices(), *([runtimes] if runtimes else []),
+                *([builder.noise()] if tables else [])]
     notes = [note for section in sections for note in section.notes]
     builder.summary.update(_header(request, builder.labels, width, notes))
     builder.say("writing")

@@ -55,7 +55,9 @@ class CrossDevice:
                               "median_ratio": s.ratio} for s in self.scatters]}
 
 
-def _latencies(series: Sequence[TableSeries | LutSeries], space: str) -> list[dict[str, float]]:
+def latencies_by_source(series: Sequence[TableSeries | LutSeries], space: str) -> list[dict[str, float]]:
+    """Each source's median latency by subnet: a table's entries of `space`; a LUT's estimate of the subnets the
+    tables hold (of every subnet at its largest resolution where no table is given)."""
     tables = [s.latency_by_spec(space) for s in series if isinstance(s, TableSeries)]
     wanted = sorted({spec for table in tables for spec in table})
     result = []
@@ -75,7 +77,7 @@ def _latencies(series: Sequence[TableSeries | LutSeries], space: str) -> list[di
 
 def cross_device(series: Sequence[TableSeries | LutSeries], labels: Sequence[str], space: str) -> CrossDevice:
     """Rank correlation of every pair of `series` over the `space` subnets they share."""
-    latencies = _latencies(series, space)
+    latencies = latencies_by_source(series, space)
     count = len(series)
     kendall = np.full((count, count), np.nan)
     spearman = np.full((count, count), np.nan)

@@ -16,8 +16,10 @@ import numpy as np
 
 from compofa.report.crossdevice import CrossDevice, Scatter
 from compofa.report.design import Buckets, Grid
+from compofa.report.joint import JointFront
 from compofa.report.noise import NoiseReport
 from compofa.report.pareto import ParetoPanel
+from compofa.report.runtimes import MachineRuntimes
 from compofa.report.series import ReportError
 
 if TYPE_CHECKING:
@@ -195,3 +197,41 @@ def noise_figure(noise: NoiseReport) -> Figure:
     figure.suptitle(f"Noise: {noise.series}", fontsize=10)
     return figure
 
+
+
+def joint_front_figure(joint: JointFront) -> Figure:
+    """The first two sources' latencies of every shared subnet, the joint front coloured by accuracy."""
+    figure = _figure(6.5, 5)
+    axes = figure.add_subplot()
+    x, y = joint.latency[:, 0], joint.latency[:, 1]
+    axes.scatter(x, y, s=6, color="#bbbbbb", linewidths=0, label="subnets")
+    front = joint.front
+    image = axes.scatter(x[front], y[front], c=_percent(joint.accuracy[front]), s=18, cmap="viridis",
+                         label=f"joint front ({len(front)})")
+    figure.colorbar(image, ax=axes, label="top-1 accuracy (%) on the front")
+    axes.set_xlabel(f"{joint.labels[0]} (ms)", fontsize=8)
+    axes.set_ylabel(f"{joint.labels[1]} (ms)", fontsize=8)
+    more = len(joint.objectives) - 3
+    axes.set_title(f"Joint front of {len(joint.specs)} subnets" + (f" ({more} more objectives in report.json)"
+                                                                   if more else ""), fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return figure
+
+
+def runtime_figure(views: Sequence[MachineRuntimes]) -> Figure:
+    """Kendall tau of every runtime and precision against FP32 ONNX Runtime, per machine."""
+    rows = [(f"{a.label}", a.kendall_tau) for view in views for a in view.agreements]
+    figure = _figure(7, 1.2 + 0.35 * max(len(rows), 1))
+    axes = figure.add_subplot()
+    positions = np.arange(len(rows))
+    values = np.array([0.0 if np.isnan(tau) else tau for _, tau in rows])
+    axes.barh(positions, values, color=COLOURS[0])
+    for position, value, (_, tau) in zip(positions.tolist(), values.tolist(), rows):
+        axes.text(max(0.0, value) + 0.01, position, "-" if np.isnan(tau) else f"{tau:.3f}", va="center", fontsize=8)
+    axes.set_yticks(positions, [label for label, _ in rows], fontsize=8)
+    axes.set_xlim(min(0.0, float(values.min()) if len(values) else 0.0), 1.1)
+    axes.set_xlabel("Kendall tau against FP32 ONNX Runtime on the same machine")
+    axes.invert_yaxis()
+    axes.grid(alpha=0.3, axis="x")
+    return figure

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def counterpart(space: str) -> str | None:
 
 @dataclass(frozen=True)
 class TableSeries:
-    """The entries of one device (one setup: batch, precision) of a measured table."""
+    """The entries of one device (one setup: batch, precision) of a measured table, and the device's
+    fingerprint (its backend, the machine, the runtime's version and options)."""
 
     label: str
     path: Path
@@ -45,6 +47,7 @@ class TableSeries:
     batch: int
     precision: str
     entries: tuple[Entry, ...]
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def of_space(self, space: str) -> list[Entry]:
         return [e for e in self.entries if e.key.space == space]
@@ -88,6 +91,7 @@ def read_table_series(path: str | Path, spaces: Sequence[str], width: float) -> 
     path = Path(path)
     with LatencyTable.open(path) as table:
         entries = table.entries()
+        fingerprints = {device.id: device.fingerprint for device in table.devices()}
     subnets = [e for e in entries if e.key.space in spaces]
     at_width = [e for e in subnets if e.key.width == width]
     if not at_width:
@@ -110,7 +114,8 @@ def read_table_series(path: str | Path, spaces: Sequence[str], width: float) -> 
         label = f"{path.stem}: {group[0].device}"
         if names.count(group[0].device) > 1:
             label += f" #{device_id} b{batch} {precision}"
-        series.append(TableSeries(label, path, device_id, group[0].device, batch, precision, tuple(group)))
+        series.append(TableSeries(label, path, device_id, group[0].device, batch, precision, tuple(group),
+                                  fingerprints.get(device_id, {})))
     return series
 
 

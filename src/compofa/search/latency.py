@@ -30,6 +30,7 @@ from compofa.errors import CompofaError
 from compofa.lut import LayerSumModel, LookupTable, LutError, MissingLayerError
 from compofa.lut.estimate import family_expand_ratios
 from compofa.search.arrays import ArchBatch
+from compofa.search.metrics import DESCRIBED, ENERGY, MEMORY
 from compofa.space import get_space
 from compofa.space.cost import block_cost, network_cost
 from compofa.space.design import describe_range
@@ -37,11 +38,29 @@ from compofa.space.plan import NetworkPlan
 
 if TYPE_CHECKING:  # the profiler and the store load only for measured latency (table:, device:)
     from compofa.profiler import ProfileConfig, ProfileListener
-    from compofa.tables import LatencyTable
+    from compofa.tables import Entry, LatencyTable
 
 
 class LatencySourceError(CompofaError):
     """A latency source that cannot answer (unknown, missing entries, mismatched table)."""
+
+
+class MetricUnavailableError(LatencySourceError):
+    """A source asked for a quantity it does not have (a lookup table's p99, an energy without a counter);
+    `reason` is why, as the device or table said it (the whole message where none did)."""
+
+    def __init__(self, message: str, reason: str = "", option: str | tuple[str, ...] | None = None) -> None:
+        super().__init__(message, option=option)
+        self.reason = reason or message
+
+
+#: The entry fields of each quantity beyond the median a table answers for: value, and 95% bounds where kept.
+_ENTRY_FIELDS = {
+    "p90": ("p90_ms", "p90_ci_low_ms", "p90_ci_high_ms"),
+    "p99": ("p99_ms", "p99_ci_low_ms", "p99_ci_high_ms"),
+    MEMORY: ("peak_memory_mb", None, None),
+    ENERGY: ("energy_mj", None, None),
+}
 
 
 @dataclass(frozen=True)
@@ -234,6 +253,7 @@ class TableLatency:
         self.stats = SourceStats()
         self.device_id = device_id
         self._memo: dict[bytes, tuple[float, float, float]] = {}
+        self._entries: dict[bytes, Entry] = {}  # the same keys: what the table says beyond the median
         self._held: ArchBatch | None = None  # the configurations with an entry
         self._fingerprint = None if device is None else _fingerprint(device, space, width, self.settings)
         if device is None or self.path.exists():
@@ -272,11 +292,53 @@ class TableLatency:
             self._held = ArchBatch.from_specs([parse_spec(e.key.spec) for e in entries])
             for key, entry in zip(self._held.keys(), entries):
                 self._memo[key] = (entry.median_ms, entry.ci_low_ms, entry.ci_high_ms)
+                self._entries[key] = entry
 
     def latency(self, batch: ArchBatch) -> LatencyEstimates:
-        keys = batch.keys()
+        keys = self._answerable(batch)
+        unknown = (np.inf, np.inf, np.inf)  # no entry: a latency that fits no target
+        values = np.array([self._memo.get(key, unknown) for key in keys], dtype=np.float64).reshape(len(keys), 3)
+        return LatencyEstimates(values[:, 0], values[:, 1], values[:, 2])
+
+    def metric(self, batch: ArchBatch, metric: str) -> LatencyEstimates:
+        """The entries' p90 or p99 (with their 95% bounds; NaN where a table written before kept none), peak
+        memory (MB) or energy per inference (mJ). A configuration without an entry is infinite, as in `latency`;
+        an entry without the value is an error that says why (the device's reason, where it gave one)."""
+        if metric == "median":
+            return self.latency(batch)
+        if metric not in _ENTRY_FIELDS:
+            raise MetricUnavailableError(f"{self.name} has no {metric!r}; it holds {', '.join(_ENTRY_FIELDS)}")
+        value_field, low_field, high_field = _ENTRY_FIELDS[metric]
+        rows, lacking = [], []
+        for key in self._answerable(batch, count=False):
+            entry = self._entries.get(key)
+            if entry is None:
+                rows.append((np.inf, np.inf, np.inf))
+                continue
+            value = getattr(entry, value_field)
+            if value is None:
+                lacking.append(entry)
+                continue
+            low, high = (getattr(entry, name) if name else value for name in (low_field, high_field))
+            rows.append((value, np.nan if low is None else low, np.nan if high is None else high))
+        if lacking:
+            first = lacking[0]
+            default = ("written before compofa read it: profile them again" if metric in (MEMORY, ENERGY) else
+                       "written before compofa kept the tail: profile them again")
+            reason = first.absent.get(metric, default)
+            raise MetricUnavailableError(
+                f"{self.name} has no {DESCRIBED[metric]} in {len(lacking)} of the entries asked for ({first.key.spec} "
+                f"on {first.device}): {reason}", reason)
+        values = np.array(rows, dtype=np.float64).reshape(len(rows), 3)
+        return LatencyEstimates(values[:, 0], values[:, 1], values[:, 2])
+
+    def _answerable(self, batch: ArchBatch, count: bool = True) -> list[bytes]:
+        """The rows' memo keys, once the device (if any) measured those the table lacks; refuses a miss if
+        `complete`. `count` tallies the lookups in `stats`."""
+        keys = batch.key_list()
         missing = [row for row, key in enumerate(keys) if key not in self._memo]
-        self.stats.hits += len(keys) - len(missing)
+        if count:
+            self.stats.hits += len(keys) - len(missing)
         if missing and self.device is None and self.complete:
             spec = batch.spec(missing[0])
             raise LatencySourceError(
@@ -286,9 +348,7 @@ class TableLatency:
             )
         if missing and self.device is not None:
             self._measure(batch.take(np.array(missing)))
-        unknown = (np.inf, np.inf, np.inf)  # no entry: a latency that fits no target
-        values = np.array([self._memo.get(key, unknown) for key in keys], dtype=np.float64).reshape(len(keys), 3)
-        return LatencyEstimates(values[:, 0], values[:, 1], values[:, 2])
+        return keys
 
     def coverage(self, resolutions: Sequence[int]) -> Coverage | None:
         """What the table holds at `resolutions` (None with a device: it measures what the table lacks).

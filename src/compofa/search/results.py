@@ -18,7 +18,10 @@ from compofa.space import SubnetSpec, parse_spec
 #: Version of the results file; bump on incompatible change.
 #: 1: {"format", "version", "space", "width", ..., "results": [...], "pareto": [...]}; "measured", "missing"
 #: and "missing_by_resolution" say what a partial table lacked (added without a version change: readers
-#: ignore fields they do not know).
+#: ignore fields they do not know). Also added so: every result's "sources" (what each latency source says
+#: of the pick); "latency_sources", "latency_units" and "limits" of the search; a search over several
+#: sources (whose results hold None in "target_ms" and "latency_ms", and their joint target as given in
+#: "target"), whose "pareto" points hold "latencies_ms" (one per source) and the "pareto_objectives".
 RESULTS_FORMAT = "compofa-search"
 RESULTS_VERSION = 1
 CSV_FIELDS = (
@@ -31,9 +34,46 @@ class ResultsError(CompofaError):
     """A results file that cannot be read or has no result for the asked target."""
 
 
+#: What a reading's `values` may hold beyond the median, in this order.
+READING_FIELDS = ("p90_ms", "p90_ci_low_ms", "p90_ci_high_ms", "p99_ms", "p99_ci_low_ms", "p99_ci_high_ms",
+                  "peak_memory_mb", "energy_mj")
+
+
+@dataclass(frozen=True)
+class SourceReading:
+    """What one latency source says of a chosen subnet, and the target it was held to.
+
+    Attributes:
+        source: the source (``table:xeon.db``).
+        target: its target as given (``20``, ``50%``, ``p90:20``).
+        target_value: that target resolved, in the source's unit.
+        latency_ms, latency_ci_low_ms, latency_ci_high_ms: the median and its 95% interval.
+        values: what else the source measured of the subnet (`READING_FIELDS`; an unbounded interval end is
+            left out, never written as a number).
+        absent: why memory or energy is not in `values`, where the source said.
+    """
+
+    source: str
+    target: str
+    target_value: float
+    latency_ms: float
+    latency_ci_low_ms: float
+    latency_ci_high_ms: float
+    values: dict[str, float] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        return {"source": self.source, "target": self.target, "target_ms": self.target_value,
+                "latency_ms": self.latency_ms, "latency_ci_low_ms": self.latency_ci_low_ms,
+                "latency_ci_high_ms": self.latency_ci_high_ms,
+                **{name: self.values[name] for name in READING_FIELDS if name in self.values},
+                **({"absent": dict(self.absent)} if self.absent else {})}
+
+
 @dataclass(frozen=True)
 class TargetResult:
-    """The chosen subnet for one latency target."""
+    """The chosen subnet for one latency target (with several sources: one joint target, `readings` one per
+    source; `target` and the latency fields are then the first source's)."""
 
     target: float
     spec: SubnetSpec
@@ -46,28 +86,37 @@ class TargetResult:
     generations: int | None = None
     stopped: str | None = None
     trace: tuple[float, ...] = ()
-    requested: str = ""  # the target as given: "20", or "50%" of the latency range
+    requested: str = ""  # the target as given: "20", or "50%" of the latency range; "20,35" for two sources
+    readings: tuple[SourceReading, ...] = ()
 
     def record(self, latency_source: str, bucket: float | None) -> dict[str, Any]:
+        joint = len(self.readings) > 1  # no one latency or target speaks for every source
         return {
-            "target_ms": self.target,
+            "target_ms": None if joint else self.target,
             "target": self.requested or f"{self.target:g}",
             "spec": str(self.spec),
             "ofa": self.spec.to_ofa_dict(),
             "accuracy": self.accuracy,
-            "latency_ms": self.latency_ms,
-            "latency_ci_low_ms": self.latency_ci_low_ms,
-            "latency_ci_high_ms": self.latency_ci_high_ms,
+            "latency_ms": None if joint else self.latency_ms,
+            "latency_ci_low_ms": None if joint else self.latency_ci_low_ms,
+            "latency_ci_high_ms": None if joint else self.latency_ci_high_ms,
             "latency_source": latency_source,
             "bucket_ms": bucket,
             # the bucket the chosen latency falls in: subnets in one bucket are indistinguishable by measurement
-            "bucket": None if bucket is None else _bucket(self.latency_ms, bucket),
+            "bucket": None if bucket is None or joint else _bucket(self.latency_ms, bucket),
             "strategy": self.strategy,
             "seconds": self.seconds,
             "generations": self.generations,
             "stopped": self.stopped,
             "trace": list(self.trace),
+            "sources": [reading.record() for reading in self.readings],
         }
+
+
+def _flat(readings: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each source's reading as CSV columns numbered by source: ``source_1``, ``latency_ms_1``, ..."""
+    return {f"{name}_{index}": value for index, reading in enumerate(readings, 1) for name, value in reading.items()
+            if name != "absent"}
 
 
 def _bucket(latency_ms: float, width: float) -> list[float]:
@@ -96,6 +145,18 @@ class SearchReport:
     measured: int | None = None
     missing: int = 0
     missing_by_resolution: dict[int, int] = field(default_factory=dict)
+    # Every source's name and unit in the order given (`latency_source` joins the names), the memory and
+    # energy limits as given, and the objectives of the Pareto front where it has more than two.
+    latency_sources: list[str] = field(default_factory=list)
+    latency_units: list[str] = field(default_factory=list)
+    limits: list[dict[str, Any]] = field(default_factory=list)
+    pareto_objectives: list[str] = field(default_factory=list)
+    beyond_median: bool = False  # a target on a percentile, or a memory or energy limit
+
+    @property
+    def flattened(self) -> bool:
+        """Whether the CSV spells out each source's reading (several sources, or limits beyond the median)."""
+        return len(self.latency_sources) > 1 or self.beyond_median
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -115,6 +176,10 @@ class SearchReport:
             "missing_by_resolution": {str(r): n for r, n in self.missing_by_resolution.items()},
             "results": [r.record(self.latency_source, self.bucket) for r in self.results],
             "pareto": self.pareto,
+            "latency_sources": self.latency_sources,
+            "latency_units": self.latency_units,
+            "limits": self.limits,
+            **({"pareto_objectives": self.pareto_objectives} if self.pareto_objectives else {}),
         }
 
 
@@ -131,11 +196,14 @@ def write_results(report: SearchReport, path: str | os.PathLike[str]) -> Path:
     target = check_results_path(path)
     data = report.to_dict()
     if target.suffix.lower() == ".csv":
+        flat = [_flat(record["sources"]) if report.flattened else {} for record in data["results"]]
+        rows = [record | {"ofa": json.dumps(record["ofa"], separators=(",", ":")), "width": data["width"]} | columns
+                for record, columns in zip(data["results"], flat)]
+        fields = [*CSV_FIELDS, *dict.fromkeys(name for columns in flat for name in columns)]
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        for record in data["results"]:
-            writer.writerow(record | {"ofa": json.dumps(record["ofa"], separators=(",", ":")), "width": data["width"]})
+        writer.writerows(rows)
         text = buffer.getvalue()
     elif target.suffix.lower() == ".json":
         text = json.dumps(data, indent=1)
