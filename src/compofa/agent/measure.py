@@ -20,7 +20,7 @@ from typing import Any
 from compofa.agent.protocol import ProtocolError
 from compofa.agent.wire import config_from_wire, outcome_to_wire, reading_to_wire
 from compofa.devices import Device, Settings, open_device
-from compofa.devices.base import DeviceOptionError, Prepared, host_details
+from compofa.devices.base import DeviceOptionError, Prepared, Quantization, host_details
 from compofa.errors import CompofaError
 from compofa.fileio import default_cache_dir
 from compofa.profiler import ProfileListener, Profiler, Reference, ReferenceReading, RoundOutcome, TimeAccount
@@ -60,6 +60,10 @@ class StoredModels:
     def pte(self, item: StoredItem, batch: int) -> Path:
         return Path(item.path)
 
+    def int8_onnx(self, item: StoredItem, batch: int, quantization: Quantization) -> Path:
+        """The int8 model the host made (from its calibration images, as `quantization` says) and sent."""
+        return Path(item.path)
+
     def input_shape(self, item: StoredItem, batch: int) -> tuple[int, ...]:
         return item.input_shape
 
@@ -96,10 +100,15 @@ class MeasuringSession:
         if not isinstance(settings, dict):
             raise ProtocolError("an open request gives the device's settings")
         options = {str(k): str(v) for k, v in dict(settings.get("options", {})).items()}
+        quantization = settings.get("quantization")
+        try:
+            recipe = Quantization.from_dict(quantization) if isinstance(quantization, dict) else None
+        except (TypeError, ValueError) as error:
+            raise ProtocolError(f"an open request's quantization is malformed ({error})") from None
         # built engines (TensorRT) are kept in this machine's cache, as a local profile keeps them in its own
         self.device = open_device(str(header.get("backend")), StoredModels(str(header.get("output_name"))),
                                   Settings(int(settings["batch"]), str(settings["precision"]),
-                                           int(settings["threads"]), options, default_cache_dir()))
+                                           int(settings["threads"]), options, default_cache_dir(), recipe))
         return {"name": self.device.name, "fingerprint": self.device.fingerprint(), "details": host_details(),
                 "deterministic": self.device.deterministic, "clock": time.time()}
 

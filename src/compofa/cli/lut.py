@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compofa.cli.common import CompofaGroup, echo_rows, parse_options, parse_resolutions, print_json
+from compofa.cli.common import CompofaGroup, OptionError, echo_rows, parse_options, parse_resolutions, print_json
+from compofa.cli.precision import precision_option
 from compofa.cli.profile import echo_stability, progress_bar
 from compofa.jobs.lutcheck import DEFAULT_CALIBRATION_SUBNETS
 from compofa.space import DEFAULT_SPACE
@@ -31,7 +32,7 @@ def lut_group() -> None:
               "given), or all (the space's search resolutions, 160..224 step 4).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@precision_option()
 @click.option("-O", "--option", "options", multiple=True, help="Backend option NAME=VALUE (repeatable).")
 @click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
 @click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1),
@@ -50,6 +51,10 @@ def build_command(
     from compofa.remote.names import default_batch, display_name
     from compofa.space import get_space
 
+    if precision == "int8":  # a layer's int8 time depends on the quantize/dequantize pairs around it in a subnet
+        raise OptionError("a lookup table times single layers in fp32 or fp16; int8 models are whole subnets "
+                          "calibrated on images: profile them with `compofa profile --precision int8 --calibration "
+                          "DIR`", option="precision")
     design = get_space(space)
     width = width if width is not None else design.family.default_width
     design.family.check_width(width)

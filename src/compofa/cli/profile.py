@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from compofa.cli.common import EXIT_INTERRUPTED, parse_duration, parse_options, parse_resolutions
+from compofa.cli.precision import calibration_options, precision_option, quantization
 from compofa.profiler import ProfileListener
 from compofa.space import DEFAULT_SPACE
 
@@ -159,14 +160,16 @@ def _duration(seconds: float) -> str:
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
 
 
-def front_scorer(text: str, space: str, width: float | None) -> Callable[[Sequence[SubnetSpec]], np.ndarray]:
-    """The accuracy of subnets, from the --accuracy source, that a front-aware profile's front is drawn with."""
+def front_scorer(text: str, space: str, width: float | None, precision: str = "fp32"
+                 ) -> Callable[[Sequence[SubnetSpec]], np.ndarray]:
+    """The accuracy of subnets at `precision`, from the --accuracy source, that a front-aware profile's front is
+    drawn with."""
     from compofa.cli.common import OptionError
     from compofa.search.arrays import ArchBatch
     from compofa.search.predictor import AccuracyError, accuracy_source
 
     try:
-        source = accuracy_source(text, space, width)
+        source = accuracy_source(text, space, width, precision=precision)
     except AccuracyError as error:
         raise OptionError(f"{error}; a front-aware profile needs the accuracy of every subnet: give --accuracy "
                           "table:PATH with measured rows, or profile --uniform", option="accuracy_text") from None
@@ -211,7 +214,8 @@ def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str
               "given), or all (the space's search resolutions, 160..224 step 4).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's, 1 on CPU, 64 on GPU).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@precision_option()
+@calibration_options
 @click.option("-O", "--option", "options", multiple=True, help="Backend option NAME=VALUE (repeatable).")
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(), help="Table file to fill.")
 @click.option("--width", type=float, help="Width multiplier (default: the family's).")
@@ -239,7 +243,8 @@ def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def profile_command(
     space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
-    threads: int, precision: str, options: tuple[str, ...], table: str, width: float | None, checkpoint: str | None,
+    threads: int, precision: str, calibration: str | None, calibration_images: int, options: tuple[str, ...],
+    table: str, width: float | None, checkpoint: str | None,
     shard: str | None, limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
     time_budget: str | None, front_aware: bool | None, accuracy_text: str, force: bool, quiet: bool,
 ) -> None:
@@ -261,7 +266,8 @@ def profile_command(
     device = names[0]
     design = get_space(space)
     resolutions = parse_resolutions(resolution, design) or (224,)
-    settings = Settings(batch or default_batch(device), precision, threads, parse_options(options))
+    settings = Settings(batch or default_batch(device), precision, threads, parse_options(options),
+                        quantization=quantization(precision, calibration, calibration_images, resolutions))
     check_rounds(min_rounds, max_rounds)
     if front_aware is None:  # at one resolution most subnets lie near the front: a coarse pass first saves little
         front_aware = len(resolutions) > 1
@@ -279,7 +285,8 @@ def profile_command(
         force=force,
         fleet=names[1:],
         time_budget=parse_duration(time_budget),
-        accuracy=front_scorer(accuracy_text, space, width) if front_aware and not device.startswith("lut") else None,
+        accuracy=(front_scorer(accuracy_text, space, width, precision)
+                  if front_aware and not device.startswith("lut") else None),
     )
     label = display_name(device) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
     with progress_bar(f"{label} {space}", table, quiet) as listener:

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from compofa.cli.common import OptionError, echo_rows, parse_options, parse_resolutions, print_json
+from compofa.cli.precision import calibration_options, quantization
 from compofa.cli.search_sources import SourcePlan, plan_sources
+from compofa.devices.base import PRECISIONS
 from compofa.search.run import STRATEGIES
 from compofa.space import DEFAULT_SPACE, get_space
 
@@ -59,7 +61,10 @@ if TYPE_CHECKING:
 @click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="device:NAME: fresh sessions per subnet, at least.")
 @click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]))
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Precision of the latency (and of table:PATH accuracy rows) searched; default: each table's "
+                   "own where it holds one, else fp32. device:NAME int8 needs --calibration.")
+@calibration_options
 @click.option("--generations", type=click.IntRange(min=1), help="Evolution: generations (default 500).")
 @click.option("--population", type=click.IntRange(min=4), help="Evolution: population (default 100).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Evolution seed.")
@@ -71,7 +76,8 @@ def search_command(
     max_energy: str | None, accuracy_text: str, strategy: str, resolution: str | None, width: float | None,
     upper_bound: bool, bucket: str | None, table: str, device_ids: tuple[int, ...], complete: bool, batch: int | None,
     threads: int, options: tuple[str, ...], round_seconds: float, target_ci: float, min_rounds: int, max_rounds: int,
-    precision: str, generations: int | None, population: int | None, seed: int, output: str | None, as_json: bool,
+    precision: str | None, calibration: str | None, calibration_images: int, generations: int | None,
+    population: int | None, seed: int, output: str | None, as_json: bool,
     quiet: bool,
 ) -> None:
     """Find the most accurate subnet of SPACE under each latency target."""
@@ -93,7 +99,10 @@ def search_command(
     resolutions = parse_resolutions(resolution, design) or _default_resolutions(plans, design)
     for value in resolutions:
         design.check_resolution(value)
-    accuracy = accuracy_source(accuracy_text, space, width)
+    chosen = precision or next((plan.precision for plan in plans if plan.precision), "fp32")
+    quantized = quantization(chosen, calibration, calibration_images, resolutions) \
+        if any(plan.kind == "device" for plan in plans) or calibration else None
+    accuracy = accuracy_source(accuracy_text, space, width, precision=chosen)
     rule = FitRule(upper_bound, _bucket_width(bucket, latency_texts, table))
     evolution = None
     if generations or population:
@@ -119,8 +128,9 @@ def search_command(
         measuring = progress_bar(f"measuring {space} on {', '.join(map(display_name, devices))}", table,
                                  quiet or as_json, transient=True)
     with measuring as listener:
-        sources = [latency_source(plan.text, space, width, Settings(batch or plan.default_batch, precision, threads,
-                                                                     parse_options(options)),
+        sources = [latency_source(plan.text, space, width,
+                                  Settings(batch or plan.default_batch, precision or plan.precision or "fp32", threads,
+                                           parse_options(options), quantization=quantized),
                                   table, plan.device_id, config, listener, complete=complete) for plan in plans]
         report = search(request, accuracy, sources)
     if report.missing:

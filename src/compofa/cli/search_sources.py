@@ -25,6 +25,8 @@ class SourcePlan:
     default_batch: int = 1
     resolutions: tuple[int, ...] = ()
     device_id: int | None = None
+    #: The precision a table holds its entries of the space at, when only one ("" otherwise).
+    precision: str = ""
 
 
 def plan_sources(texts: Sequence[str], space: str, width: float, device_ids: Sequence[int]) -> list[SourcePlan]:
@@ -39,8 +41,9 @@ def plan_sources(texts: Sequence[str], space: str, width: float, device_ids: Seq
         kind, _, rest = text.partition(":")
         device_id = ids[measured.index(index)] if index in measured else None
         if kind == "table" and rest:
-            resolutions, batches = _table_setup(rest, space)
-            plans.append(SourcePlan(text, kind, rest, batches[0] if len(batches) == 1 else 1, resolutions, device_id))
+            resolutions, batches, precisions = _table_setup(rest, space)
+            plans.append(SourcePlan(text, kind, rest, batches[0] if len(batches) == 1 else 1, resolutions, device_id,
+                                    precisions[0] if len(precisions) == 1 else ""))
         else:
             batch = default_batch(rest) if kind == "device" and rest else 1
             plans.append(SourcePlan(text, kind, rest, batch, (), device_id))
@@ -65,13 +68,14 @@ def _subnet_entries(path: str) -> list[Entry]:
         return table.entries(kind=SUBNET)
 
 
-def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The resolutions and batch sizes a table holds entries of `space` at."""
+def _table_setup(path: str, space: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[str, ...]]:
+    """The resolutions, batch sizes and precisions a table holds entries of `space` at."""
     entries = _subnet_entries(path)
     keys = [e.key for e in entries if e.key.space == space]
     if not keys:
         raise OptionError(f"table {path} has no {space} entries{_held(entries)}; {_how_to_measure(space, path)}")
-    return tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys}))
+    return (tuple(sorted({k.resolution for k in keys})), tuple(sorted({k.batch for k in keys})),
+            tuple(sorted({k.precision for k in keys})))
 
 
 def _held(entries: list[Entry]) -> str:

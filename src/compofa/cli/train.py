@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
+from compofa.cli.precision import DEFAULT_CALIBRATION_IMAGES, precision_option
 from compofa.extras import require_torch
 
 if TYPE_CHECKING:
@@ -116,17 +117,26 @@ def train_command(
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
+@precision_option("fp32: the PyTorch network; int8: the subnet quantized as `profile --precision int8` times it, "
+                  "run by ONNX Runtime (rows of each precision are kept apart).")
+@click.option("--int8-images", default=DEFAULT_CALIBRATION_IMAGES, show_default=True, type=click.IntRange(min=1),
+              help="Training images an int8 model is calibrated on (a seeded subset; --precision int8).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def eval_command(
     checkpoint: str, space: str, data: str, resolution: str, sample: int | None, table: str,
-    calibration_images: int, batch_size: int, workers: int, device: str, seed: int, quiet: bool,
+    calibration_images: int, batch_size: int, workers: int, device: str, seed: int, precision: str,
+    int8_images: int, quiet: bool,
 ) -> None:
-    """Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE."""
+    """Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE.
+
+    With --precision int8 each subnet is quantized (as `profile --precision int8` times it) and evaluated with
+    ONNX Runtime; its rows sit beside the fp32 rows, keyed by precision.
+    """
     require_torch("evaluating subnets")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from compofa.jobs.evaluate import EvalRequest, evaluate_subnets, specs_to_evaluate
+    from compofa.jobs.evaluate import EvalRequest, evaluate_subnets, int8_calibration, specs_to_evaluate
     from compofa.space import get_space
     from compofa.supernet.train.data import check_dataset
     from compofa.tables import LatencyTable
@@ -138,7 +148,8 @@ def eval_command(
     LatencyTable.check_path(table, writable=True, create=True)
     specs = specs_to_evaluate(space, resolutions, sample, seed)
     request = EvalRequest(Path(checkpoint), space, Path(data), specs, Path(table), calibration_images, batch_size,
-                          workers, device, seed)
+                          workers, device, seed, precision, int8_images)
+    int8_calibration(request)  # refused before the progress bar starts
     columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                TimeElapsedColumn())
     # under torchrun the first process speaks for all (it alone writes the table)
@@ -160,10 +171,12 @@ def eval_command(
     skipped = len(specs) - len(results)
     if results:
         best = max(results, key=lambda r: r.top1)
-        click.echo(f"evaluated {len(results)} subnets into {table} (best: {best.spec}, top-1 {best.top1:.2%}, "
+        at = f" at {precision}" if precision != "fp32" else ""
+        click.echo(f"evaluated {len(results)} subnets{at} into {table} (best: {best.spec}, top-1 {best.top1:.2%}, "
                    f"top-5 {best.top5:.2%})" + (f"; {skipped} already there" if skipped else ""))
     else:
-        click.echo(f"all {len(specs)} subnets already evaluated in {table}")
+        click.echo(f"all {len(specs)} subnets already evaluated" + (f" at {precision}" if precision != "fp32" else "")
+                   + f" in {table}")
 
 
 @click.command("digits")

@@ -58,6 +58,78 @@ def package_availability(module: str, install: str, package: str | None = None) 
     return Availability(True)
 
 
+#: Every precision a backend may be asked for (the CLI's choices come from here); each backend refuses, in one
+#: line, those it cannot compute in.
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Activation and weight types of an int8 model, and the calibration methods, as `Quantization` names them.
+INT8_TYPES = ("uint8", "int8")
+CALIBRATION_METHODS = ("minmax",)
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """How an int8 model is made from an item's fp32 model: the recipe and the images it is calibrated on.
+
+    Static quantization in the QDQ format (QuantizeLinear/DequantizeLinear pairs around fp32 operators, which a
+    runtime fuses into int8 kernels), weights per output channel, activations per tensor with ranges from the
+    calibration images (min-max). uint8 activations with int8 weights are ONNX Runtime's choice for x86 CPUs
+    (its s8/s8 kernels shift activations to u8 there, and ran about twice as slow here; see the README), and
+    weights use 7 bits (`reduce_range`): x86 CPUs without VNNI multiply u8 by s8 in pairs summed into 16 bits,
+    which full-range per-channel weights saturate (on digits-trained weights int8 then agreed with fp32 on
+    half of the images instead of 93%). GPUs (TensorRT) take symmetric int8 activations and full-range weights
+    (`Backend.int8_recipe` says what a backend needs).
+
+    Attributes:
+        calibration: the calibration folder, as given (`compofa.sources.calibration`).
+        images, seed: how many of its images, drawn with which seed.
+        digest: names the chosen images (their paths and bytes): what the model's cache key and a device's
+            fingerprint record, rather than the folder's name.
+        activations, weights: "uint8" or "int8".
+        symmetric_activations: activation ranges centred on zero (zero point 0), as TensorRT requires.
+        reduce_range: weights in 7 bits (see above).
+        per_channel: one weight scale per output channel.
+        method: how activation ranges are found ("minmax").
+    """
+
+    calibration: str
+    images: int
+    seed: int
+    digest: str
+    activations: str = "uint8"
+    weights: str = "int8"
+    symmetric_activations: bool = False
+    reduce_range: bool = True
+    per_channel: bool = True
+    method: str = "minmax"
+
+    def __post_init__(self) -> None:
+        for name in ("activations", "weights"):
+            if getattr(self, name) not in INT8_TYPES:
+                raise ValueError(f"{name} must be one of {', '.join(INT8_TYPES)}, got {getattr(self, name)!r}")
+        if self.method not in CALIBRATION_METHODS:
+            raise ValueError(f"method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}")
+        if self.images < 1 or not self.digest:
+            raise ValueError(f"a quantization needs calibration images and their digest, got {self.images} "
+                             f"and {self.digest!r}")
+
+    def recipe(self) -> dict[str, Any]:
+        """What decides the int8 model besides the images: the format and its settings."""
+        return {"format": "QDQ", "per_channel": self.per_channel, "activations": self.activations,
+                "weights": self.weights, "symmetric_activations": self.symmetric_activations,
+                "reduce_range": self.reduce_range, "calibration_method": self.method}
+
+    def describe(self) -> dict[str, Any]:
+        """What a fingerprint records: the recipe and the calibration set (its size and digest, not its path)."""
+        return {**self.recipe(), "calibration_images": self.images, "calibration_digest": self.digest}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Quantization:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+
 @dataclass(frozen=True)
 class Settings:
     """What every backend is told: batch, precision, threads, extra options.
@@ -65,7 +137,8 @@ class Settings:
     `cache_dir` is where a backend may keep what it builds across runs
     (TensorRT's engines and timing caches); the jobs pass the export cache's
     folder. A backend never picks a folder of its own: with None it keeps no
-    such cache unless an option names a file.
+    such cache unless an option names a file. `quantization` says how int8
+    models are made (precision int8 needs it; other precisions ignore it).
     """
 
     batch: int = 1
@@ -73,6 +146,7 @@ class Settings:
     threads: int = 1
     options: Mapping[str, str] = field(default_factory=dict)
     cache_dir: Path | None = None
+    quantization: Quantization | None = None
 
 
 #: What a device times: a subnet's spec, or one layer of a lookup table (`compofa.lut.Layer`).
@@ -130,8 +204,47 @@ class PteSource(Protocol[ItemT_contra]):
         ...
 
 
-def model_file(source: ModelSource[ItemT], item: ItemT, batch: int, model_format: str) -> Path:
-    """The file of `item` in `model_format` (a `Backend.model_format`), or why `source` cannot write one."""
+@runtime_checkable
+class Int8Source(Protocol[ItemT_contra]):
+    """A source that also hands out int8 models of its items: the fp32 ONNX file quantized (QDQ ONNX)."""
+
+    def int8_onnx(self, item: ItemT_contra, batch: int, quantization: Quantization) -> Path:
+        """A QDQ ONNX file of `item` at `batch`, quantized as `quantization` says (input and output fp32)."""
+        ...
+
+
+@runtime_checkable
+class OpenVinoInt8Source(Protocol[ItemT_contra]):
+    """A source that also hands out OpenVINO int8 models of its items (quantized by NNCF, an IR ``.xml``)."""
+
+    def int8_openvino(self, item: ItemT_contra, batch: int, quantization: Quantization, preset: str) -> Path:
+        """The ``.xml`` of an OpenVINO IR of `item` at `batch`, its ``.bin`` beside it, quantized by NNCF with
+        `preset` on the images `quantization` names."""
+        ...
+
+
+def int8_quantization(source: ModelSource[ItemT], settings: Settings, backend: str,
+                      protocol: type = Int8Source) -> Quantization:
+    """The quantization of `settings` for `backend` timing int8 models that `source` makes (`protocol`: the
+    kind of source it needs), or a `DeviceOptionError` saying what is missing."""
+    if settings.quantization is None:
+        raise DeviceOptionError(f"{backend} int8 models are calibrated on real images: name a calibration folder",
+                                option="calibration")
+    if not isinstance(source, protocol):
+        raise DeviceOptionError(f"{backend} int8 needs int8 models of what it times, which this source cannot make "
+                                "(single layers of a lookup table are timed in fp32 or fp16; an agent times the "
+                                "files it is sent)", option="precision")
+    return settings.quantization
+
+
+def model_file(source: ModelSource[ItemT], item: ItemT, batch: int, model_format: str,
+               quantization: Quantization | None = None) -> Path:
+    """The file of `item` in `model_format` (a `Backend.model_format`), quantized to int8 as `quantization`
+    says where given, or why `source` cannot write one."""
+    if quantization is not None:
+        if model_format == "onnx" and isinstance(source, Int8Source):
+            return source.int8_onnx(item, batch, quantization)
+        raise DeviceOptionError(f"this source of models cannot write int8 {model_format} files", option="precision")
     if model_format == "onnx":
         return source.onnx(item, batch)
     if model_format == "tflite" and isinstance(source, TfliteSource):
@@ -225,6 +338,9 @@ class Backend:
     default_batch: int = 1  # the paper's settings: 1 on CPUs and phones, 64 on GPUs
     #: The file a backend runs, which a remote device is sent: "onnx", "tflite" (LiteRT) or "pte" (ExecuTorch).
     model_format: str = "onnx"
+    #: For a backend that runs int8 QDQ models: the recipe it needs made of the one asked for (TensorRT takes
+    #: symmetric int8 activations only), so a remote device is sent the model that backend runs there.
+    int8_recipe: Callable[[Quantization], Quantization] | None = None
 
 
 def time_calls(call: Callable[[], object], n: int) -> list[float]:

@@ -73,13 +73,17 @@ class LiteRtDevice(HostRuntime, Generic[ItemT]):
     deterministic = False
 
     def __init__(self, settings: Settings, source: ModelSource[ItemT]) -> None:
+        if settings.precision != "fp32":
+            raise DeviceOptionError(
+                f"litert times the fp32 .tflite models compofa writes, not {settings.precision}: int8 runs on "
+                "onnxruntime and openvino, fp16 on cuda and tensorrt, and on openvino where the CPU computes in fp16",
+                option="precision")
+
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         unknown = set(settings.options) - {"delegate"}
         if unknown:
             raise DeviceOptionError(f"litert takes the option delegate, not {sorted(unknown)}")
-        if settings.precision != "fp32":
-            raise DeviceOptionError(f"litert profiles fp32 models; got precision {settings.precision!r}")
         if not isinstance(source, TfliteSource):
             raise DeviceOptionError("litert times .tflite models, which this source cannot write")
         self.delegate = settings.options.get("delegate", "xnnpack")

@@ -6,6 +6,12 @@ round: a session's memory placement is part of what varies between runs) with
 a fixed number of intra-op threads (1 by default, which gives the steadiest
 medians on a CPU) and inputs and outputs bound once, so a timed run is only
 `run_with_iobinding`.
+
+Precision int8 times the item's QDQ model (`devices.base.Quantization`: the
+fp32 file quantized by ONNX Runtime's static quantizer, calibrated on real
+images, from the source's cache), which the CPU provider runs with its int8
+kernels; the fingerprint records the recipe and the calibration set's digest,
+since the format decides the speed as much as the bits do.
 """
 
 from __future__ import annotations
@@ -18,9 +24,12 @@ from compofa.devices.base import (
     Backend,
     DeviceOptionError,
     HostRuntime,
+    Int8Source,
     ItemT,
     ModelSource,
+    Quantization,
     Settings,
+    int8_quantization,
     package_availability,
     seeded_input,
     time_calls,
@@ -68,10 +77,17 @@ class OnnxRuntimeDevice(HostRuntime, Generic[ItemT]):
         unknown = set(settings.options) - {"provider", "optimization"}
         if unknown:
             raise DeviceOptionError(f"onnxruntime takes the options provider and optimization, not {sorted(unknown)}")
-        if settings.precision != "fp32":
-            raise DeviceOptionError(f"onnxruntime profiles fp32 models; got precision {settings.precision!r}")
+        if settings.precision not in ("fp32", "int8"):
+            raise DeviceOptionError(
+                f"onnxruntime times fp32 and int8 models, not {settings.precision}: compofa writes no fp16 ONNX "
+                "graphs, and the CPU provider computes fp16 convolutions in fp32 on x86 (it casts around them); "
+                "fp16 runs on cuda and tensorrt, and on openvino where the CPU computes in fp16", option="precision")
         self.settings = settings
         self.source = source
+        self.quantization: Quantization | None = None
+        if settings.precision == "int8":
+            self.quantization = int8_quantization(source, settings, self.name)
+            self._int8: Int8Source[ItemT] = source  # type: ignore[assignment]  # int8_quantization checked it
         self.provider = settings.options.get("provider", DEFAULT_PROVIDER)
         if self.provider not in ort.get_available_providers():
             raise DeviceOptionError(
@@ -84,8 +100,9 @@ class OnnxRuntimeDevice(HostRuntime, Generic[ItemT]):
         self._ort = ort
 
     def fingerprint(self) -> dict[str, Any]:
+        int8 = {"quantization": self.quantization.describe()} if self.quantization is not None else {}
         return self.runtime_fingerprint(onnxruntime=self._ort.__version__, provider=self.provider,
-                                        optimization=self.optimization)
+                                        optimization=self.optimization, **int8)
 
     def _session_options(self) -> Any:
         ort = self._ort
@@ -108,7 +125,9 @@ class OnnxRuntimeDevice(HostRuntime, Generic[ItemT]):
     def prepare(self, item: ItemT) -> OrtSubnet[ItemT]:
         # The source decides what is timed: a subnet, or one layer for a lookup table,
         # each an ONNX file with one input and one output.
-        path = self.source.onnx(item, self.settings.batch)
+        batch = self.settings.batch
+        path = (self._int8.int8_onnx(item, batch, self.quantization) if self.quantization is not None
+                else self.source.onnx(item, batch))
         session = self._ort.InferenceSession(str(path), self._session_options(), providers=[self.provider])
         binding = session.io_binding()
         binding.bind_cpu_input("input", seeded_input(self.source.input_shape(item, self.settings.batch)))
@@ -122,7 +141,8 @@ class OnnxRuntimeDevice(HostRuntime, Generic[ItemT]):
 
 BACKEND = Backend(
     name="onnxruntime",
-    summary="ONNX Runtime, CPU execution provider by default (fixed intra-op threads)",
+    summary="ONNX Runtime, CPU execution provider by default (fixed intra-op threads; fp32, int8 QDQ)",
     availability=availability,
     factory=OnnxRuntimeDevice,
+    int8_recipe=lambda quantization: quantization,  # the recipe as asked: u8/s8 by default, ONNX Runtime's for x86
 )

@@ -31,6 +31,17 @@ The backend picks no folder itself: without one, the default timing cache and
 the engine cache are off. The CLI's default batch for this backend is 64
 (`compofa.devices.cuda.DEFAULT_BATCH`).
 
+Precision int8 is explicit quantization: TensorRT builds the item's QDQ ONNX
+model (`devices.base.Int8Source`: the fp32 graph quantized by ONNX Runtime's
+quantizer on the calibration images, with symmetric int8 activations and
+full-range per-channel weights, the only int8 form TensorRT takes) into a
+strongly typed network, whose Q/DQ pairs decide where int8 kernels run. That is
+what TensorRT 10 recommends: its calibrators (IInt8EntropyCalibrator2 and the
+implicit quantization they drive) are deprecated since 10.1 and removed in 11,
+and the calibration lives in the QDQ file, cached content-addressed beside the
+fp32 graphs (the role a calibration cache played), so a rebuild never
+calibrates again and every backend that reads QDQ runs the same ranges.
+
 TensorRT is optional (``pip install 'compofa[trt]'``) and imported only here,
 torch (for CUDA streams and buffers) only when a device is built.
 """
@@ -38,6 +49,7 @@ torch (for CUDA streams and buffers) only when a device is built.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -48,7 +60,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic
 
-from compofa.devices.base import Availability, Backend, ItemT, ModelSource, Settings
+from compofa.devices.base import (
+    Availability,
+    Backend,
+    Int8Source,
+    ItemT,
+    ModelSource,
+    Quantization,
+    Settings,
+    int8_quantization,
+)
 from compofa.devices.cuda import (
     DEFAULT_BATCH,
     ClockLock,
@@ -75,6 +96,13 @@ if TYPE_CHECKING:
 MISSING_PACKAGE = "the tensorrt package is not installed (pip install 'compofa[trt]'; needs an NVIDIA GPU)"
 #: Bumped when the way engines are built changes, so that cached engines are rebuilt.
 BUILDER_VERSION = 1
+
+
+def tensorrt_recipe(quantization: Quantization) -> Quantization:
+    """The int8 model TensorRT takes: symmetric int8 activations (zero point 0) and full-range int8 weights (no
+    16-bit accumulation to spare on a GPU), calibrated on the same images."""
+    return dataclasses.replace(quantization, activations="int8", weights="int8", symmetric_activations=True,
+                               reduce_range=False)
 
 
 class TensorRtError(CompofaError):
@@ -118,7 +146,9 @@ class TensorRtOptions:
 
 def parse_tensorrt_options(settings: Settings) -> TensorRtOptions:
     """Check `settings` for the tensorrt backend; raise `DeviceOptionError` naming the bad one."""
-    check_gpu_settings("tensorrt", settings, ("device", "lock_clocks", "timing_cache", "engine_cache"))
+    # int8 is TensorRT's alone among the GPU backends (the cuda backend runs fp32 and fp16): checked by the device
+    shared = dataclasses.replace(settings, precision="fp32") if settings.precision == "int8" else settings
+    check_gpu_settings("tensorrt", shared, ("device", "lock_clocks", "timing_cache", "engine_cache"))
     options = settings.options
     timing_cache = str(options.get("timing_cache", "default")).strip() or "default"
     if timing_cache.lower() in ("default", "off"):
@@ -218,6 +248,10 @@ class TensorRtDevice(Generic[ItemT]):
         require_cuda(self.name)
         self.settings = settings
         self.source = source
+        self.quantization: Quantization | None = None
+        if settings.precision == "int8":
+            self.quantization = tensorrt_recipe(int8_quantization(source, settings, self.name))
+            self._int8: Int8Source[ItemT] = source  # type: ignore[assignment]  # int8_quantization checked it
         self.device = check_device_index(self.name, self.options.device)
         self._trt = trt
         self._log = _logger()
@@ -231,6 +265,8 @@ class TensorRtDevice(Generic[ItemT]):
             "precision": settings.precision,
             "batch": settings.batch,
         }
+        if self.quantization is not None:
+            self._build_identity["quantization"] = self.quantization.describe()
         self.timing_cache_path = self._timing_cache_path(props.name)
         cache = settings.cache_dir
         self.engine_folder = Path(cache) / "tensorrt" / "engines" if self.options.engine_cache and cache else None
@@ -253,7 +289,7 @@ class TensorRtDevice(Generic[ItemT]):
             "batch": self.settings.batch,
             "precision": self.settings.precision,
             "sm_clock_locked_mhz": self._clocks.locked_mhz,
-        }
+        } | ({"quantization": self.quantization.describe()} if self.quantization is not None else {})
 
     def conditions(self) -> dict[str, Any]:
         return gpu_readings(self._gpu)
@@ -261,7 +297,9 @@ class TensorRtDevice(Generic[ItemT]):
     def prepare(self, item: ItemT) -> TrtSubnet[ItemT]:
         import torch
 
-        onnx_path = self.source.onnx(item, self.settings.batch)
+        batch = self.settings.batch
+        onnx_path = (self._int8.int8_onnx(item, batch, self.quantization) if self.quantization is not None
+                     else self.source.onnx(item, batch))
         with torch.cuda.device(self.device):
             engine = self._load_engine(onnx_path)
             context = engine.create_execution_context()
@@ -325,7 +363,10 @@ class TensorRtDevice(Generic[ItemT]):
         trt = self._trt
         self._log.errors.clear()
         builder = trt.Builder(self._log)
-        network = builder.create_network(0)  # TensorRT 10: every network has an explicit batch
+        # TensorRT 10: every network has an explicit batch. A QDQ model is built strongly typed: its tensors keep
+        # the ONNX types, and the Q/DQ pairs alone say where int8 runs (no precision flag; see the module docstring)
+        typed = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if self.quantization is not None else 0
+        network = builder.create_network(typed)
         parser = trt.OnnxParser(network, self._log)
         # From the file, not its bytes: the cached graphs keep their weights in
         # external files that TensorRT finds relative to the graph's path.
@@ -425,8 +466,10 @@ class TensorRtDevice(Generic[ItemT]):
 
 BACKEND = Backend(
     name="tensorrt",
-    summary="TensorRT engines built from the ONNX export (fp32/fp16, timing and engine caches; batch 64 by default)",
+    summary="TensorRT engines built from the ONNX export (fp32/fp16, int8 from QDQ models, timing and engine caches; "
+            "batch 64 by default)",
     availability=availability,
     factory=TensorRtDevice,
     default_batch=DEFAULT_BATCH,
+    int8_recipe=tensorrt_recipe,
 )

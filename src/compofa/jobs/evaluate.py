@@ -15,6 +15,11 @@ the table, as its one writer for the whole run; it hands out what the table
 lacks, and the ranks evaluate in rounds of one subnet each, after which every
 rank's result reaches the first, which commits them. An interruption loses at
 most the round in flight.
+
+At precision int8 a subnet is scored as int8 deployment ships it: quantized by
+ONNX Runtime after its BatchNorm is recalibrated, and run by ONNX Runtime
+(`compofa.jobs.int8_accuracy`); its row is keyed by the precision, beside the
+fp32 row of the same subnet and weights.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from typing import Any
 
 import torch
 
+from compofa.devices.base import Quantization
+from compofa.errors import CompofaError
+from compofa.jobs.int8_accuracy import score_int8
+from compofa.sources.calibration import DEFAULT_IMAGES, CalibrationSet, calibration_set
 from compofa.space import SubnetSpec, get_space
 from compofa.supernet.bn import recalibrate_batchnorm
 from compofa.supernet.checkpoint import load_supernet
@@ -36,6 +45,12 @@ from compofa.tables.store import writing
 
 #: Training images BatchNorm statistics are re-estimated on (OFA's default subset size).
 CALIBRATION_IMAGES = 2000
+#: What an accuracy can be measured at: the PyTorch network in fp32, or its int8 model in ONNX Runtime.
+EVAL_PRECISIONS = ("fp32", "int8")
+
+
+class EvalError(CompofaError):
+    """An evaluation that cannot be done as asked."""
 
 
 def weights_id(path: Path) -> str:
@@ -59,6 +74,8 @@ class EvalRequest:
     workers: int = 2
     device: str = "cpu"
     seed: int = 0
+    precision: str = "fp32"
+    int8_images: int = DEFAULT_IMAGES  # training images an int8 model is calibrated on
 
 
 @dataclass(frozen=True)
@@ -101,13 +118,17 @@ def evaluate_subnets(
     `on_done`) every result of the run, the others an empty list.
     """
     check_dataset(request.data)
+    int8 = int8_calibration(request)
     design = get_space(request.space)
     ranks = join(request.device)
     # refuses another family, a space the weights were not trained on, and names a misfit
     supernet = load_supernet(request.checkpoint, design.family, space=request.space)
     weights = weights_id(request.checkpoint)
     device = device_for(request.device, ranks)
-    settings = {"calibration_images": request.calibration_images, "seed": request.seed, "data": str(request.data)}
+    settings: dict[str, Any] = {"calibration_images": request.calibration_images, "seed": request.seed,
+                                "data": str(request.data)}
+    if int8 is not None:
+        settings["quantization"] = int8[0].describe()
     images = _Images(request)
 
     def evaluate(spec: SubnetSpec) -> SubnetAccuracy:
@@ -115,7 +136,13 @@ def evaluate_subnets(
         calibration_set, val = images.at(spec.resolution)
         loader = _loader(calibration_set, request.batch_size, request.workers)
         recalibrate_batchnorm(subnet, (batch.to(device) for batch, _ in batches(loader)))
-        return _score(subnet.eval(), spec, val, request, device)
+        if int8 is None:
+            return _score(subnet.eval(), spec, val, request, device)
+        recipe, calibration = int8
+        validation = batches(_loader(val, request.batch_size, request.workers))
+        top1, top5, seen = score_int8(subnet.eval(), spec, supernet.plan(spec), supernet.family.bn_eps, recipe,
+                                      calibration, validation, torch.get_num_threads())
+        return SubnetAccuracy(spec, top1 / seen, top5 / seen, seen)
 
     if not ranks.leader:
         for spec in _share(_todo_from_leader(None, ranks), ranks):
@@ -124,17 +151,30 @@ def evaluate_subnets(
     results: list[SubnetAccuracy] = []
     with writing(request.table) as table:  # its writer for the whole run: nothing else interleaves
         rows = table.accuracy
-        done = set(rows.top1(request.space, supernet.width, weights))
+        done = set(rows.top1(request.space, supernet.width, weights, request.precision))
         todo = _todo_from_leader([spec for spec in request.specs if str(spec) not in done], ranks)
         for spec in _share(todo, ranks):
             for result in _send_to_leader(evaluate(spec) if spec is not None else None, ranks):
                 rows.put(request.space, supernet.width, str(result.spec), result.spec.resolution, weights,
-                         result.top1, result.top5, result.images, settings)
+                         result.top1, result.top5, result.images, settings, request.precision)
                 table.checkpoint()
                 results.append(result)
                 if on_done is not None:
                     on_done(result, len(results), len(todo))
     return results
+
+
+def int8_calibration(request: EvalRequest) -> tuple[Quantization, CalibrationSet] | None:
+    """For precision int8: the recipe and the training images its models are calibrated on, drawn and checked
+    now (before the table is opened); None for fp32."""
+    if request.precision not in EVAL_PRECISIONS:
+        raise EvalError(f"accuracy is measured at {' or '.join(EVAL_PRECISIONS)} (the PyTorch network, or its int8 "
+                        f"model in ONNX Runtime), not {request.precision}", option="precision")
+    if request.precision != "int8":
+        return None
+    chosen = calibration_set(request.data, request.int8_images, request.seed)  # DATA/train
+    chosen.check_resolution(max((spec.resolution for spec in request.specs), default=0))
+    return Quantization(str(request.data), request.int8_images, request.seed, chosen.digest), chosen
 
 
 def _todo_from_leader(todo: list[SubnetSpec] | None, ranks: Ranks) -> list[SubnetSpec]:

@@ -26,7 +26,7 @@ from typing import Any, Generic
 
 from compofa.agent.measure import item_to_wire
 from compofa.agent.wire import config_to_wire, outcome_from_wire, reading_from_wire
-from compofa.devices.base import ItemT, ModelSource, Settings, UnknownDeviceError, model_file
+from compofa.devices.base import Backend, ItemT, ModelSource, Settings, UnknownDeviceError, model_file
 from compofa.devices.registry import get_backend
 from compofa.profiler import ProfileConfig, ReferenceReading, RoundOutcome
 from compofa.remote.ssh import AgentConnection, ConnectionLost, RemoteError, SshTarget
@@ -66,9 +66,16 @@ class RemoteDevice(Generic[ItemT]):
         self.target, self.source, self.settings = target, source, settings
         self.name = target.backend.split(":", 1)[0]
         try:  # the file the backend there runs; a backend only the device knows (a plug-in) is sent ONNX
-            self.model_format = get_backend(self.name).model_format
+            backend: Backend | None = get_backend(self.name)
         except UnknownDeviceError:
-            self.model_format = "onnx"
+            backend = None
+        self.model_format = backend.model_format if backend is not None else "onnx"
+        # an int8 model is made here, from this machine's calibration images, as the backend there needs it; a
+        # backend that makes its own (OpenVINO's NNCF) is told the recipe and refuses there, having no images
+        asked = settings.quantization if settings.precision == "int8" else None
+        recipe = backend.int8_recipe if backend is not None else None
+        self.quantization = recipe(asked) if asked is not None and recipe is not None else None
+        self._told = self.quantization or asked
         self.retries, self.first_wait_s, self._sleep = target.retries, first_wait_s, sleep
         self._notify = notify or _to_stderr
         self.reconnects = 0
@@ -86,7 +93,8 @@ class RemoteDevice(Generic[ItemT]):
         connection = AgentConnection(self.target)
         try:
             settings = {"batch": self.settings.batch, "precision": self.settings.precision,
-                        "threads": self.settings.threads, "options": dict(self.settings.options)}
+                        "threads": self.settings.threads, "options": dict(self.settings.options),
+                        "quantization": self._told.to_dict() if self._told is not None else None}
             opened = connection.request("open", backend=self.target.backend, settings=settings,
                                         output_name=self.source.output_name)
             # the agent reads its clock last: the reply's trip is all that separates the two readings
@@ -137,7 +145,8 @@ class RemoteDevice(Generic[ItemT]):
         """How the agent names `item`: its model is sent first unless this session has it."""
         if item not in self._models:
             assert self.connection is not None
-            path = self.connection.send_model(model_file(self.source, item, self.settings.batch, self.model_format))
+            path = self.connection.send_model(model_file(self.source, item, self.settings.batch, self.model_format,
+                                                         self.quantization))
             self._models[item] = item_to_wire(path, self.source.input_shape(item, self.settings.batch))
         return self._models[item]
 

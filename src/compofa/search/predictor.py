@@ -617,29 +617,45 @@ class PredictorAccuracy:
         return "; ".join((text,) + self.warnings)
 
 
+#: The accuracy rows a search at each precision reads. fp16 runs the fp32 network's weights rounded to half
+#: precision, which moves top-1 by far less than evaluation resolves, so it is scored by the fp32 rows; int8
+#: changes the network (quantized weights, clipped activation ranges) and is scored by its own rows.
+ACCURACY_PRECISION = {"fp32": "fp32", "fp16": "fp32", "int8": "int8"}
+
+
 class TableAccuracy:
     """Measured top-1 of the subnets of `space` at `width`, from a table's accuracy rows (`compofa.tables.accuracy`).
 
     The rows are read once, when the source is made. `weights` names the
     supernet weights the accuracies were measured with; it may be left out when
-    the table holds only one. A subnet without a row is an `AccuracyError`.
+    the table holds only one. `precision` is the precision searched: its rows
+    are read (`ACCURACY_PRECISION`), so an int8 search scores what int8 ships. A
+    subnet without a row is an `AccuracyError`.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], space: str, width: float | None = None, weights: str | None = None
+        self, path: str | os.PathLike[str], space: str, width: float | None = None, weights: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         design = get_space(space)
         self.path, self.space, self.weights = Path(path), space, weights
         self.width = design.family.default_width if width is None else float(width)
+        if precision not in ACCURACY_PRECISION:
+            raise AccuracyError(f"no accuracy rows serve precision {precision!r}; precisions: "
+                                f"{', '.join(ACCURACY_PRECISION)}", option="precision")
+        self.precision = ACCURACY_PRECISION[precision]
         from compofa.tables.store import LatencyTable  # the store loads only for measured accuracy
 
         with LatencyTable.open(self.path) as table:
-            rows = table.accuracy.top1(space, self.width, weights)
+            rows = table.accuracy.top1(space, self.width, weights, self.precision)
+            held = table.accuracy.precisions(space) if not rows else []
         if not rows:
+            others = f" (it holds {', '.join(held)} rows)" if held else ""
+            how = " --precision int8" if self.precision == "int8" else ""
             raise AccuracyError(
-                f"table {str(self.path)!r} holds no measured accuracy for space {space!r} at width {self.width:g}"
-                f"{f' with weights {weights!r}' if weights else ''}: measure them with `compofa eval`, "
-                "or use the predictor", option="accuracy",
+                f"table {str(self.path)!r} holds no measured {self.precision} accuracy for space {space!r} at width "
+                f"{self.width:g}{f' with weights {weights!r}' if weights else ''}{others}: measure them with "
+                f"`compofa eval{how}`, or use the predictor", option="accuracy",
             )
         self._by_key = _accuracy_by_key(rows, space, self.path)
 
@@ -657,14 +673,14 @@ class TableAccuracy:
         for row, value in enumerate(found):
             if value is None:
                 raise AccuracyError(
-                    f"table {str(self.path)!r} has no measured accuracy for {batch.spec(row)} at width "
-                    f"{self.width:g}: measure it with `compofa eval`, or use --accuracy predictor"
+                    f"table {str(self.path)!r} has no measured {self.precision} accuracy for {batch.spec(row)} at "
+                    f"width {self.width:g}: measure it with `compofa eval`, or use --accuracy predictor"
                 )
         return np.array(found, dtype=np.float64)
 
     def describe(self) -> str:
         weights = f", weights {self.weights}" if self.weights else ""
-        return (f"measured top-1 of {len(self)} subnets of {self.space} w{self.width:g}{weights} "
+        return (f"measured {self.precision} top-1 of {len(self)} subnets of {self.space} w{self.width:g}{weights} "
                 f"from table {str(self.path)!r}")
 
 
@@ -682,12 +698,14 @@ def _accuracy_by_key(rows: Mapping[str, float], space: str, path: Path) -> dict[
 
 
 def accuracy_source(
-    text: str, space: str, width: float | None = None, weights: str | None = None
+    text: str, space: str, width: float | None = None, weights: str | None = None, precision: str = "fp32"
 ) -> AccuracySource:
-    """The accuracy source the CLI form `text` names, for subnets of `space` at `width`.
+    """The accuracy source the CLI form `text` names, for subnets of `space` at `width` searched at `precision`.
 
     ``predictor``: the shipped OFA predictor (MobileNetV3 w1.2); ``predictor:PATH``:
-    a predictor file; ``table:PATH``: measured accuracies in a table.
+    a predictor file; ``table:PATH``: measured accuracies in a table, the rows of
+    `precision` (see `TableAccuracy`). A predictor knows one precision, the one
+    its training rows were measured at.
     """
     kind, colon, argument = text.strip().partition(":")
     if kind not in ("predictor", "table"):
@@ -697,7 +715,7 @@ def accuracy_source(
     if kind == "table":
         if not colon:
             raise AccuracyError("accuracy source 'table' needs a file: give table:PATH")
-        return TableAccuracy(argument, space, width, weights)
+        return TableAccuracy(argument, space, width, weights, precision)
     if not colon:
         return PredictorAccuracy(AccuracyPredictor.shipped(), space, width, name="predictor")
     predictor = AccuracyPredictor.load(argument, get_space(space).family.name)

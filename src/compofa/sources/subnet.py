@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compofa.extras import require_torch
+from compofa.fileio import default_cache_dir
 from compofa.graphs.interface import OUTPUT_NAME
 from compofa.space import SubnetSpec, get_space
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from compofa.graphs.cache import NetworkWeights, OnnxExporter
+    from compofa.graphs.openvino_int8 import OpenVinoInt8Exporter
     from compofa.graphs.pte_cache import PteExporter
+    from compofa.graphs.quantize import Int8Exporter
     from compofa.graphs.tflite_cache import TfliteExporter
+    from compofa.sources.calibration import CalibratedRecipe, CalibrationSet
     from compofa.supernet.network import Subnet, Supernet
 
 
@@ -49,6 +55,9 @@ class SubnetSource:
     _exporters: dict[int, OnnxExporter] = field(default_factory=dict, init=False, repr=False)
     _tflite_exporters: dict[int, TfliteExporter] = field(default_factory=dict, init=False, repr=False)
     _pte_exporters: dict[int, PteExporter] = field(default_factory=dict, init=False, repr=False)
+    _int8_exporter: Int8Exporter | None = field(default=None, init=False, repr=False)
+    _openvino_int8_exporter: OpenVinoInt8Exporter | None = field(default=None, init=False, repr=False)
+    _calibration: dict[tuple[str, int, int], CalibrationSet] = field(default_factory=dict, init=False, repr=False)
 
     #: Name of the output of the ONNX files `onnx` hands out.
     output_name = OUTPUT_NAME
@@ -120,6 +129,51 @@ class SubnetSource:
             self._pte_exporters[batch] = PteExporter(self.module, self.weights.fingerprint, self.input_shape,
                                                      batch, self.cache_dir)
         return self._pte_exporters[batch].path(spec)
+
+    def int8_onnx(self, spec: SubnetSpec, batch: int, quantization: CalibratedRecipe) -> Path:
+        """The int8 (QDQ) ONNX file of `spec` at `batch`: its fp32 file quantized with ONNX Runtime as
+        `quantization` says, calibrated on its images at the spec's resolution (quantized once, then cached)."""
+        from compofa.graphs.quantize import Int8Exporter
+
+        fp32 = self.onnx(spec, batch)
+        if self._int8_exporter is None:
+            folder = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir() / "int8"
+            self._int8_exporter = Int8Exporter(folder)
+        return self._int8_exporter.path(fp32, batch, quantization.digest, quantization,
+                                        lambda: self.calibration_images(spec, quantization))
+
+    def int8_openvino(self, spec: SubnetSpec, batch: int, quantization: CalibratedRecipe,
+                      preset: str = "performance") -> Path:
+        """The OpenVINO int8 model (an IR ``.xml``, its ``.bin`` beside it) of `spec` at `batch`: its fp32 ONNX
+        file quantized by NNCF with `preset` on the images `quantization` names (once, then cached; needs nncf).
+        NNCF has its own recipe: of `quantization` only the images count."""
+        from compofa.graphs.openvino_int8 import OpenVinoInt8Exporter
+
+        fp32 = self.onnx(spec, batch)
+        if self._openvino_int8_exporter is None:
+            folder = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir() / "int8"
+            self._openvino_int8_exporter = OpenVinoInt8Exporter(folder)
+        return self._openvino_int8_exporter.path(fp32, batch, quantization.digest, preset,
+                                                 lambda: self.calibration_images(spec, quantization))
+
+    def calibration_images(self, spec: SubnetSpec, quantization: CalibratedRecipe) -> np.ndarray:
+        """The calibration images of `quantization` as `spec`'s input takes them (float32, N x 3 x R x R); the
+        folder must still hold the images its digest names."""
+        return self.calibration_set(quantization).arrays(spec.resolution)
+
+    def calibration_set(self, quantization: CalibratedRecipe) -> CalibrationSet:
+        """The images `quantization` names, read once (refused if the folder changed since it was named)."""
+        from compofa.sources.calibration import CalibrationError, calibration_set
+
+        key = (quantization.calibration, quantization.images, quantization.seed)
+        if key not in self._calibration:
+            images = calibration_set(*key)
+            if images.digest != quantization.digest:
+                raise CalibrationError(f"the calibration folder {quantization.calibration!r} changed while in use "
+                                       f"(its images' digest was {quantization.digest}, is now {images.digest}); "
+                                       "run again", option="calibration")
+            self._calibration[key] = images
+        return self._calibration[key]
 
     def input_shape(self, spec: SubnetSpec, batch: int) -> tuple[int, ...]:
         """The NCHW input shape of `spec`'s ONNX file at `batch`."""
