@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--cache", help="the export cache to use (default: one in the tables' folder)")
     parser.add_argument("--calibration", help="images int8 setups calibrate on (default: the digits, written at the "
                                               "resolution into the tables' folder)")
+    parser.add_argument("--calibration-images", default=str(CALIBRATION_IMAGES),
+                        help="images an int8 setup is calibrated on (latency hardly depends on them; quantizing "
+                             "costs about 10-40 s a subnet with 256)")
     parser.add_argument("--target-ci", default="0.01")
     parser.add_argument("--min-rounds", default="3")
     parser.add_argument("--max-rounds", default="8")
@@ -112,7 +115,7 @@ def main() -> None:
                 if calibration is None:
                     calibration = str(folder / "digits")
                     compofa("digits", "-o", calibration, "--size", resolution, environment=environment)
-                int8 = ["--calibration", calibration, "--calibration-images", str(CALIBRATION_IMAGES)]
+                int8 = ["--calibration", calibration, "--calibration-images", args.calibration_images]
             common = ["--device", device, "--precision", precision, *int8, "--resolution", resolution, *limit,
                       "--quiet"]
             start = time.perf_counter()  # every model written or lowered once, outside the timed run
