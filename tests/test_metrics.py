@@ -196,3 +196,13 @@ def test_version1_table_read_as_it_is_and_upgraded_on_first_write(tmp_path: Path
         assert table.accuracy.precisions("compofa") == ["fp32", "int8"]
     version = sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
     assert version == "2"
+
+
+def test_gpu_energy_counter_says_why_it_is_missing() -> None:
+    """Without a driver (or the nvidia-ml-py package) the GPU backends' energy is absent with NVML's reason."""
+    from compofa.devices.nvml import energy_counter, nvml_status
+
+    usable, reason = nvml_status()
+    if usable:
+        pytest.skip("NVML works here: the GPU tests read its counter")
+    assert energy_counter(0) == (None, f"no energy counter: {reason}")

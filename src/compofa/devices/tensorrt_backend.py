@@ -86,7 +86,8 @@ from compofa.devices.cuda import (
 from compofa.devices.cuda import (
     availability as cuda_availability,
 )
-from compofa.devices.nvml import gpu_readings
+from compofa.devices.meters import ENERGY, MEMORY, Meters
+from compofa.devices.nvml import energy_counter, gpu_readings
 from compofa.errors import CompofaError
 from compofa.fileio import atomic_output, write_bytes_atomic
 
@@ -275,6 +276,7 @@ class TensorRtDevice(Generic[ItemT]):
         self.engine_cache_hits = 0
         self._gpu = nvml_gpu(self.options.device)
         self._clocks = ClockLock(self._gpu, self.options.lock_clocks_mhz)
+        self._meters: Meters | None = None
 
     @property
     def clock_note(self) -> str:
@@ -293,6 +295,16 @@ class TensorRtDevice(Generic[ItemT]):
 
     def conditions(self) -> dict[str, Any]:
         return gpu_readings(self._gpu)
+
+    def meters(self) -> Meters:
+        """NVML's energy counter (per timed run: one batch). Memory is absent: TensorRT allocates an engine's
+        weights and activations itself, outside the CUDA allocator whose peak the cuda backend reads."""
+        if self._meters is None:
+            energy, why = energy_counter(self._gpu)
+            absent = {MEMORY: "TensorRT allocates its engines outside PyTorch's CUDA allocator, whose peak compofa "
+                              "reads: the tensorrt device reads no memory"}
+            self._meters = Meters(None, energy, absent | ({ENERGY: why} if why else {}))
+        return self._meters
 
     def prepare(self, item: ItemT) -> TrtSubnet[ItemT]:
         import torch
