@@ -13,7 +13,8 @@ latencies; an int8 setup also says how often it picks what its own runtime's
 fp32 picks. The median p99 and peak memory over the subnets come with them.
 
 Each setup is `compofa profile --uniform` into its own table under `--keep`
-(or a temporary folder), with its models written, quantized or lowered
+(or a temporary folder; a table already there is resumed, its seconds then
+only what was missing), with its models written, quantized or lowered
 beforehand so no run pays for exports; a setup whose library is missing is
 left out with the reason. `--limit N` profiles a spread sample of N subnets;
 `--cache DIR` reuses an export cache (ExecuTorch's programs take tens of
@@ -72,7 +73,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="a spread sample of this many subnets")
     parser.add_argument("--quick", action="store_true", help="20 subnets at 160 px")
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
-    parser.add_argument("--keep", help="an empty folder to keep the tables in (default: a temporary one)")
+    parser.add_argument("--keep", help="a folder to keep the tables in (default: a temporary one); tables already "
+                                       "there are resumed, so a second run adds setups to the same subnets")
     parser.add_argument("--cache", help="the export cache to use (default: one in the tables' folder)")
     parser.add_argument("--calibration", help="images int8 setups calibrate on (default: the digits, written at the "
                                               "resolution into the tables' folder)")
@@ -95,8 +97,8 @@ def main() -> None:
         names.insert(0, BASELINE)
     with tempfile.TemporaryDirectory(prefix="compofa-runtimes-bench-") as scratch:
         folder = Path(args.keep) if args.keep else Path(scratch)
-        if args.keep and (not folder.is_dir() or any(folder.iterdir())):
-            raise SystemExit(f"--keep {folder}: give an empty folder that exists")
+        if args.keep and not folder.is_dir():
+            raise SystemExit(f"--keep {folder}: give a folder that exists")
         environment = {**os.environ, "COMPOFA_CACHE_DIR": str(Path(args.cache or folder / "cache").resolve())}
         walls: dict[str, float] = {}
         prepared: dict[str, float] = {}
