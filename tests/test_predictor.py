@@ -374,7 +374,7 @@ def test_table_accuracy_missing_subnet(tmp_path: Path) -> None:
     make_table(tmp_path / "t.db", [compofa_spec(2, 3, 160)])
     source = TableAccuracy(tmp_path / "t.db", "compofa")
     missing = compofa_spec(3, 4, 192)
-    with pytest.raises(AccuracyError, match=f"no measured accuracy for {missing}.*compofa eval") as caught:
+    with pytest.raises(AccuracyError, match=f"no measured fp32 accuracy for {missing}.*compofa eval") as caught:
         source.accuracy(ArchBatch.from_specs([compofa_spec(2, 3, 160), missing]))
     assert "\n" not in str(caught.value)
     with pytest.raises(AccuracyError, match="for space 'compofa', not 'compofa-ek'"):
@@ -383,9 +383,10 @@ def test_table_accuracy_missing_subnet(tmp_path: Path) -> None:
 
 def test_table_accuracy_without_rows_or_with_mixed_weights(tmp_path: Path) -> None:
     make_table(tmp_path / "t.db", [compofa_spec(2, 3, 160)])
-    with pytest.raises(AccuracyError, match="no measured accuracy for space 'compofa' at width 1:"):
+    with pytest.raises(AccuracyError, match=r"no measured fp32 accuracy for space 'compofa' at width 1 \(it holds "
+                                            r"fp32 rows at width 1.2\):"):
         TableAccuracy(tmp_path / "t.db", "compofa", 1.0)
-    with pytest.raises(AccuracyError, match="no measured accuracy for space 'ofa-mbv3'"):
+    with pytest.raises(AccuracyError, match="no measured fp32 accuracy for space 'ofa-mbv3'"):
         TableAccuracy(tmp_path / "t.db", "ofa-mbv3")
     make_table(tmp_path / "t.db", [compofa_spec(2, 3, 160)], weights="other")
     with pytest.raises(TableMismatchError, match="name the weights"):

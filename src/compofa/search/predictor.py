@@ -648,9 +648,9 @@ class TableAccuracy:
 
         with LatencyTable.open(self.path) as table:
             rows = table.accuracy.top1(space, self.width, weights, self.precision)
-            held = table.accuracy.precisions(space) if not rows else []
+            held = sorted({(row.precision, row.width) for row in table.accuracy.rows(space)}) if not rows else []
         if not rows:
-            others = f" (it holds {', '.join(held)} rows)" if held else ""
+            others = (" (it holds " + ", ".join(f"{p} rows at width {w:g}" for p, w in held) + ")") if held else ""
             how = " --precision int8" if self.precision == "int8" else ""
             raise AccuracyError(
                 f"table {str(self.path)!r} holds no measured {self.precision} accuracy for space {space!r} at width "
