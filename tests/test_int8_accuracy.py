@@ -123,7 +123,7 @@ def test_eval_resumes_per_precision_and_refuses_bad_input(digits: Path, trained:
     only_fp32 = tmp_path / "fp32.db"
     with LatencyTable.open(only_fp32, writable=True, create=True) as store:
         store.put_accuracy("compofa", 1.0, str(SPEC), RESOLUTION, "w.pt:abc", 0.5, None, 10, {})
-    with pytest.raises(AccuracyError, match=r"no measured int8 accuracy .* \(it holds fp32 rows\).*--precision int8"):
+    with pytest.raises(AccuracyError, match=r"no measured int8 accuracy .* \(it holds fp32 rows at width 1\).*--precision int8"):
         accuracy_source(f"table:{only_fp32}", "compofa", 1.0, precision="int8")
     base = ("eval", "--checkpoint", str(trained), "--data", str(digits), "--resolution", str(RESOLUTION),
             "--sample", "1", "--table", str(tmp_path / "a.db"), "--workers", "0")
