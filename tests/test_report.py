@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
-import builtins
 import json
 import re
+import subprocess
+import sys
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import fake_device  # noqa: F401  (registers the "fake" backend)
 import numpy as np
 import pytest
-
-import fake_device  # noqa: F401  (registers the "fake" backend)
 from cli_helpers import assert_one_line_error, run
+
 from compofa.devices import Settings
+from compofa.jobs.profile import ProfileRequest, profile_space
 from compofa.lut import LookupTable
 from compofa.profiler import ProfileConfig
 from compofa.report import PAGE_NAME, SUMMARY_NAME, ReportError, ReportRequest, write_report
+from compofa.report.crossdevice import cross_device
 from compofa.report.design import bucket_samples, uniform_grid
+from compofa.report.pareto import table_pareto
 from compofa.report.scoring import Scorer
-from compofa.report.series import LutSeries, counterpart
+from compofa.report.series import LutSeries, counterpart, read_table_series
 from compofa.search.arrays import ArchBatch
 from compofa.search.predictor import AccuracyPredictor
-from compofa.space import SubnetSpec, get_space, parse_spec
 from compofa.sources.subnet import SubnetSource
+from compofa.space import SubnetSpec, get_space, parse_spec
 from compofa.tables import LatencyTable
-from compofa.jobs.profile import ProfileRequest, profile_space
 
 FAST = ProfileConfig(round_seconds=0.01, min_samples=10, max_samples=20)
 #: Small enough for a test: few random subnets per bucket, a short evolution.
@@ -81,7 +84,7 @@ def test_report_writes_a_self_contained_page_and_every_figure(report: tuple[Path
     # nothing is fetched: every image is inline, no link leaves the page
     sources = re.findall(r"src='([^']*)'", page)
     assert len(sources) == len(summary["files"]) and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert "http" not in page and "<script" not in page
+    assert "://" not in page  # the charts' data and script are inline too (tests/test_report_browser.py)
 
 
 def test_table_front_is_the_pareto_front_of_its_entries(report: tuple[Path, dict[str, Any], Path]) -> None:
@@ -92,7 +95,7 @@ def test_table_front_is_the_pareto_front_of_its_entries(report: tuple[Path, dict
     accuracy = AccuracyPredictor.shipped().predict(ArchBatch.from_specs(specs))
     # independently: walk by latency, keep each subnet more accurate than every faster one
     expected, best = [], -1.0
-    for latency, acc, entry in sorted(zip([e.median_ms for e in entries], accuracy, entries), key=lambda t: t[0]):
+    for _, acc, entry in sorted(zip([e.median_ms for e in entries], accuracy, entries), key=lambda t: t[0]):
         if acc > best:
             expected.append(entry.key.spec)
             best = acc
@@ -127,6 +130,62 @@ def test_noise_summary_counts_the_table(report: tuple[Path, dict[str, Any], Path
     assert noise["relative_ci_half_width"]["median"] == pytest.approx(np.median(relative))
     assert noise["unstable"] == sum(not e.stable for e in entries)
     assert noise["rounds_discarded"] == sum(r[2] for r in rounds)
+
+
+def test_measured_latency_intervals_reach_the_figures_data(report: tuple[Path, dict[str, Any], Path]) -> None:
+    _, summary, table = report
+    (series,) = read_table_series(table, ("compofa", "ofa-mbv3"), 1.2)
+    by_spec = {e.key.spec: e for e in series.entries}
+    (cloud,) = table_pareto(series, ("compofa", "ofa-mbv3"), Scorer("predictor", 1.2)).clouds
+    assert cloud.measured and len(cloud.latency_low) == len(cloud.specs) == 24
+    for spec, low, high in zip(cloud.specs, cloud.latency_low, cloud.latency_high):
+        assert (low, high) == (by_spec[spec].ci_low_ms, by_spec[spec].ci_high_ms)
+    point = summary["pareto"][0]["spaces"]["compofa"]["front"][0]
+    assert (point["latency_low_ms"], point["latency_high_ms"]) == (by_spec[point["spec"]].ci_low_ms,
+                                                                   by_spec[point["spec"]].ci_high_ms)
+    (scatter,) = cross_device([series, LutSeries("lut:note10", "note10", 1.2)], ["t", "lut"], "compofa").scatters
+    assert [by_spec[s].ci_low_ms for s in scatter.specs] == scatter.x_low.tolist()
+    assert [by_spec[s].ci_high_ms for s in scatter.specs] == scatter.x_high.tolist()
+    assert np.isnan(scatter.y_low).all() and np.isnan(scatter.y_high).all()  # a LUT estimates: no interval
+
+
+def test_summary_picks_what_a_search_of_each_source_picks(report: tuple[Path, dict[str, Any], Path],
+                                                          tmp_path: Path) -> None:
+    _, summary, table = report
+    measured, lut = summary["summary"]["picks"]
+    assert summary["summary"]["target_shares"] == [25, 50, 75]
+    # the table, independently: the most accurate entry whose median is within the share of the entries' range
+    with LatencyTable.open(table) as store:
+        entries = store.entries()
+    accuracy = AccuracyPredictor.shipped().predict(ArchBatch.from_specs([parse_spec(e.key.spec) for e in entries]))
+    medians = np.array([e.median_ms for e in entries])
+    for share, pick in zip((25, 50, 75), measured["picks"]):
+        target = medians.min() + share / 100 * (medians.max() - medians.min())
+        best = max((a, -m, i) for i, (a, m) in enumerate(zip(accuracy, medians)) if m <= target)[2]
+        assert pick["spec"] == entries[best].key.spec and pick["target_ms"] == pytest.approx(target)
+        assert (pick["latency_ci_low_ms"], pick["latency_ci_high_ms"]) == (entries[best].ci_low_ms,
+                                                                         entries[best].ci_high_ms)
+    assert measured["measured"] and measured["candidates"] == 24
+    # the LUT: what `compofa search` answers (its estimates have no interval)
+    result = run("search", "--space", "compofa", "--latency", "lut:note10", "--target", "25%,50%,75%",
+                 "-o", str(tmp_path / "s.json"))
+    assert result.exit_code == 0, result.output
+    searched = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert [p["spec"] for p in lut["picks"]] == [r["spec"] for r in searched]
+    assert not lut["measured"] and all(p["latency_ci_low_ms"] is None for p in lut["picks"])
+
+
+def test_summary_gives_the_taus_and_warns_of_a_partial_table(report: tuple[Path, dict[str, Any], Path]) -> None:
+    out, summary, _ = report
+    (pair,) = summary["summary"]["kendall_tau"]
+    tau = summary["cross_device"]["kendall_tau"][0][1]
+    assert pair == {"a": "latency: fake", "b": "lut:note10", "kendall_tau": tau, "shared_subnets": 24}
+    partial = [w for w in summary["summary"]["warnings"] if w["kind"] == "partial"]
+    assert len(partial) == 1 and "24 of the 243 compofa subnets at 160 px" in partial[0]["text"]
+    page = (out / PAGE_NAME).read_text()
+    assert page.index("<h2 id='summary'>Summary</h2>") < page.index("<h2 id='pareto-fronts'>")
+    assert "the most accurate subnet within 50% of its latency range" in page
+    assert f"<td>{pair['kendall_tau']:.3f}</td>" in page  # the tau, in numbers
 
 
 def test_uniform_grid_is_the_lut_and_predictor_of_each_uniform_subnet() -> None:
@@ -200,20 +259,45 @@ def test_other_bad_inputs(tmp_path: Path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_missing_matplotlib_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_import = builtins.__import__
-
-    def without_matplotlib(name: str, *args: Any, **kwargs: Any) -> Any:
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError(f"No module named {name!r}")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", without_matplotlib)
+def test_figures_as_svg_or_at_a_dpi(tmp_path: Path) -> None:
     table = profiled(tmp_path, 6)
-    assert_one_line_error(run("report", "--table", str(table), "-o", str(tmp_path / "r")),
-                          "pip install 'compofa[report]'")
-    with pytest.raises(ReportError, match="matplotlib"):
-        write_report(ReportRequest((table,), tmp_path / "r2"))
+    result = run("report", "--table", str(table), "--no-lut", "--image-format", "svg", "-o", str(tmp_path / "svg"),
+                 "--quiet")
+    assert result.exit_code == 0, result.output
+    files = json.loads((tmp_path / "svg" / SUMMARY_NAME).read_text())["files"]
+    assert files and all(name.endswith(".svg") for name in files)
+    assert all((tmp_path / "svg" / name).read_bytes().startswith(b"<?xml") for name in files)
+    page = (tmp_path / "svg" / PAGE_NAME).read_text()
+    assert page.count("src='data:image/svg+xml;base64,") == len(files)  # inlined: the page stands alone
+    result = run("report", "--table", str(table), "--no-lut", "--dpi", "55", "-o", str(tmp_path / "png"), "--quiet")
+    assert result.exit_code == 0, result.output
+    header = (tmp_path / "png" / "pareto-latency-fake.png").read_bytes()
+    assert int.from_bytes(header[16:20], "big") == 7 * 55  # the Pareto figure is 7 inches wide
+    with pytest.raises(ReportError, match="image format 'gif' is not one of png, svg") as refused:
+        write_report(ReportRequest((table,), tmp_path / "gif", luts=(), image_format="gif"))
+    assert refused.value.option == ("image_format",) and not (tmp_path / "gif").exists()
+    assert run("report", "--table", str(table), "--image-format", "gif", "-o", str(tmp_path / "gif")).exit_code == 2
+
+
+#: Runs `compofa` with matplotlib unimportable (as if not installed): None in sys.modules makes every import of it
+#: raise ImportError, as a missing package does.
+WITHOUT_MATPLOTLIB = "import sys; sys.modules['matplotlib'] = None; from compofa.cli import main; main()"
+
+
+def test_without_matplotlib_the_report_is_written_without_figures(tmp_path: Path) -> None:
+    table = profiled(tmp_path, 6)
+    done = subprocess.run([sys.executable, "-c", WITHOUT_MATPLOTLIB, "report", "--table", str(table), "--no-lut",
+                           "-o", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "pip install 'compofa[report]'" in done.stderr
+    assert sorted(path.name for path in (tmp_path / "r").iterdir()) == [PAGE_NAME, SUMMARY_NAME]
+    summary = json.loads((tmp_path / "r" / SUMMARY_NAME).read_text())
+    assert summary["files"] == [] and summary["summary"]["picks"][0]["source"] == "latency: fake"
+    assert any("pip install 'compofa[report]'" in note for note in summary["notes"])
+    page = (tmp_path / "r" / PAGE_NAME).read_text()
+    assert "pip install &#x27;compofa[report]&#x27;" in page and "<img" not in page
+    assert "<h2 id='summary'>Summary</h2>" in page and "<th>best subnet</th>" in page
+    assert "<svg" in page  # the interactive charts need no drawing library
 
 
 def test_a_lut_of_the_compofa_layers_alone_still_gives_compofa_s_front(tmp_path: Path) -> None:

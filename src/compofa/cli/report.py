@@ -29,11 +29,15 @@ from compofa.space import DEFAULT_SPACE
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random subnets and the evolution.")
 @click.option("-o", "--output", default="report", show_default=True, type=click.Path(),
               help="Folder to write the page, figures and report.json into.")
+@click.option("--image-format", default="png", show_default=True, type=click.Choice(("png", "svg")),
+              help="File format of the figures (either is also inlined in the page).")
+@click.option("--dpi", default=110, show_default=True, type=click.IntRange(min=1),
+              help="Resolution of PNG figures (dots per inch).")
 @click.option("--quiet", is_flag=True, help="No progress messages.")
 def report_command(
     tables: tuple[str, ...], luts: tuple[str, ...], no_lut: bool, space: str, width: float | None,
     accuracy_text: str, bucket_ms: float | None, per_bucket: int, generations: int, seed: int, output: str,
-    quiet: bool,
+    quiet: bool, image_format: str, dpi: int,
 ) -> None:
     """Pareto fronts, the paper's design-space views, cross-device rank agreement and noise, as OUTPUT/index.html."""
     from rich.console import Console
@@ -46,7 +50,7 @@ def report_command(
     if not luts and not no_lut:
         luts = ("note10",) if get_space(space).family.name == "mobilenetv3" else ()
     request = ReportRequest(tuple(Path(t) for t in tables), Path(output), luts, space, width, accuracy_text, bucket_ms,
-                            per_bucket, generations, seed)
+                            per_bucket, generations, seed, image_format=image_format, dpi=dpi)
     console = Console(stderr=True)
     if quiet:
         result = write_report(request)

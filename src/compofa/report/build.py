@@ -1,8 +1,11 @@
-"""Writing a report: every figure as PNG, the figures' numbers as JSON, and one self-contained HTML page.
+"""Writing a report: a summary in words, every figure as PNG (or SVG), the numbers as JSON, and one
+self-contained HTML page.
 
 Inputs are checked before anything is computed or written (a table with too
-few entries, a LUT of another family or width, an unknown accuracy source, no
-matplotlib): a refused report leaves no folder behind. Parts that cannot be
+few entries, a LUT of another family or width, an unknown accuracy source or
+image format): a refused report leaves no folder behind. Without matplotlib
+the figures are left out, saying so, and the rest (the summary, the tables,
+report.json) is written. Parts that cannot be
 drawn for one source (no accuracy for OFA subnets from measured accuracy rows,
 say) are left out with a note saying why, and the rest is written. The folder
 is written whole or not at all (`compofa.fileio.write_folder_atomic`): a full
@@ -26,8 +29,8 @@ import numpy as np
 from compofa import __version__
 from compofa.errors import CompofaError
 from compofa.fileio import check_output_folder, write_folder_atomic
-from compofa.report import page, plots
-from compofa.report.crossdevice import cross_device
+from compofa.report import interactive, page, plots
+from compofa.report.crossdevice import CrossDevice, cross_device
 from compofa.report.design import MIN_BUCKET_SAMPLES, bucket_samples, uniform_grid
 from compofa.report.joint import joint_front
 from compofa.report.noise import noise_report
@@ -42,6 +45,16 @@ from compofa.report.series import (
     read_lut_series,
     read_table_series,
     unique_labels,
+)
+from compofa.report.summary import (
+    Summary,
+    agreements,
+    entry_warnings,
+    lut_picks,
+    partial_warning,
+    summary_section,
+    table_picks,
+    unresolved_warning,
 )
 from compofa.search.arrays import ArchBatch
 from compofa.space import get_space
@@ -67,6 +80,8 @@ class ReportRequest:
         per_bucket: random subnets per bucket and space (the paper: 50).
         generations: evolution generations per target of OFA's front on a LUT.
         seed: seeds the random samples and the evolution.
+        image_format: the figures' file format, png or svg (`plots.IMAGE_FORMATS`); either is inlined in the page.
+        dpi: the resolution of PNG figures (SVG scales).
     """
 
     tables: tuple[Path, ...]
@@ -79,6 +94,8 @@ class ReportRequest:
     per_bucket: int = 50
     generations: int = 500
     seed: int = 0
+    image_format: str = "png"
+    dpi: int = plots.DPI
 
 
 @dataclass
@@ -134,11 +151,22 @@ class _Builder:
         self.files: dict[str, bytes] = {}
         self.summary: dict[str, Any] = {"pareto": [], "grid": [], "buckets": [], "cross_device": None,
                                         "joint_front": None, "runtimes": [], "noise": []}
+        self.drawing = plots.available()
+        self.measured_panels: list[tuple[TableSeries, ParetoPanel]] = []  # the summary's warnings read them
+        self.cross: CrossDevice | None = None
 
-    def figure(self, section: page.Section, name: str, figure: Any, caption: str) -> None:
-        data = plots.png(figure)
+    def figure(self, section: page.Section, stem: str, draw: Callable[[], Any], caption: str,
+               charts: Sequence[str] = ()) -> None:
+        """Draw a figure (`draw` builds it) as file `stem` in the image format asked; without matplotlib, only its
+        interactive charts, which need no drawing library (the summary says the static figures were left out)."""
+        if not self.drawing:
+            if charts:
+                section.figures.append(page.Figure("", b"", caption, charts))
+            return
+        name = f"{stem}.{self.request.image_format}"
+        data = plots.render(draw(), self.request.image_format, self.request.dpi)
         self.files[name] = data
-        section.figures.append(page.Figure(name, data, caption))
+        section.figures.append(page.Figure(name, data, caption, charts))
 
     @staticmethod
     def attempt(section: page.Section, label: str, work: Callable[[], T]) -> T | None:
@@ -173,8 +201,10 @@ class _Builder:
 
     def _table_front(self, section: page.Section, series: TableSeries, label: str) -> None:
         panel = table_pareto(series, self.spaces, self.scorer)
+        self.measured_panels.append((series, panel))
         self.summary["pareto"].append(panel.summary())
-        self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto front, {label}")
+        self.figure(section, f"pareto-{_slug(label)}", partial(plots.pareto_figure, panel), f"Pareto front, {label}",
+                    [interactive.pareto_chart(panel, self.width)])
         for cloud in panel.clouds:
             if cloud.missing:
                 resolutions = ",".join(map(str, sorted({e.key.resolution for e in series.of_space(cloud.space)})))
@@ -196,7 +226,8 @@ class _Builder:
             clouds += [searched] if searched is not None else []
         panel = ParetoPanel(label, tuple(clouds))
         self.summary["pareto"].append(panel.summary())
-        self.figure(section, f"pareto-{_slug(label)}.png", plots.pareto_figure(panel), f"Pareto fronts, {label}")
+        self.figure(section, f"pareto-{_slug(label)}", partial(plots.pareto_figure, panel), f"Pareto fronts, {label}",
+                    [interactive.pareto_chart(panel, self.width)])
 
     def _views(self, section: page.Section, series: LutSeries, label: str) -> ArchBatch | None:
         """Figures 2, 4 and 5 on one LUT; returns the random OFA subnets drawn (the Pareto plot's cloud)."""
@@ -204,7 +235,7 @@ class _Builder:
         assert ofa_space is not None
         grid = uniform_grid(series, request.space, ofa_space, self.scorer)
         self.summary["grid"].append(grid.summary())
-        self.figure(section, f"uniform-grid-{_slug(label)}.png", plots.grid_figure(grid),
+        self.figure(section, f"uniform-grid-{_slug(label)}", partial(plots.grid_figure, grid),
                     f"Uniform depth x expand ratio, {label} (Figure 2)")
         buckets, samples = bucket_samples(series, request.space, ofa_space, self.scorer, request.bucket_ms,
                                           request.per_bucket, self.rng)
@@ -214,9 +245,9 @@ class _Builder:
                                  f"{request.space} and {b} {ofa_space} subnets (at least {MIN_BUCKET_SAMPLES} of "
                                  "each are needed)")
         if buckets.rows:
-            self.figure(section, f"bucket-cdf-{_slug(label)}.png", plots.cdf_figure(buckets),
+            self.figure(section, f"bucket-cdf-{_slug(label)}", partial(plots.cdf_figure, buckets),
                         f"Accuracy CDF per latency bucket, {label} (Figure 4)")
-            self.figure(section, f"bucket-mean-{_slug(label)}.png", plots.mean_figure(buckets),
+            self.figure(section, f"bucket-mean-{_slug(label)}", partial(plots.mean_figure, buckets),
                         f"Mean accuracy per latency bucket, {label} (Figure 5)")
         return samples
 
@@ -233,17 +264,20 @@ class _Builder:
         result = self.attempt(section, "comparison", lambda: cross_device(sources, self.labels, self.request.space))
         if result is None:
             return section
+        self.cross = result
         self.summary["cross_device"] = result.summary()
-        self.figure(section, "rank-correlation.png", plots.correlation_figure(result), "Kendall tau between sources")
+        self.figure(section, "rank-correlation", partial(plots.correlation_figure, result),
+                    "Kendall tau between sources")
         if result.scatters:
-            self.figure(section, "latency-scatter.png", plots.scatter_figure(result.scatters),
-                        "Latency on one source against another")
+            self.figure(section, "latency-scatter", partial(plots.scatter_figure, result.scatters),
+                        "Latency on one source against another",
+                        [interactive.scatter_chart(scatter, self.width, self.scorer) for scatter in result.scatters])
         self.say("joint front across sources")
         joint = self.attempt(section, "joint front", lambda: joint_front(sources, self.labels, self.request.space,
                                                                           self.scorer))
         if joint is not None:
             self.summary["joint_front"] = joint.summary()
-            self.figure(section, "joint-front.png", plots.joint_front_figure(joint),
+            self.figure(section, "joint-front", partial(plots.joint_front_figure, joint),
                         f"Joint Pareto front: {len(joint.front)} of {len(joint.specs)} subnets no other beats on "
                         f"{', '.join(joint.objectives)}")
         return section
@@ -278,9 +312,29 @@ class _Builder:
                     [(f"{c.backend} b{c.batch}", c.precision, f"{c.share}%", c.fp32_spec, f"{c.fp32_accuracy:.4f}",
                       c.other_spec, f"{c.other_accuracy:.4f}", "yes" if c.changed else "no") for c in view.changes]))
         if any(view.agreements for view in views):
-            self.figure(section, "runtime-agreement.png", plots.runtime_figure(views),
+            self.figure(section, "runtime-agreement", partial(plots.runtime_figure, views),
                         "Rank agreement of every runtime and precision with FP32 ONNX Runtime")
         return section
+
+    def summarize(self) -> page.Section:
+        """The answer first (`compofa.report.summary`): the picks per source, the taus, the warnings; and, without
+        matplotlib, that figures were left out."""
+        self.say("summary")
+        space, left_out = self.request.space, page.Section("Summary", "")
+        picks = [self.attempt(left_out, f"{series.label}: picks", partial(table_picks, series, space, self.scorer))
+                 for series in self.tables]
+        picks += [self.attempt(left_out, f"{lut.label}: picks", partial(lut_picks, lut, space, self.scorer))
+                  for lut in self.luts]
+        panels = {series.label: panel for series, panel in self.measured_panels}
+        caveats = []
+        for series in self.tables:
+            caveats += entry_warnings(series)
+            for cloud in panels[series.label].clouds if series.label in panels else ():
+                caveats += [c for c in (partial_warning(series, cloud), unresolved_warning(series.label, cloud)) if c]
+        result = Summary(tuple(p for p in picks if p is not None), agreements(self.cross) if self.cross else (),
+                         tuple(caveats))
+        self.summary["summary"] = result.record()
+        return summary_section(result, ([] if self.drawing else [plots.MISSING]) + left_out.notes)
 
     def noise(self) -> page.Section:
         section = page.Section("Noise", "Per measured table: the 95% confidence interval of each entry relative to "
@@ -290,7 +344,7 @@ class _Builder:
             self.say(f"noise of {label}")
             report = noise_report(series)
             self.summary["noise"].append(report.summary())
-            self.figure(section, f"noise-{_slug(label)}.png", plots.noise_figure(report), f"Noise, {label}")
+            self.figure(section, f"noise-{_slug(label)}", partial(plots.noise_figure, report), f"Noise, {label}")
             if report.unstable:
                 section.tables.append(page.Table(
                     ("unstable entry", "median ms", "CI half-width", "warnings"),
@@ -301,16 +355,17 @@ class _Builder:
 def write_report(request: ReportRequest, progress: Progress | None = None) -> ReportResult:
     """Compute, draw and write every part of the report for `request` (see the module docstring)."""
     start = time.perf_counter()
-    plots.require_matplotlib()
     _check_output(request.output)
     if request.per_bucket < 2:
         raise ReportError(f"per_bucket must be at least 2 to draw a distribution, got {request.per_bucket}")
+    plots.check_image_options(request.image_format, request.dpi)
     tables, luts, width = _gather(request)
     builder = _Builder(request, tables, luts, width, progress or (lambda _: None))
     fronts, views = builder.fronts_and_views()
     runtimes = builder.runtimes()
     sections = [fronts, *([views] if luts else []), builder.across_devices(), *([runtimes] if runtimes else []),
                 *([builder.noise()] if tables else [])]
+    sections.insert(0, builder.summarize())  # the page's first section, made last: it reads the others' results
     notes = [note for section in sections for note in section.notes]
     builder.summary.update(_header(request, builder.labels, width, notes))
     builder.say("writing")

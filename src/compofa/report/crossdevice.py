@@ -25,10 +25,26 @@ MAX_SCATTERS = 6
 
 @dataclass(frozen=True)
 class Scatter:
+    """The latency of the subnets two sources share: source `a` on x, source `b` on y.
+
+    Attributes:
+        specs: the shared subnets, in the order of the arrays.
+        x, y: median latency (ms) on `a` and on `b`.
+        x_low, x_high, y_low, y_high: the bounds (ms) of each median's confidence interval on `a` and on `b`
+            as the table stored it (`Entry.ci_low_ms`, `Entry.ci_high_ms`); nan for a LUT's estimate, which has
+            no measured interval.
+        kendall_tau: rank correlation of x and y.
+    """
+
     a: str
     b: str
+    specs: tuple[str, ...]
     x: np.ndarray
     y: np.ndarray
+    x_low: np.ndarray
+    x_high: np.ndarray
+    y_low: np.ndarray
+    y_high: np.ndarray
     kendall_tau: float
 
     @property
@@ -75,14 +91,21 @@ def latencies_by_source(series: Sequence[TableSeries | LutSeries], space: str) -
     return result
 
 
+def intervals_by_source(series: Sequence[TableSeries | LutSeries], space: str
+                        ) -> list[dict[str, tuple[float, float]]]:
+    """Each measured source's confidence interval (low, high ms) of the median by subnet; empty for a LUT."""
+    return [s.interval_by_spec(space) if isinstance(s, TableSeries) else {} for s in series]
+
+
 def cross_device(series: Sequence[TableSeries | LutSeries], labels: Sequence[str], space: str) -> CrossDevice:
     """Rank correlation of every pair of `series` over the `space` subnets they share."""
     latencies = latencies_by_source(series, space)
+    intervals = intervals_by_source(series, space)
     count = len(series)
     kendall = np.full((count, count), np.nan)
     spearman = np.full((count, count), np.nan)
     shared = np.zeros((count, count))
-    pairs: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    pairs: dict[tuple[int, int], list[str]] = {}
     for i, j in combinations(range(count), 2):
         common = sorted(set(latencies[i]) & set(latencies[j]))
         x = np.array([latencies[i][t] for t in common])
@@ -91,10 +114,26 @@ def cross_device(series: Sequence[TableSeries | LutSeries], labels: Sequence[str
         if len(common) >= 3:
             kendall[i, j] = kendall[j, i] = kendall_tau(x, y)
             spearman[i, j] = spearman[j, i] = spearman_rho(x, y)
-            pairs[(i, j)] = (x, y)
+            pairs[(i, j)] = common
     for i in range(count):
         kendall[i, i] = spearman[i, i] = 1.0
         shared[i, i] = len(latencies[i])
     chosen = list(pairs) if len(pairs) <= MAX_SCATTERS else [p for p in pairs if p[0] == 0][:MAX_SCATTERS]
-    scatters = tuple(Scatter(labels[i], labels[j], *pairs[(i, j)], float(kendall[i, j])) for i, j in chosen)
+    scatters = tuple(_scatter(labels[i], labels[j], pairs[(i, j)], (latencies[i], latencies[j]),
+                              (intervals[i], intervals[j]), float(kendall[i, j])) for i, j in chosen)
     return CrossDevice(tuple(labels), kendall, spearman, shared, scatters)
+
+
+def _scatter(a: str, b: str, specs: list[str], latencies: tuple[dict[str, float], dict[str, float]],
+             intervals: tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]], tau: float) -> Scatter:
+    x = np.array([latencies[0][t] for t in specs])
+    y = np.array([latencies[1][t] for t in specs])
+    return Scatter(a, b, tuple(specs), x, y, *_bounds(intervals[0], specs), *_bounds(intervals[1], specs), tau)
+
+
+def _bounds(intervals: dict[str, tuple[float, float]], specs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The interval bounds of `specs` (nan where not measured)."""
+    unknown = (float("nan"), float("nan"))
+    low = np.array([intervals.get(t, unknown)[0] for t in specs], dtype=float)
+    high = np.array([intervals.get(t, unknown)[1] for t in specs], dtype=float)
+    return low, high

@@ -29,7 +29,7 @@ class NoiseReport:
     unstable: tuple[tuple[str, float, float, tuple[str, ...]], ...]  # spec, median ms, relative CI, warnings
     unstable_count: int
     warned: int
-    hours: np.ndarray  # each round's time since the first round
+    seconds: np.ndarray  # each round's time since the first round
     drift: np.ndarray
     discarded: np.ndarray
 
@@ -46,7 +46,8 @@ class NoiseReport:
             "entries_with_warnings": self.warned,
             "rounds": int(len(self.drift)), "rounds_discarded": int(self.discarded.sum()),
             "drift": ({"min": float(self.drift.min()), "max": float(self.drift.max()),
-                       "hours": float(self.hours.max())} if len(self.drift) else None),
+                       "seconds": float(self.seconds.max()), "hours": float(self.seconds.max()) / 3600}
+                      if len(self.drift) else None),
         }
 
 
@@ -63,6 +64,6 @@ def noise_report(series: TableSeries) -> NoiseReport:
         recommended_bucket_ms=floor.recommended_bucket_ms,
         unstable=tuple((e.key.spec, e.median_ms, e.relative_ci, e.warnings) for e in unstable[:LISTED_UNSTABLE]),
         unstable_count=len(unstable), warned=sum(1 for e in entries if e.warnings),
-        hours=(times - times.min()) / 3600 if len(times) else times,
+        seconds=times - times.min() if len(times) else times,
         drift=np.array([r[1] for r in rounds]), discarded=np.array([r[2] for r in rounds], dtype=bool),
     )

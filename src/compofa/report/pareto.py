@@ -32,7 +32,18 @@ FRONT_TARGETS = 10
 
 @dataclass(frozen=True)
 class Cloud:
-    """Subnets of one space with latency (ms) and accuracy; `front` indexes the Pareto front by latency."""
+    """Subnets of one space with latency (ms) and accuracy; `front` indexes the Pareto front by latency.
+
+    Attributes:
+        latency: each subnet's median latency (ms), in the order of `specs`.
+        latency_low, latency_high: the bounds (ms) of each median's confidence interval as the table stored it
+            (`Entry.ci_low_ms`, `Entry.ci_high_ms`); nan where the latency is an estimate (a LUT's layer sum),
+            which has no measured interval.
+        accuracy: each subnet's accuracy (percent).
+        front: indices into the arrays of the Pareto front's subnets, fastest first.
+        show_points: draw the whole cloud (False: a searched front alone, its points are the front).
+        missing: subnets of an enumerable space a measured table lacks at the resolutions it holds.
+    """
 
     space: str
     method: str
@@ -40,11 +51,19 @@ class Cloud:
     accuracy: np.ndarray
     specs: tuple[str, ...]
     front: np.ndarray
+    latency_low: np.ndarray
+    latency_high: np.ndarray
     show_points: bool = True
-    missing: int = 0  # subnets of an enumerable space a measured table lacks at the resolutions it holds
+    missing: int = 0
 
-    def front_points(self) -> list[dict[str, float | str]]:
-        return [{"spec": self.specs[i], "latency_ms": float(self.latency[i]), "accuracy": float(self.accuracy[i])}
+    @property
+    def measured(self) -> bool:
+        """Whether the latencies are measured (they have intervals) rather than estimated."""
+        return bool(np.isfinite(self.latency_low).any())
+
+    def front_points(self) -> list[dict[str, float | str | None]]:
+        return [{"spec": self.specs[i], "latency_ms": float(self.latency[i]), "accuracy": float(self.accuracy[i]),
+                 "latency_low_ms": _finite(self.latency_low[i]), "latency_high_ms": _finite(self.latency_high[i])}
                 for i in self.front]
 
     def best_under(self, limit_ms: float) -> float:
@@ -74,17 +93,26 @@ class ParetoPanel:
             return []
         coupled, free = self.clouds[0], self.clouds[1]
         rows = []
-        for point in free.front_points():
-            latency = float(point["latency_ms"])
-            rows.append({"latency_ms": latency, "ofa": float(point["accuracy"]),
-                         "compofa": coupled.best_under(latency)})
+        for i in free.front:
+            latency = float(free.latency[i])
+            rows.append({"latency_ms": latency, "ofa": float(free.accuracy[i]), "compofa": coupled.best_under(latency)})
         return rows
 
 
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def no_interval(count: int) -> np.ndarray:
+    """The interval bound of `count` estimated latencies: nan (not measured)."""
+    return np.full(count, np.nan)
+
+
 def _cloud(space: str, method: str, batch: ArchBatch, latency: np.ndarray, accuracy: np.ndarray,
-           show_points: bool = True, missing: int = 0) -> Cloud:
+           interval: tuple[np.ndarray, np.ndarray] | None = None, missing: int = 0) -> Cloud:
+    low, high = interval if interval is not None else (no_interval(len(latency)), no_interval(len(latency)))
     return Cloud(space, method, latency, accuracy, tuple(str(s) for s in batch.specs()),
-                 pareto_front(accuracy, latency), show_points, missing)
+                 pareto_front(accuracy, latency), low, high, missing=missing)
 
 
 def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -> ParetoPanel:
@@ -96,11 +124,12 @@ def table_pareto(series: TableSeries, spaces: tuple[str, ...], scorer: Scorer) -
             continue
         batch = specs_batch([e.key.spec for e in entries])
         latency = np.array([e.median_ms for e in entries])
+        interval = np.array([e.ci_low_ms for e in entries]), np.array([e.ci_high_ms for e in entries])
         resolutions = sorted({e.key.resolution for e in entries})
         missing = table_missing(space, len(entries), len(resolutions))
         held = f"{len(entries)} of {len(entries) + missing}" if missing else f"{len(entries)}"
         method = f"{held} subnets measured at {', '.join(map(str, resolutions))} px"
-        clouds.append(_cloud(space, method, batch, latency, scorer.accuracy(batch), missing=missing))
+        clouds.append(_cloud(space, method, batch, latency, scorer.accuracy(batch), interval, missing))
     return ParetoPanel(series.label, tuple(clouds))
 
 
@@ -113,13 +142,14 @@ def table_missing(space: str, entries: int, resolutions: int) -> int:
 
 def exact_cloud(series: LutSeries, space: str, scorer: Scorer) -> Cloud:
     """Every subnet of enumerable `space` at its search resolutions the LUT covers."""
-    resolutions = _lut_resolutions(series, space)
+    resolutions = lut_resolutions(series, space)
     batch = enumerate_batch(space, resolutions)
     return _cloud(space, f"all {len(batch)} subnets at {_describe(resolutions)}", batch, series.latency(batch),
                   scorer.accuracy(batch))
 
 
-def _lut_resolutions(series: LutSeries, space: str) -> tuple[int, ...]:
+def lut_resolutions(series: LutSeries, space: str) -> tuple[int, ...]:
+    """The search resolutions of `space` the LUT covers (every one it covers where it has none of those)."""
     covered = series.resolutions(space)
     return tuple(r for r in get_space(space).search_resolutions if r in covered) or covered
 
@@ -130,7 +160,7 @@ def searched_cloud(
 ) -> Cloud:
     """OFA's front by evolution at `FRONT_TARGETS` targets over `coupled`'s latency range; `samples`
     (random OFA subnets), where given, are drawn as its cloud."""
-    return _searched_front(series, ofa_space, _lut_resolutions(series, coupled.space), coupled.latency, scorer,
+    return _searched_front(series, ofa_space, lut_resolutions(series, coupled.space), coupled.latency, scorer,
                            samples, seed, generations)
 
 
@@ -157,13 +187,14 @@ def _searched_front(
     accuracy = np.array([r.accuracy for r in found])
     front = pareto_front(accuracy, latency)
     if samples is None or not len(samples):
-        return Cloud(ofa_space, method, latency, accuracy, tuple(str(s) for s in batch.specs()), front, False)
+        return Cloud(ofa_space, method, latency, accuracy, tuple(str(s) for s in batch.specs()), front,
+                     no_interval(len(latency)), no_interval(len(latency)), show_points=False)
     # the random samples are drawn as the cloud; the front stays the searched one (its rows come first)
     both = ArchBatch.concatenate([batch, samples])
     latencies = np.concatenate([latency, series.latency(samples)])
     accuracies = np.concatenate([accuracy, scorer.accuracy(samples)])
     return Cloud(ofa_space, method + f"; {len(samples)} random subnets", latencies, accuracies,
-                 tuple(str(s) for s in both.specs()), front)
+                 tuple(str(s) for s in both.specs()), front, no_interval(len(both)), no_interval(len(both)))
 
 
 def _describe(resolutions: tuple[int, ...]) -> str:

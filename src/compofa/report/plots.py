@@ -2,7 +2,10 @@
 
 Figures are built on `matplotlib.figure.Figure` directly, never through
 pyplot, so no global state or display backend is involved; each is rendered
-to PNG bytes.
+to PNG or SVG bytes. One convention holds across them: accuracy is top-1
+accuracy in percent (higher is better), never error; latency is in ms; a
+measured latency carries its 95% confidence interval as a bar, an estimate
+(a LUT's layer sum) none.
 """
 
 from __future__ import annotations
@@ -29,15 +32,27 @@ if TYPE_CHECKING:
 #: One colour per space of the pair: the coupled space first.
 COLOURS = ("#1f77b4", "#ff7f0e")
 DPI = 110
+IMAGE_FORMATS = ("png", "svg")
+#: What the report says (on the page and as a note) when it cannot draw.
+MISSING = ("figures left out: they are drawn with matplotlib, which is not installed; "
+           "pip install 'compofa[report]' (or pip install matplotlib) and run the report again")
 
 
-def require_matplotlib() -> None:
-    """Fail in one line, before any work, where matplotlib is not installed."""
+def available() -> bool:
+    """Whether matplotlib can be imported (the report is written without figures where it cannot)."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ReportError("the report draws with matplotlib, which is not installed: "
-                          "pip install 'compofa[report]' (or pip install matplotlib)") from None
+        return False
+    return True
+
+
+def check_image_options(image_format: str, dpi: int) -> None:
+    if image_format not in IMAGE_FORMATS:
+        raise ReportError(f"image format {image_format!r} is not one of {', '.join(IMAGE_FORMATS)}",
+                          option="image_format")
+    if dpi < 1:
+        raise ReportError(f"dpi must be a positive number of dots per inch, got {dpi}", option="dpi")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -46,10 +61,23 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def png(figure: Figure) -> bytes:
+def render(figure: Figure, image_format: str = "png", dpi: int = DPI) -> bytes:
+    """The figure as PNG or SVG bytes (an SVG without its creation date, so one report's figures are the same
+    bytes each time it is written)."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    figure.savefig(buffer, format=image_format, dpi=dpi, metadata={"Date": None} if image_format == "svg" else None)
     return buffer.getvalue()
+
+
+def _interval_bars(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray | None:
+    """Error-bar lengths below and above `values` (2 x n) for `errorbar`; None where nothing was measured.
+    An unmeasured point among measured ones gets no bar (0)."""
+    measured = np.isfinite(low) & np.isfinite(high)
+    if not measured.any():
+        return None
+    below = np.where(measured, values - np.where(measured, low, values), 0.0)
+    above = np.where(measured, np.where(measured, high, values) - values, 0.0)
+    return np.vstack([np.maximum(below, 0.0), np.maximum(above, 0.0)])
 
 
 def _percent(values: np.ndarray) -> np.ndarray:
@@ -65,6 +93,13 @@ def pareto_figure(panel: ParetoPanel) -> Figure:
         front = cloud.front
         axes.step(cloud.latency[front], _percent(cloud.accuracy[front]), where="post", color=colour, linewidth=1.6,
                   marker="o", markersize=3, label=f"{cloud.space}: {cloud.method}")
+        bars = _interval_bars(cloud.latency[front], cloud.latency_low[front], cloud.latency_high[front])
+        if bars is not None:  # measured: each front subnet's 95% interval of its median latency
+            axes.errorbar(cloud.latency[front], _percent(cloud.accuracy[front]), xerr=bars, fmt="none",
+                          ecolor=colour, elinewidth=0.9, capsize=2, alpha=0.8)
+    if any(cloud.measured for cloud in panel.clouds):
+        axes.text(0.01, 0.99, "bars: 95% interval of the median latency", transform=axes.transAxes, fontsize=7,
+                  va="top", color="#555555")
     axes.set_xlabel("latency (ms)")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.set_title(f"Pareto front: {panel.series}")
@@ -98,27 +133,37 @@ def grid_figure(grid: Grid) -> Figure:
     return figure
 
 
-def _bucket_axes(figure: Figure, count: int) -> list[Axes]:
-    columns = min(count, 4)
-    rows = math.ceil(count / columns)
-    return [figure.add_subplot(rows, columns, index + 1) for index in range(count)]
-
-
 def cdf_figure(buckets: Buckets) -> Figure:
+    """Per latency bucket, the share of random subnets at or below each accuracy: the curve further right, the
+    more accurate space. Each panel spans its own bucket's accuracies (a shared axis would squeeze each into a
+    sliver of the whole range); the panels share the share axis and one legend."""
+    from matplotlib.ticker import MaxNLocator
+
     count = len(buckets.rows)
-    columns = min(count, 4)
-    figure = _figure(3.0 * columns, 2.6 * math.ceil(count / columns))
-    for axes, pair in zip(_bucket_axes(figure, count), buckets.rows):
+    columns = min(count, 3)
+    rows = math.ceil(count / columns)
+    figure = _figure(3.8 * columns, 0.6 + 3.0 * rows)
+    grid = figure.subplots(rows, columns, sharey=True, squeeze=False)
+    for axes, pair in zip(grid.flat, buckets.rows):
         for colour, space, sample in zip(COLOURS, buckets.spaces, pair):
-            error = np.sort(100 - _percent(sample.accuracy))
-            axes.step(error, np.arange(1, len(error) + 1) / len(error), where="post", color=colour,
-                      label=f"{space} (n={len(error)})")
-        axes.set_title(f"{pair[0].low_ms:g}-{pair[0].high_ms:g} ms", fontsize=9)
-        axes.set_xlabel("top-1 error (%)", fontsize=8)
-        axes.set_ylabel("share of subnets", fontsize=8)
+            accuracy = np.sort(_percent(sample.accuracy))
+            shares = np.arange(len(accuracy) + 1) / len(accuracy)  # from 0 below the least accurate subnet
+            axes.step(np.concatenate([accuracy[:1], accuracy]), shares, where="post", color=colour, linewidth=1.5,
+                      label=space)
+        sizes = "/".join(str(len(sample.accuracy)) for sample in pair)
+        axes.set_title(f"{pair[0].low_ms:g}-{pair[0].high_ms:g} ms (n={sizes})", fontsize=10)
+        axes.tick_params(labelsize=9)
+        axes.xaxis.set_major_locator(MaxNLocator(5))  # a bucket spans a few points of accuracy: few labels
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    figure.suptitle(f"Accuracy CDF per {buckets.width_ms:g} ms bucket, random subnets: {buckets.series}", fontsize=10)
+    for axes in grid.flat[count:]:
+        axes.set_visible(False)
+    figure.supxlabel("top-1 accuracy (%)", fontsize=10)
+    figure.supylabel("share of subnets at or below", fontsize=10)
+    handles, labels = grid.flat[0].get_legend_handles_labels()
+    # the legend above the panels carries the title (a suptitle and an outside legend would overlap)
+    figure.legend(handles, labels, loc="outside upper center", ncols=len(labels), fontsize=10, title_fontsize=11,
+                  title=f"Accuracy CDF per {buckets.width_ms:g} ms bucket, random subnets: {buckets.series}",
+                  frameon=False)
     return figure
 
 
@@ -163,9 +208,15 @@ def scatter_figure(scatters: Sequence[Scatter]) -> Figure:
     figure = _figure(4.2 * columns, 3.8 * math.ceil(count / columns))
     for index, scatter in enumerate(scatters):
         axes = figure.add_subplot(math.ceil(count / columns), columns, index + 1)
-        axes.scatter(scatter.x, scatter.y, s=8, alpha=0.6, linewidths=0)
+        axes.scatter(scatter.x, scatter.y, s=8, alpha=0.6, linewidths=0, color=COLOURS[0])
+        xerr = _interval_bars(scatter.x, scatter.x_low, scatter.x_high)
+        yerr = _interval_bars(scatter.y, scatter.y_low, scatter.y_high)
+        if xerr is not None or yerr is not None:  # each measured latency's 95% interval
+            axes.errorbar(scatter.x, scatter.y, xerr=xerr, yerr=yerr, fmt="none", ecolor=COLOURS[0], elinewidth=0.7,
+                          alpha=0.5, label="95% intervals")
         line = np.array([scatter.x.min(), scatter.x.max()])
         axes.plot(line, line * scatter.ratio, color="grey", linewidth=1, label=f"x {scatter.ratio:.3g} (median ratio)")
+        _same_latency_line(axes, scatter)
         axes.set_xlabel(f"{scatter.a} (ms)", fontsize=8)
         axes.set_ylabel(f"{scatter.b} (ms)", fontsize=8)
         axes.set_title(f"tau {scatter.kendall_tau:.3f}, {len(scatter.x)} subnets", fontsize=9)
@@ -174,29 +225,59 @@ def scatter_figure(scatters: Sequence[Scatter]) -> Figure:
     return figure
 
 
+def _same_latency_line(axes: Axes, scatter: Scatter) -> None:
+    """y = x over the part of the view it crosses; where the two sources' ranges do not overlap, a word instead
+    (stretching the view to reach the line would squeeze the points into a corner)."""
+    low, high = max(scatter.x.min(), scatter.y.min()), min(scatter.x.max(), scatter.y.max())
+    if low < high:
+        axes.plot([low, high], [low, high], color="black", linewidth=0.8, linestyle="--", label="y = x (same latency)")
+    else:
+        axes.text(0.02, 0.98, f"y = x lies outside the view:\n{scatter.b} is {scatter.ratio:.3g}x {scatter.a}",
+                  transform=axes.transAxes, ha="left", va="top", fontsize=7, color="#555555")
+
+
 def noise_figure(noise: NoiseReport) -> Figure:
     figure = _figure(10, 3.6)
     left = figure.add_subplot(1, 2, 1)
+    from matplotlib.ticker import MaxNLocator
+
     left.hist(_percent(noise.relative_ci), bins=30, color=COLOURS[0])
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))  # a count of entries
     left.set_xlabel("95% CI half-width (% of median)")
     left.set_ylabel("entries")
-    left.set_title(f"{len(noise.relative_ci)} entries, {noise.unstable_count} unstable", fontsize=10)
+    left.set_title(f"{_count(len(noise.relative_ci), 'entry', 'entries')}, {noise.unstable_count} unstable",
+                   fontsize=10)
     right = figure.add_subplot(1, 2, 2)
     kept = ~noise.discarded
+    span, unit = _time_unit(float(noise.seconds.max()) if len(noise.seconds) else 0.0)
+    elapsed = noise.seconds / span
     if noise.discarded.any():  # drawn first, faint: the kept rounds are what the entries rest on
-        right.scatter(noise.hours[noise.discarded], noise.drift[noise.discarded], s=6, color="red", alpha=0.3,
+        right.scatter(elapsed[noise.discarded], noise.drift[noise.discarded], s=6, color="red", alpha=0.3,
                       linewidths=0, label="discarded (moved within the round)")
-    right.scatter(noise.hours[kept], noise.drift[kept], s=6, alpha=0.7, linewidths=0, color=COLOURS[0],
+    right.scatter(elapsed[kept], noise.drift[kept], s=6, alpha=0.7, linewidths=0, color=COLOURS[0],
                   label="round used")
     right.axhline(1.0, color="grey", linewidth=1)
-    right.set_xlabel("hours since the first round")
+    right.set_xlabel(f"{unit} since the first round")
     right.set_ylabel("drift (reference / baseline)")
-    right.set_title(f"{len(noise.drift)} rounds, {int(noise.discarded.sum())} discarded", fontsize=10)
+    right.set_title(f"{_count(len(noise.drift), 'round')}, {int(noise.discarded.sum())} discarded", fontsize=10)
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
     figure.suptitle(f"Noise: {noise.series}", fontsize=10)
     return figure
 
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    """Seconds per unit and the unit's name that suit a run of `seconds`: seconds up to 2 minutes, minutes up to
+    2 hours, hours beyond."""
+    if seconds < 120:
+        return 1.0, "seconds"
+    if seconds < 7200:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
+
+
+def _count(number: int, noun: str, plural: str | None = None) -> str:
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"
 
 
 def joint_front_figure(joint: JointFront) -> Figure:

@@ -59,6 +59,10 @@ class TableSeries:
     def latency_by_spec(self, space: str) -> dict[str, float]:
         return {e.key.spec: e.median_ms for e in self.of_space(space)}
 
+    def interval_by_spec(self, space: str) -> dict[str, tuple[float, float]]:
+        """The confidence interval (low, high ms) of each subnet's median latency."""
+        return {e.key.spec: (e.ci_low_ms, e.ci_high_ms) for e in self.of_space(space)}
+
 
 @dataclass
 class LutSeries:
