@@ -106,9 +106,11 @@ def test_subnet_show_counts_match_pytorch() -> None:
     ("spec", "fragment"),
     [
         ("bogus", "cannot read spec 'bogus'"),
-        ("compofa-r224-k77e33_k55e33_k33e33_k33e33_k55e33", "SubnetSpec.kernel_sizes[0] = 7"),
-        ("compofa-r224-k33e44_k55e33_k33e33_k33e33_k55e33", "SubnetSpec.expand_ratios[0] = 4"),
-        ("compofa-r100-k33e33_k55e33_k33e33_k33e33_k55e33", "SubnetSpec.resolution 100"),
+        ("compofa-r224-k77e33_k55e33_k33e33_k33e33_k55e33",
+         "block 0 of stage 0 has kernel size 7 (kernel_sizes[0]); space 'compofa' allows 3 there"),
+        ("compofa-r224-k33e44_k55e33_k33e33_k33e33_k55e33", "block 0 of stage 0 has expand ratio 4 (expand_ratios[0])"),
+        ("compofa-r100-k33e33_k55e33_k33e33_k33e33_k55e33", "space 'compofa' has no resolution 100: it takes "
+                                                            "128..224 step 4"),
         ('{"ks": [3]}', "missing key 'e'"),
         ("@/nonexistent/spec.json", "cannot read spec file"),
     ],
@@ -288,12 +290,12 @@ def test_resolutions_take_lists_ranges_and_all() -> None:
     assert parse_resolutions("160:224:16", space) == (160, 176, 192, 208, 224)
     assert parse_resolutions("160:168, 224,160", space) == (160, 164, 168, 224)
     for text, says in (("160:224:0", "must go up"), ("224:160", "must go up"), ("1:2:3:4", "too many parts"),
-                       ("abc", "ranges (160:224:4) and all"), ("100:120", "resolution 100 is not allowed"),
+                       ("abc", "ranges (160:224:4) and all"), ("100:120", "has no resolution 100"),
                        (" , ", "is empty")):
         with pytest.raises(SpecError, match=re.escape(says)):
             parse_resolutions(text, space)
     refused = run("profile", "--resolution", "120:240:8", "--table", "never.db", "--quiet")
-    assert_one_line_error(refused, "resolution 120 is not allowed")
+    assert_one_line_error(refused, "has no resolution 120")
     assert not Path("never.db").exists()
 
 

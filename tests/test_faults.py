@@ -250,7 +250,7 @@ def test_busy_machine_finishes_with_honest_intervals_and_rerun_measures_them_fir
     assert_whole(busy)
     rerun = run(*profile(busy, limit=6))
     assert rerun.exit_code == 0, rerun.output
-    assert f"measured again first: {len(noisy)} entries" in rerun.output
+    assert f"measured again first: {len(noisy)} {'entry' if len(noisy) == 1 else 'entries'}" in rerun.output
     with LatencyTable.open(busy) as store:
         assert all(e.reason != NOISY for e in store.entries())
     assert_whole(busy)
@@ -270,7 +270,7 @@ def test_a_disturbed_run_is_measured_again_and_gives_the_precision_back(tmp_path
     assert f"{len(noisy)} noise-limited: measured while the machine was disturbed" in run("table", "show",
                                                                                       str(table)).stdout
     rerun = run(*profile(table, limit=6))
-    assert rerun.exit_code == 0 and f"measured again first: {len(noisy)} entries" in rerun.output, rerun.output
+    assert rerun.exit_code == 0 and f"measured again first: {len(noisy)} {'entry' if len(noisy) == 1 else 'entries'}" in rerun.output, rerun.output
     with LatencyTable.open(table) as store:
         entries = store.entries()
     assert len(entries) == 6 and all(e.reason == "converged" and e.relative_ci <= 0.01 for e in entries)
@@ -671,7 +671,7 @@ def test_corrupt_training_image_is_named_and_leaves_no_phase_folder(tmp_path: Pa
     phase that never finished an epoch leaves no folder behind."""
     data = _images(tmp_path / "data", corrupt=True)
     result = run("train", "--schedule", str(_schedule_file(tmp_path, "teacher")), "--data", str(data), "-o",
-                 str(tmp_path / "run"), "--width", "1.0", "--resolution", "128", "--batch-size", "1", "--workers", "1",
+                 str(tmp_path / "run"), "--width", "1.0", "--resolution", "128", "--batch", "1", "--workers", "1",
                  "--quiet")
     assert_one_line_error(result, "cannot read image", "a.png")
     assert not (tmp_path / "run").exists()

@@ -314,3 +314,21 @@ def test_a_lut_of_the_compofa_layers_alone_still_gives_compofa_s_front(tmp_path:
     assert result.summary["grid"] == [] and result.summary["buckets"] == []
     assert any("ofa-mbv3 front: left out" in note and "has no entry" in note for note in result.notes)
     assert any("views with ofa-mbv3: left out" in note for note in result.notes)
+
+
+def test_device_id_reports_the_devices_asked_and_refuses_one_the_tables_lack(tmp_path: Path) -> None:
+    table = profiled(tmp_path, 6, noise="0.01")
+    specs = tuple(get_space("compofa").enumerate([160]))[:6]
+    profile_space(ProfileRequest(table, "fake", SubnetSource("compofa", None, cache_dir=tmp_path / "cache"), (160,),
+                                 Settings(options={"noise": "0.02"}), FAST, specs=specs, force=True))
+    with LatencyTable.open(table) as store:
+        ids = [device.id for device in store.devices()]
+    assert len(ids) == 2
+    both = write_report(ReportRequest((table,), tmp_path / "both", luts=(), **QUICK))  # type: ignore[arg-type]
+    second = write_report(ReportRequest((table,), tmp_path / "second", luts=(), device_ids=(ids[1],),
+                                        **QUICK))  # type: ignore[arg-type]
+    assert len(both.summary["pareto"]) == 2 and len(second.summary["pareto"]) == 1
+    missing = ids[-1] + 5
+    done = run("report", "--table", str(table), "--no-lut", "--device-id", str(missing), "-o", str(tmp_path / "none"))
+    assert_one_line_error(done, f"has none of devices {missing}")
+    assert not (tmp_path / "none").exists()

@@ -286,7 +286,7 @@ def test_merge_keeps_accuracy_rows(tmp_path: Path) -> None:
         assert table.accuracy.rows() == rows
     result = run("table", "merge", str(merged), str(b))
     assert result.exit_code == 0, result.output
-    assert "0 accuracy rows added" in result.stdout and "1 accuracy rows differ" in result.stdout
+    assert "0 accuracy rows added" in result.stdout and "1 accuracy row differs" in result.stdout
 
 
 def test_accuracy_only_tables_merge_into_a_new_table(tmp_path: Path) -> None:
@@ -482,7 +482,7 @@ def test_cli_profile_show_and_resume(tmp_path: Path) -> None:
     ("args", "fragment"),
     [
         (("--device", "nope"), "unknown device 'nope'"),
-        (("--resolution", "100"), "resolution 100 is not allowed"),
+        (("--resolution", "100"), "has no resolution 100"),
         (("--space", "ofa-mbv3", "--device", "fake"), "too many to profile"),
         (("--device", "fake", "-O", "bad"), "NAME=VALUE"),
         (("--device", "fake", "--shard", "4/3"), "--shard"),

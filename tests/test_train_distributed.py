@@ -57,7 +57,7 @@ def test_torchrun_two_processes_train_one_model(tmp_path: Path) -> None:
     result = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "compofa", "train", "--schedule",
          str(tmp_path / "s.yaml"), "--data", str(tmp_path / "digits"), "-o", str(tmp_path / "run"), "--width", "1.0",
-         "--batch-size", "4", "--workers", "0", "--max-steps", "2", "--quiet"],
+         "--batch", "4", "--workers", "0", "--max-steps", "2", "--quiet"],
         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]

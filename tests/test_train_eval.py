@@ -33,7 +33,7 @@ def test_eval_writes_accuracy_rows_that_search_reads(setup: tuple[Path, Path], t
     data, weights = setup
     table = tmp_path / "acc.db"
     args = ("eval", "--checkpoint", str(weights), "--space", "compofa", "--data", str(data), "--resolution", "128",
-            "--sample", "2", "--table", str(table), "--calibration-images", "16", "--batch-size", "32",
+            "--sample", "2", "--table", str(table), "--bn-images", "16", "--batch", "32",
             "--workers", "0", "--quiet")
     first = run(*args)
     assert first.exit_code == 0 and "evaluated 2 subnets" in first.stdout, first.output
@@ -59,7 +59,8 @@ def test_eval_refusals(setup: tuple[Path, Path], tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert_one_line_error(run(*base, "--checkpoint", str(tmp_path / "junk.pt")), "not a PyTorch checkpoint")
     assert_one_line_error(run("eval", "--checkpoint", str(weights), "--data", str(tmp_path)), "has no train/ folder")
-    assert_one_line_error(run(*base, "--checkpoint", str(weights), "--device", "tpu"), "unknown device 'tpu'")
+    assert_one_line_error(run(*base, "--checkpoint", str(weights), "--torch-device", "tpu"),
+                          "unknown device 'tpu'")
     trained = tmp_path / "compound.pt"  # as `compofa train` writes it after a CompOFA phase
     torch.save({**torch.load(weights, weights_only=True), "training": {"phase": {"space": "compofa"}}}, trained)
     assert_one_line_error(run(*base, "--checkpoint", str(trained), "--space", "ofa-mbv3"),
@@ -99,7 +100,7 @@ def test_eval_under_torchrun_splits_the_subnets_and_one_process_writes(setup: tu
     data, weights = setup
     table, alone = tmp_path / "acc.db", tmp_path / "alone.db"
     args = ["eval", "--checkpoint", str(weights), "--space", "compofa", "--data", str(data), "--resolution", "128",
-            "--sample", "5", "--calibration-images", "16", "--batch-size", "32", "--workers", "0", "--quiet"]
+            "--sample", "5", "--bn-images", "16", "--batch", "32", "--workers", "0", "--quiet"]
     torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m",
                 "compofa"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}

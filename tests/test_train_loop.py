@@ -92,7 +92,7 @@ def test_train_command_runs_a_schedule_file_and_resumes(digits: Path, tmp_path: 
               dataclasses.replace(small(1, epochs=1, subnets_per_step=2), name="c").to_dict()]
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(phases))
     args = ("train", "--schedule", str(tmp_path / "s.yaml"), "--data", str(digits), "-o", str(tmp_path / "run"),
-            "--width", "1.0", "--batch-size", "8", "--workers", "0", "--max-steps", "1", "--quiet")
+            "--width", "1.0", "--batch", "8", "--workers", "0", "--max-steps", "1", "--quiet")
     first = run(*args)
     assert first.exit_code == 0, first.output
     assert (tmp_path / "run" / "t" / CHECKPOINT_NAME).exists() and (tmp_path / "run" / "c" / LOG_NAME).exists()

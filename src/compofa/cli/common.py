@@ -139,7 +139,9 @@ def _flag_hint(ctx: click.Context, names: tuple[str, ...]) -> str:
     for name in names:
         for param in command.params:
             if isinstance(param, click.Option) and (param.name == name or f"--{name.replace('_', '-')}" in param.opts):
-                flags.append(max(param.opts, key=len))
+                # a hidden old spelling (train's --device) points to the flag it became (--torch-device)
+                idea = getattr(param, "idea", None) if param.hidden else None
+                flags.append(idea.flag if idea is not None else max(param.opts, key=len))
                 break
     return f" (change {' or '.join(flags)})" if flags else ""
 
@@ -230,6 +232,27 @@ def parse_resolutions(text: str | None, space: DesignSpace, what: str = "--resol
     for value in values:
         space.check_resolution(value)
     return tuple(dict.fromkeys(values))
+
+
+def single_resolution(text: str | None, space: DesignSpace) -> int | None:
+    """``--resolution`` where a command is about one subnet: the same syntax, one value."""
+    values = parse_resolutions(text, space)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise OptionError(f"--resolution {text} names {len(values)} resolutions; this command takes one (such as "
+                          f"{values[-1]})", option="resolution")
+    return values[0]
+
+
+def plural(count: int, singular: str, plural_form: str | None = None) -> str:
+    """``1 entry``, ``2 entries``, ``0 subnets``."""
+    if count == 1:
+        return f"1 {singular}"
+    if plural_form is None:
+        plural_form = singular[:-1] + "ies" if singular.endswith("y") and singular[-2:-1] not in "aeiou" \
+            else singular + "s"
+    return f"{count} {plural_form}"
 
 
 def spec_argument(text: str, space: str | None, resolution: int | None) -> SubnetSpec:

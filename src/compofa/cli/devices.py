@@ -8,11 +8,12 @@ from typing import Any
 import click
 
 from compofa.cli.common import echo_rows, print_json
+from compofa.cli.options import JSON, option
 
 
 @click.command("devices")
 @click.argument("remote", required=False, metavar="[ssh://[USER@]HOST[:PORT]]")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@option(JSON)
 def devices_command(remote: str | None, as_json: bool) -> None:
     """List the device backends, whether each is available here (or on ssh://HOST), and why not.
 

@@ -1,44 +1,15 @@
-"""The precision options of the commands that time subnets (`profile`, `search --latency device:`,
-`lut build`): ``--precision``, with ``--calibration`` and ``--calibration-images`` for int8 models."""
+"""What ``--precision``, ``--calibration`` and ``--calibration-images`` (`compofa.cli.options`) ask of the commands
+that time subnets (`profile`, `search --latency device:`): the int8 recipe, with its images checked up front."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
-
-import click
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from compofa.cli.common import OptionError
-from compofa.devices.base import PRECISIONS
 
 if TYPE_CHECKING:
     from compofa.devices.base import Quantization
-
-F = TypeVar("F", bound=Callable[..., object])
-
-#: Calibration images drawn unless --calibration-images says otherwise (`compofa.sources.calibration`).
-DEFAULT_CALIBRATION_IMAGES = 256
-
-
-#: What --precision says on the commands that time subnets.
-TIMING_HELP = ("Precision the device computes in; int8 times the subnets quantized (static, QDQ, per-channel "
-               "weights) after calibration on --calibration images.")
-
-
-def precision_option(help: str = TIMING_HELP) -> Callable[[F], F]:
-    """``--precision``: every precision there is (each backend or job refuses those it cannot, in one line)."""
-    return click.option("--precision", default="fp32", show_default=True, type=click.Choice(PRECISIONS), help=help)
-
-
-def calibration_options(function: F) -> F:
-    """``--calibration DIR`` and ``--calibration-images N``: the real images int8 models are calibrated on."""
-    function = click.option(
-        "--calibration-images", default=DEFAULT_CALIBRATION_IMAGES, show_default=True,
-        type=click.IntRange(min=1), help="How many of the --calibration images (a seeded subset).")(function)
-    return click.option(
-        "--calibration", type=click.Path(), metavar="DIR",
-        help="Images int8 models are calibrated on: an ImageFolder (DIR/train/<class>/..., as `compofa digits` "
-             "writes it) or a folder of images.")(function)
 
 
 def quantization(precision: str, calibration: str | None, images: int, resolutions: Sequence[int],

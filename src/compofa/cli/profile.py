@@ -12,10 +12,26 @@ from typing import TYPE_CHECKING
 
 import click
 
-from compofa.cli.common import EXIT_INTERRUPTED, parse_duration, parse_options, parse_resolutions
-from compofa.cli.precision import calibration_options, precision_option, quantization
+from compofa.cli.common import EXIT_INTERRUPTED, parse_duration, parse_options, parse_resolutions, plural
+from compofa.cli.options import (
+    ACCURACY,
+    BACKEND_OPTIONS,
+    BATCH,
+    CHECKPOINT,
+    DEVICE,
+    PRECISION,
+    QUIET,
+    RESOLUTION,
+    SPACE,
+    THREADS,
+    WIDTH,
+    calibration_options,
+    option,
+    rounds,
+    rounds_options,
+)
+from compofa.cli.precision import quantization
 from compofa.profiler import ProfileListener
-from compofa.space import DEFAULT_SPACE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -147,14 +163,6 @@ def progress_bar(
         bar.stop()
 
 
-def check_rounds(min_rounds: int, max_rounds: int) -> None:
-    from compofa.profiler import ProfileConfigError
-
-    if min_rounds > max_rounds:
-        raise ProfileConfigError(f"--min-rounds {min_rounds} is more than --max-rounds {max_rounds}; "
-                                 "raise --max-rounds too")
-
-
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
@@ -203,46 +211,37 @@ def fleet_names(devices: tuple[str, ...], devices_file: str | None) -> tuple[str
 
 
 @click.command("profile")
-@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space to profile (must be enumerable).")
-@click.option("--device", "devices", multiple=True,
-              help="Backend (see `compofa devices`), e.g. lut:note10, ssh://HOST/onnxruntime or adb://SERIAL/litert "
-              "[default: onnxruntime]. Repeat it for a fleet of devices of one kind sharing the job.")
+@option(SPACE)
+@option(DEVICE, multiple=True)
 @click.option("--devices", "devices_file", type=click.Path(dir_okay=False),
-              help="A file naming the fleet's devices, one per line (# starts a comment).")
-@click.option("--resolution", default="224", show_default=True,
-              help="Input resolutions: a comma-separated list of values and ranges START:STOP[:STEP] (step 4 unless "
-              "given), or all (the space's search resolutions, 160..224 step 4).")
-@click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the device's, 1 on CPU, 64 on GPU).")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
-@precision_option()
+              help="A file naming a fleet of devices of one kind that share the job, one per line (# starts a "
+                   "comment); --device may be repeated for the same.")
+@option(RESOLUTION, default="224")
+@option(BATCH, shown_default="the device's: 1 on CPU, 64 on GPU")
+@option(THREADS)
+@option(PRECISION)
 @calibration_options
-@click.option("-O", "--option", "options", multiple=True, help="Backend option NAME=VALUE (repeatable).")
+@option(BACKEND_OPTIONS, multiple=True)
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(), help="Table file to fill.")
-@click.option("--width", type=float, help="Width multiplier (default: the family's).")
-@click.option("--checkpoint", type=click.Path(), help="Supernet weights (latency does not depend on them).")
+@option(WIDTH)
+@option(CHECKPOINT)
 @click.option("--shard", help="Profile only part K of N (K/N) of the subnets; merge the tables afterwards. "
               "auto: the part a Slurm job array or (auto/N) a Kubernetes Indexed Job gives this task.")
 @click.option("--limit", type=click.IntRange(min=1),
               help="Profile only N subnets (a quick try): a spread over every stage's depth and the latency range, "
                    "the same each run; a larger N keeps these and adds more.")
-@click.option("--target-ci", default=0.01, show_default=True, type=float, help="Relative CI half-width to reach.")
-@click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Fresh sessions per subnet, at least.")
-@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
-@click.option("--round-seconds", default=0.4, show_default=True, type=float,
-              help="Timed inference per subnet and round.")
+@rounds_options
 @click.option("--time-budget", help="Stop beginning rounds after this long (90s, 20m, 1h30m): every subnet measured "
               "so far keeps the interval its rounds give, and the same command continues from there.")
 @click.option("--front-aware/--uniform", default=None,
               help="Front-aware: every subnet coarsely (one short round), then to --target-ci only those that could "
               "be on the accuracy-latency front (--accuracy decides it); uniform: every subnet to --target-ci. "
               "Default: front-aware over several resolutions, uniform at one.")
-@click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
-              help="What decides the front a front-aware profile refines: predictor, predictor:PATH or table:PATH.")
+@option(ACCURACY)
 @click.option("--force", is_flag=True, help="Add a different setup of the same device to an existing table.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@option(QUIET)
 def profile_command(
-    space: str, devices: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
+    space: str, device: tuple[str, ...], devices_file: str | None, resolution: str, batch: int | None,
     threads: int, precision: str, calibration: str | None, calibration_images: int, options: tuple[str, ...],
     table: str, width: float | None, checkpoint: str | None,
     shard: str | None, limit: int | None, target_ci: float, min_rounds: int, max_rounds: int, round_seconds: float,
@@ -250,10 +249,14 @@ def profile_command(
 ) -> None:
     """Measure every subnet of SPACE on DEVICE into TABLE; rerunning resumes.
 
+    SPACE must be small enough to enumerate (see `compofa spaces`).
+
     Subnets are timed in interleaved rounds, each in a fresh session, with a
     reference subnet timed between the blocks of every round to correct the
     machine's drift, until each median's 95% confidence interval is within
     --target-ci. Ctrl-C keeps every finished round; the same command continues.
+    Repeat --device (or list them in --devices FILE) for a fleet of devices of
+    one kind sharing the job, such as ssh://HOST1/onnxruntime and ssh://HOST2/...
     """
     from compofa.devices import Settings
     from compofa.jobs.profile import ProfileRequest, Shard, profile_space
@@ -262,20 +265,20 @@ def profile_command(
     from compofa.sources.subnet import SubnetSource
     from compofa.space import get_space
 
-    names = fleet_names(devices, devices_file)
-    device = names[0]
+    names = fleet_names(device, devices_file)
+    timed = names[0]
     design = get_space(space)
     resolutions = parse_resolutions(resolution, design) or (224,)
-    settings = Settings(batch or default_batch(device), precision, threads, parse_options(options),
+    settings = Settings(batch or default_batch(timed), precision, threads, parse_options(options),
                         quantization=quantization(precision, calibration, calibration_images, resolutions))
-    check_rounds(min_rounds, max_rounds)
+    min_rounds, max_rounds = rounds(min_rounds, max_rounds)
     if front_aware is None:  # at one resolution most subnets lie near the front: a coarse pass first saves little
         front_aware = len(resolutions) > 1
     config = ProfileConfig(target_ci=target_ci, min_rounds=min_rounds, max_rounds=max_rounds,
                            round_seconds=round_seconds)
     request = ProfileRequest(
         table=Path(table),
-        device=device,
+        device=timed,
         source=SubnetSource(space, width, checkpoint),
         resolutions=resolutions,
         settings=settings,
@@ -286,13 +289,13 @@ def profile_command(
         fleet=names[1:],
         time_budget=parse_duration(time_budget),
         accuracy=(front_scorer(accuracy_text, space, width, precision)
-                  if front_aware and not device.startswith("lut") else None),
+                  if front_aware and not timed.startswith("lut") else None),
     )
-    label = display_name(device) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+    label = display_name(timed) + (f" and {len(names) - 1} more" if len(names) > 1 else "")
     with progress_bar(f"{label} {space}", table, quiet) as listener:
         summary = profile_space(request, listener)
-    click.echo(f"profiled {summary.measured} subnets into {table} ({summary.already_done} were already there, "
-               f"{summary.planned} planned)")
+    click.echo(f"profiled {plural(summary.measured, 'subnet')} into {table} ({summary.already_done} "
+               f"{'was' if summary.already_done == 1 else 'were'} already there, {summary.planned} planned)")
     if summary.times is not None and summary.measured and summary.reference is not None:
         times = summary.times
         click.echo(
@@ -301,19 +304,19 @@ def profile_command(
             f"{times.samples / max(summary.measured, 1):.0f} samples per subnet"
         )
         reasons = ", ".join(f"{count} {reason}" for reason, count in summary.reasons.most_common())
-        click.echo(f"stopped: {reasons}; {summary.discarded_rounds} rounds discarded (the machine's speed "
+        click.echo(f"stopped: {reasons}; {plural(summary.discarded_rounds, 'round')} discarded (the machine's speed "
                    "changed during them) and measured again")
     echo_stability(summary.remeasured, summary.unstable, summary.reasons[NOISY])
     if summary.front is not None:
         front = summary.front
-        click.echo(f"front-aware: {front.coarse} subnets measured coarsely now, {front.refined} refined in "
-                   f"{front.refinements} passes; {front.candidates} could be on the accuracy-latency front, measured "
-                   "to --target-ci, the rest keep coarse or partly refined intervals (rerun with --uniform to "
-                   "measure every subnet to --target-ci)")
+        click.echo(f"front-aware: {plural(front.coarse, 'subnet')} measured coarsely now, {front.refined} refined "
+                   f"in {plural(front.refinements, 'pass', 'passes')}; {front.candidates} could be on the "
+                   "accuracy-latency front, measured to --target-ci, the rest keep coarse or partly refined "
+                   "intervals (rerun with --uniform to measure every subnet to --target-ci)")
     unbegun = summary.planned - summary.already_done - summary.measured
     if summary.reasons[TIME_BUDGET] or (time_budget is not None and unbegun):
-        click.echo(f"time budget spent: {summary.reasons[TIME_BUDGET]} subnets kept the intervals their rounds "
-                   f"gave, {unbegun} have no kept round yet; the same command continues")
+        click.echo(f"time budget spent: {plural(summary.reasons[TIME_BUDGET], 'subnet')} kept the intervals their "
+                   f"rounds gave, {unbegun} have no kept round yet; the same command continues")
     from compofa.cli.table import print_summary  # the store loads only once there is a table to show
 
     print_summary(Path(table))
@@ -322,10 +325,10 @@ def profile_command(
 def echo_stability(remeasured: int, unstable: int, noisy: int) -> None:
     """What a run says about entries it could not measure cleanly."""
     if remeasured:
-        click.echo(f"measured again first: {remeasured} entries an earlier run left unstable")
+        click.echo(f"measured again first: {plural(remeasured, 'entry')} an earlier run left unstable")
     if unstable:
         why = (f"{noisy} noise-limited: the machine was disturbed or its speed kept changing during their rounds "
                "(their intervals are wider; rerun when it is quiet to measure them again)" if noisy else "")
         other = unstable - noisy
         rest = f"{other} with a wide spread of samples (see `compofa table show`)" if other else ""
-        click.echo(f"unstable: {unstable} entries, " + "; ".join(part for part in (why, rest) if part))
+        click.echo(f"unstable: {plural(unstable, 'entry')}, " + "; ".join(part for part in (why, rest) if part))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from compofa.space import DEFAULT_SPACE
+from compofa.cli.options import ACCURACY, DEVICE_ID, OUTPUT_FOLDER, QUIET, SEED, SPACE, WIDTH, option
 
 
 @click.command("report")
@@ -15,27 +15,27 @@ from compofa.space import DEFAULT_SPACE
 @click.option("--lut", "luts", multiple=True,
               help="A layer lookup table, note10 or a folder (repeatable; default note10 for MobileNetV3 spaces).")
 @click.option("--no-lut", is_flag=True, help="No lookup table: only the measured tables.")
-@click.option("--space", default=DEFAULT_SPACE, show_default=True,
-              help="The CompOFA space (compared with its OFA space).")
-@click.option("--width", type=float, help="Width multiplier (default: the family's).")
-@click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
-              help="predictor, predictor:PATH or table:PATH (as for search).")
+@option(DEVICE_ID, multiple=True, shown_default="every device of every table")
+@option(SPACE)
+@option(WIDTH)
+@option(ACCURACY)
 @click.option("--bucket", "bucket_ms", type=click.FloatRange(min=0, min_open=True),
-              help="Latency bucket width (ms) of the design-space views (default: about six over the range).")
+              help="Latency bucket width (ms) of the design-space views (default: CompOFA's latency range over "
+                   "twelve, rounded up to a round width: 5 ms on the Note10).")
 @click.option("--per-bucket", default=50, show_default=True, type=click.IntRange(min=2),
               help="Random subnets per bucket and space.")
 @click.option("--generations", default=500, show_default=True, type=click.IntRange(min=1),
               help="Evolution generations per target of OFA's front on a LUT.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random subnets and the evolution.")
-@click.option("-o", "--output", default="report", show_default=True, type=click.Path(),
-              help="Folder to write the page, figures and report.json into.")
+@option(SEED)
+@option(OUTPUT_FOLDER, default="report")
 @click.option("--image-format", default="png", show_default=True, type=click.Choice(("png", "svg")),
               help="File format of the figures (either is also inlined in the page).")
 @click.option("--dpi", default=110, show_default=True, type=click.IntRange(min=1),
               help="Resolution of PNG figures (dots per inch).")
-@click.option("--quiet", is_flag=True, help="No progress messages.")
+@option(QUIET)
 def report_command(
-    tables: tuple[str, ...], luts: tuple[str, ...], no_lut: bool, space: str, width: float | None,
+    tables: tuple[str, ...], luts: tuple[str, ...], no_lut: bool, device_id: tuple[int, ...], space: str,
+    width: float | None,
     accuracy_text: str, bucket_ms: float | None, per_bucket: int, generations: int, seed: int, output: str,
     quiet: bool, image_format: str, dpi: int,
 ) -> None:
@@ -50,7 +50,8 @@ def report_command(
     if not luts and not no_lut:
         luts = ("note10",) if get_space(space).family.name == "mobilenetv3" else ()
     request = ReportRequest(tuple(Path(t) for t in tables), Path(output), luts, space, width, accuracy_text, bucket_ms,
-                            per_bucket, generations, seed, image_format=image_format, dpi=dpi)
+                            per_bucket, generations, seed, image_format=image_format, dpi=dpi,
+                            device_ids=device_id)
     console = Console(stderr=True)
     if quiet:
         result = write_report(request)

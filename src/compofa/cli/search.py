@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from compofa.cli.common import OptionError, echo_rows, parse_options, parse_resolutions, print_json
-from compofa.cli.precision import calibration_options, quantization
+from compofa.cli.common import OptionError, echo_rows, parse_options, parse_resolutions, plural, print_json
+from compofa.cli.options import (
+    ACCURACY,
+    BACKEND_OPTIONS,
+    BATCH,
+    DEVICE_ID,
+    FILE_FORMAT,
+    JSON,
+    OUTPUT_FILE,
+    PRECISION,
+    QUIET,
+    RESOLUTION,
+    SEED,
+    SPACE,
+    THREADS,
+    WIDTH,
+    calibration_options,
+    option,
+    rounds,
+    rounds_options,
+)
+from compofa.cli.outputs import check_output, output_format, to_stdout, written_output
+from compofa.cli.precision import quantization
 from compofa.cli.search_sources import SourcePlan, plan_sources
-from compofa.devices.base import PRECISIONS
 from compofa.search.run import STRATEGIES
-from compofa.space import DEFAULT_SPACE, get_space
+from compofa.space import get_space
 
 if TYPE_CHECKING:
     from compofa.profiler import ProfileListener
@@ -22,7 +41,7 @@ if TYPE_CHECKING:
 
 
 @click.command("search")
-@click.option("--space", default=DEFAULT_SPACE, show_default=True, help="Design space.")
+@option(SPACE)
 @click.option("--latency", "latency_texts", required=True, multiple=True,
               help="table:PATH, device:NAME (measure on demand into --table), lut:note10, lut:PATH or flops; "
                    "repeat it to find the subnet that meets a target on every source at once.")
@@ -33,60 +52,56 @@ if TYPE_CHECKING:
 @click.option("--max-memory", help="Peak memory limit of the inference (B, KB, MB, GB, KiB, MiB, GiB: 300MB), on "
               "every source, or one per source (300MB,-).")
 @click.option("--max-energy", help="Energy per inference limit (uJ, mJ, J: 5mJ), on every source, or one per source.")
-@click.option("--accuracy", "accuracy_text", default="predictor", show_default=True,
-              help="predictor (the shipped OFA predictor), predictor:PATH or table:PATH.")
+@option(ACCURACY)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
               help="auto: exhaustive when the space is enumerable.")
-@click.option("--resolution", help="Resolutions: values and ranges START:STOP[:STEP], comma-separated, or all "
-              "(default: those every table holds, or the space's search set, 160..224 step 4).")
-@click.option("--width", type=float, help="Width multiplier (default: the family's).")
+@option(RESOLUTION, shown_default="those every table holds; else 224 when measuring, the search set otherwise")
+@option(WIDTH)
 @click.option("--upper-bound", is_flag=True, help="Require the latency's upper 95% bound, not its median (or p90, "
               "p99), to fit.")
 @click.option("--bucket", help="Compare latencies in buckets of this width (ms), or 'auto' (the table's noise floor).")
 @click.option("--table", default="latency.db", show_default=True, type=click.Path(),
               help="Where device:NAME memoizes its measurements.")
-@click.option("--device-id", "device_ids", type=int, multiple=True,
-              help="Which device of a table holding several (see `compofa table show`): once for every table, or "
-                   "once per table or device source in --latency order.")
+@option(DEVICE_ID, multiple=True)
 @click.option("--complete", is_flag=True,
               help="table:PATH: refuse a table that lacks some configuration (default: search what is measured).")
-@click.option("--batch", type=click.IntRange(min=1),
-              help="Batch size for table/device latency (default: each table's, or the device's).")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1), help="Intra-op threads (CPU).")
-@click.option("-O", "--option", "options", multiple=True, help="device:NAME backend option NAME=VALUE (repeatable).")
-@click.option("--round-seconds", default=0.4, show_default=True, type=float,
-              help="device:NAME: timed inference per subnet and round when measuring.")
-@click.option("--target-ci", default=0.01, show_default=True, type=float,
-              help="device:NAME: relative CI half-width to reach when measuring.")
-@click.option("--min-rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="device:NAME: fresh sessions per subnet, at least.")
-@click.option("--max-rounds", default=8, show_default=True, type=click.IntRange(min=1), help="... and at most.")
-@click.option("--precision", type=click.Choice(PRECISIONS),
-              help="Precision of the latency (and of table:PATH accuracy rows) searched; default: each table's "
-                   "own where it holds one, else fp32. device:NAME int8 needs --calibration.")
+@option(BATCH, shown_default="each table's, or the device's")
+@option(THREADS)
+@option(BACKEND_OPTIONS, multiple=True)
+@rounds_options
+@option(PRECISION, default=None, shown_default="each table's own where it holds one, else fp32")
 @calibration_options
 @click.option("--generations", type=click.IntRange(min=1), help="Evolution: generations (default 500).")
 @click.option("--population", type=click.IntRange(min=4), help="Evolution: population (default 100).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Evolution seed.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the results (.json or .csv).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-@click.option("--quiet", is_flag=True, help="No progress bar while measuring.")
+@option(SEED)
+@option(OUTPUT_FILE)
+@option(FILE_FORMAT)
+@option(JSON)
+@option(QUIET)
 def search_command(
     space: str, latency_texts: tuple[str, ...], targets: tuple[str, ...], max_memory: str | None,
     max_energy: str | None, accuracy_text: str, strategy: str, resolution: str | None, width: float | None,
-    upper_bound: bool, bucket: str | None, table: str, device_ids: tuple[int, ...], complete: bool, batch: int | None,
+    upper_bound: bool, bucket: str | None, table: str, device_id: tuple[int, ...], complete: bool, batch: int | None,
     threads: int, options: tuple[str, ...], round_seconds: float, target_ci: float, min_rounds: int, max_rounds: int,
     precision: str | None, calibration: str | None, calibration_images: int, generations: int | None,
-    population: int | None, seed: int, output: str | None, as_json: bool,
+    population: int | None, seed: int, output: str | None, file_format: str | None, as_json: bool,
     quiet: bool,
 ) -> None:
-    """Find the most accurate subnet of SPACE under each latency target."""
+    """Find the most accurate subnet of SPACE under each latency target.
+
+    With several --latency sources, --device-id is given once for every table
+    or device source, or once per such source in --latency order; device:NAME
+    sources are measured as `compofa profile` measures (--min-rounds,
+    --max-rounds, --round-seconds, --target-ci). -o writes the results as JSON
+    (the whole report) or CSV (one row per target); -o - prints them instead
+    of the text table.
+    """
     from compofa.devices import Settings
     from compofa.search.constraints import parse_limits
     from compofa.search.latency import latency_source
     from compofa.search.metrics import ENERGY, MEMORY
     from compofa.search.predictor import accuracy_source
-    from compofa.search.results import check_results_path, write_results
+    from compofa.search.results import write_results
     from compofa.search.run import SearchRequest, search
     from compofa.search.targets import FitRule, parse_joint_targets
 
@@ -95,7 +110,7 @@ def search_command(
     # every input is read and checked before anything is measured or written
     joint = parse_joint_targets(targets, len(latency_texts))
     limits = parse_limits(max_memory, MEMORY, len(latency_texts)) + parse_limits(max_energy, ENERGY, len(latency_texts))
-    plans = plan_sources(latency_texts, space, width, device_ids)
+    plans = plan_sources(latency_texts, space, width, device_id)
     resolutions = parse_resolutions(resolution, design) or _default_resolutions(plans, design)
     for value in resolutions:
         design.check_resolution(value)
@@ -112,21 +127,25 @@ def search_command(
         evolution = EvolutionConfig(population=population or defaults.population,
                                     generations=generations or defaults.generations)
     request = SearchRequest(space, width, joint, tuple(resolutions), strategy, rule, seed, evolution, limits)
-    if output:
-        check_results_path(output)  # before any measuring
+    if output is not None:  # before any measuring
+        check_output(output)
+        results_format = output_format(output, file_format, ("json", "csv"))
+    elif file_format is not None:
+        raise OptionError("--format is the format of the -o file: give -o FILE (or -o - for standard output)",
+                          option="file_format")
     measuring: AbstractContextManager[ProfileListener[Any] | None] = nullcontext(None)
     config = None
     devices = [plan.rest for plan in plans if plan.kind == "device"]
     if devices:  # the profiler and its progress bar load only when measuring
-        from compofa.cli.profile import check_rounds, progress_bar
+        from compofa.cli.profile import progress_bar
         from compofa.profiler import ProfileConfig
         from compofa.remote.names import display_name
 
-        check_rounds(min_rounds, max_rounds)
+        min_rounds, max_rounds = rounds(min_rounds, max_rounds)
         config = ProfileConfig(round_seconds=round_seconds, target_ci=target_ci, min_rounds=min_rounds,
                                max_rounds=max_rounds)
         measuring = progress_bar(f"measuring {space} on {', '.join(map(display_name, devices))}", table,
-                                 quiet or as_json, transient=True)
+                                 quiet or as_json or to_stdout(output), transient=True)
     with measuring as listener:
         sources = [latency_source(plan.text, space, width,
                                   Settings(batch or plan.default_batch, precision or plan.precision or "fp32", threads,
@@ -135,8 +154,11 @@ def search_command(
         report = search(request, accuracy, sources)
     if report.missing:
         click.echo(_partial_note(report, [plan.rest for plan in plans if plan.kind == "table"]), err=True)
-    if output:
-        write_results(report, Path(output))
+    if output is not None:
+        with written_output(output, f".{results_format}") as path:
+            write_results(report, path)
+        if to_stdout(output):
+            return
     if as_json:
         print_json(report.to_dict())
         return
@@ -238,11 +260,11 @@ def _print(report: SearchReport, output: str | None) -> None:
     echo_rows(rows, [*header, "seconds"])
     stats = report.latency_stats
     if any(name.startswith(("table:", "device:")) for name in sources):
-        measured = (f"{stats['misses']} subnets measured in {stats['measure_seconds']:.0f} s and memoized"
+        measured = (f"{plural(stats['misses'], 'subnet')} measured in {stats['measure_seconds']:.0f} s and memoized"
                     if stats.get("misses") else "nothing measured")
         click.echo(f"latency cache: {stats['hits']} hits, {measured}")
     if report.pareto_objectives:
-        click.echo(f"Pareto front: {len(report.pareto)} subnets no other beats on "
+        click.echo(f"Pareto front: {plural(len(report.pareto), 'subnet')} no other beats on "
                    f"{', '.join(report.pareto_objectives)}")
     if output:
         click.echo(f"wrote {output}")

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from compofa.cli.common import CompofaGroup, echo_rows, print_json
+from compofa.cli.options import JSON, option
 from compofa.space import DesignSpace, get_space, list_spaces
 from compofa.space.design import describe_range
 
@@ -32,7 +33,7 @@ def space_summary(space: DesignSpace) -> dict[str, Any]:
 
 
 @click.command("spaces")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@option(JSON)
 def spaces_command(as_json: bool) -> None:
     """List the design spaces and how many subnets each has (per resolution)."""
     spaces = list_spaces()
@@ -53,7 +54,7 @@ def space_group() -> None:
 
 @space_group.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@option(JSON)
 def space_show(name: str, as_json: bool) -> None:
     """Describe design space NAME: stages, choices, resolutions, extremes."""
     space = get_space(name)

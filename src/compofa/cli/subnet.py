@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -9,18 +10,15 @@ from typing import Any
 import click
 import numpy as np
 
-from compofa.cli.common import CompofaGroup, echo_rows, parse_int_list, print_json, spec_argument
-from compofa.space import DEFAULT_SPACE, SubnetSpec, get_space
+from compofa.cli.common import CompofaGroup, echo_rows, parse_resolutions, print_json, single_resolution, spec_argument
+from compofa.cli.options import JSON, RESOLUTION, SEED, SPACE, WIDTH, option
+from compofa.space import SubnetSpec, get_space
 from compofa.space.cost import network_cost
 from compofa.space.plan import plan_subnet
 
-SPACE_OPTION = click.option(
-    "--space", default=DEFAULT_SPACE, show_default=True, help="Design space (see `compofa spaces`)."
-)
-RESOLUTION_OPTION = click.option(
-    "--resolution", help="Comma-separated resolutions (default: the space's search resolutions)."
-)
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON (canonical text and OFA dict).")
+SPACE_OPTION = option(SPACE)
+RESOLUTION_OPTION = option(RESOLUTION, shown_default="the space's search resolutions")
+JSON_OPTION = option(JSON)
 
 
 def spec_record(spec: SubnetSpec) -> dict[str, Any]:
@@ -43,14 +41,19 @@ def subnet_group() -> None:
 @subnet_group.command("sample")
 @SPACE_OPTION
 @click.option("-n", "--count", default=1, show_default=True, type=click.IntRange(min=1), help="How many.")
-@click.option("--seed", type=int, help="Seed for a reproducible sample (default: fresh entropy).")
+@option(SEED)
 @RESOLUTION_OPTION
 @JSON_OPTION
-def subnet_sample(space: str, count: int, seed: int | None, resolution: str | None, as_json: bool) -> None:
-    """Draw subnets uniformly at random from a space."""
+def subnet_sample(space: str, count: int, seed: int, resolution: str | None, as_json: bool) -> None:
+    """Draw subnets uniformly at random from a space.
+
+    The same --seed draws the same subnets (0 unless given); for a fresh draw
+    each time, give the shell's randomness: --seed $RANDOM. --json prints each
+    subnet's canonical text and OFA dict.
+    """
     design = get_space(space)
     rng = np.random.default_rng(seed)
-    _emit(design.sample_many(rng, count, parse_int_list(resolution, "--resolution")), as_json)
+    _emit(design.sample_many(rng, count, parse_resolutions(resolution, design)), as_json)
 
 
 @subnet_group.command("enumerate")
@@ -60,22 +63,25 @@ def subnet_sample(space: str, count: int, seed: int | None, resolution: str | No
 def subnet_enumerate(space: str, resolution: str | None, as_json: bool) -> None:
     """List every subnet of a small space (compofa: 243 per resolution)."""
     design = get_space(space)
-    _emit(list(design.enumerate(parse_int_list(resolution, "--resolution"))), as_json)
+    _emit(list(design.enumerate(parse_resolutions(resolution, design))), as_json)
 
 
 @subnet_group.command("show")
 @click.argument("spec")
-@click.option("--space", help="Space of an OFA-dict SPEC (default compofa); must match a canonical SPEC.")
-@click.option("--width", type=float, help="Width multiplier (default: the family's).")
-@click.option("--resolution", type=int, help="Replace the spec's resolution.")
+@option(SPACE, default=None, shown_default="the SPEC's; compofa for an OFA dict")
+@option(WIDTH)
+@option(RESOLUTION, shown_default="the SPEC's")
 @JSON_OPTION
-def subnet_show(spec: str, space: str | None, width: float | None, resolution: int | None, as_json: bool) -> None:
+def subnet_show(spec: str, space: str | None, width: float | None, resolution: str | None, as_json: bool) -> None:
     """Describe SPEC: canonical form, OFA dict and its layers.
 
     SPEC is the canonical text (compofa-r224-k33e33_...), an OFA dict as JSON
-    text, or @file.json.
+    text, or @file.json; --resolution replaces its resolution.
     """
-    subnet = spec_argument(spec, space, resolution)
+    subnet = spec_argument(spec, space, None)
+    chosen = single_resolution(resolution, get_space(subnet.space))
+    if chosen is not None:
+        subnet = dataclasses.replace(subnet, resolution=chosen)
     family = get_space(subnet.space).family
     plan = plan_subnet(subnet, width or family.default_width)
     cost = network_cost(plan)

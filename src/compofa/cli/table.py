@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from compofa.cli.common import CompofaGroup, echo_rows, print_json
+from compofa.cli.common import CompofaGroup, echo_rows, plural, print_json
+from compofa.cli.options import DEVICE_ID, FILE_FORMAT, JSON, OUTPUT_FILE, SPACE, option
+from compofa.cli.outputs import check_output, output_format, written_output, wrote
 from compofa.tables.exchange import EXPORT_FORMATS
 
 if TYPE_CHECKING:
@@ -17,8 +19,14 @@ if TYPE_CHECKING:
     from compofa.tables.store import Entry
 
 
-def table_summary(path: Path) -> list[dict[str, Any]]:
-    """One record per device, space, width, batch and precision in the table."""
+def table_summary(path: Path, device_id: int | None = None) -> list[dict[str, Any]]:
+    """One record per device, space, width, batch and precision in the table (of one device, if given).
+
+    ``median_ci_half_width_relative`` is what `table show` prints as ``+-``: the
+    median over the entries of their 95% CI half-width relative to their
+    median, the quantity --target-ci asks for. ``median_relative_ci`` (kept for
+    readers of older output) is the same median of the full width, twice that.
+    """
     import numpy as np
 
     from compofa.profiler import COARSE, NOISY, REFINING
@@ -26,7 +34,9 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
     from compofa.tables.analysis import noise_floor
 
     with LatencyTable.open(path) as table:
-        entries = table.entries()
+        if device_id is not None:
+            table.require_device(device_id)
+        entries = table.entries(device_id)
         devices = {d.id: d for d in table.devices()}
         groups: dict[tuple[int, str, float, int, str], list[Entry]] = defaultdict(list)
         for entry in entries:
@@ -45,6 +55,7 @@ def table_summary(path: Path) -> list[dict[str, Any]]:
                 "entries": len(group),
                 "resolutions": sorted({e.key.resolution for e in group}),
                 "fastest_ms": float(medians.min()), "slowest_ms": float(medians.max()),
+                "median_ci_half_width_relative": floor.relative / 2,
                 "median_relative_ci": floor.relative,
                 "unstable": sum(not e.stable for e in group),
                 "unconverged": sum(e.reason not in ("converged", "estimated") for e in group),
@@ -84,7 +95,7 @@ def _range(metric: dict[str, Any] | None, unit: str, digits: int = 3) -> str:
     if metric is None:
         return "not recorded"
     text = f"{metric['low']:.{digits}f} .. {metric['high']:.{digits}f} {unit}"
-    return text + (f" ({metric['missing']} entries without)" if metric["missing"] else "")
+    return text + (f" ({plural(metric['missing'], 'entry')} without)" if metric["missing"] else "")
 
 
 def _print_beyond_the_median(r: dict[str, Any]) -> None:
@@ -103,17 +114,22 @@ def _print_beyond_the_median(r: dict[str, Any]) -> None:
             click.echo(f"  {label}: {_range(r[name], unit, 1 if unit == 'MB' else 3)}")
 
 
-def print_summary(path: Path) -> None:
-    records = table_summary(path)
+def print_summary(path: Path, device_id: int | None = None) -> None:
+    records = table_summary(path, device_id)
     if not records:
         click.echo(f"{path}: no entries yet")
         return
+    print_records(path, records)
+
+
+def print_records(path: Path, records: list[dict[str, Any]]) -> None:
     for r in records:
         resolutions = ",".join(map(str, r["resolutions"]))
         click.echo(f"{path}: {r['device']} (device {r['device_id']}), {r['space']} w{r['width']:g}, "
                    f"batch {r['batch']}, {r['precision']}, resolutions {resolutions}")
-        click.echo(f"  {r['entries']} entries, {r['fastest_ms']:.3f} .. {r['slowest_ms']:.3f} ms; median CI "
-                   f"+-{r['median_relative_ci'] / 2:.2%}; {r['unstable']} unstable, {r['unconverged']} unconverged")
+        click.echo(f"  {plural(r['entries'], 'entry')}, {r['fastest_ms']:.3f} .. {r['slowest_ms']:.3f} ms; median "
+                   f"95% CI half-width +-{r['median_ci_half_width_relative']:.2%}; {r['unstable']} unstable, "
+                   f"{r['unconverged']} unconverged")
         if r["noise_limited"]:
             click.echo(f"  {r['noise_limited']} noise-limited: measured while the machine was disturbed, or its speed "
                        "kept changing; profiling again when it is quiet measures them first")
@@ -137,23 +153,31 @@ def table_group() -> None:
 
 @table_group.command("show")
 @click.argument("table", type=click.Path())
+@option(DEVICE_ID)
 @click.option("--bucket", help="Group entries into latency buckets: a width in ms, or 'auto' (the noise floor).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def table_show(table: str, bucket: str | None, as_json: bool) -> None:
-    """Summarize TABLE: entries, latency range, noise floor, reference."""
+@option(JSON)
+def table_show(table: str, device_id: int | None, bucket: str | None, as_json: bool) -> None:
+    """Summarize TABLE: entries, latency range, noise floor, reference.
+
+    The text's "median 95% CI half-width +-X%" is --json's
+    median_ci_half_width_relative; median_relative_ci is the full width
+    (twice it), kept for readers of earlier output.
+    """
     from compofa.tables import LatencyTable, TableError
     from compofa.tables.analysis import buckets, indistinguishable, noise_floor
 
     path = Path(table)
-    records = table_summary(path)
+    records = table_summary(path, device_id)
     if bucket is None:
         if as_json:
             print_json(records)
+        elif records:
+            print_records(path, records)
         else:
-            print_summary(path)
+            click.echo(f"{path}: no entries yet")
         return
     with LatencyTable.open(path) as store:
-        entries = store.entries()
+        entries = store.entries(device_id)
     if not entries:
         raise TableError(f"{table}: no entries to bucket")
     width = noise_floor(entries).recommended_bucket_ms if bucket == "auto" else _positive_float(bucket)
@@ -167,12 +191,12 @@ def table_show(table: str, bucket: str | None, as_json: bool) -> None:
             "indistinguishable": [[e.key.spec for e in group] for group in twins],
         })
         return
-    print_summary(path)
+    print_records(path, records)
     click.echo(f"buckets of {width:g} ms:")
     echo_rows([(f"{b.low_ms:.2f}-{b.high_ms:.2f}", str(len(b.entries)), b.entries[0].key.spec) for b in groups],
               ("ms", "subnets", "fastest"))
-    click.echo(f"{len(twins)} groups of subnets with overlapping confidence intervals "
-               f"({sum(len(g) for g in twins)} subnets cannot be told apart from a neighbour)")
+    click.echo(f"{plural(len(twins), 'group')} of subnets with overlapping confidence intervals "
+               f"({plural(sum(len(g) for g in twins), 'subnet')} cannot be told apart from a neighbour)")
 
 
 def _positive_float(text: str) -> float:
@@ -189,15 +213,21 @@ def _positive_float(text: str) -> float:
 
 @table_group.command("export")
 @click.argument("table", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="json", show_default=True)
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@click.option("--space", help="Only this space.")
-@click.option("--device-id", type=int, help="Only this device (ids in `table show`).")
-def table_export(table: str, fmt: str, output: str, space: str | None, device_id: int | None) -> None:
-    """Write TABLE's entries as a JSON list or CSV rows (spec, OFA dict, statistics)."""
+@option(OUTPUT_FILE, required=True)
+@option(FILE_FORMAT)
+@option(SPACE, default=None, shown_default="all the table holds")
+@option(DEVICE_ID)
+def table_export(table: str, output: str, file_format: str | None, space: str | None, device_id: int | None) -> None:
+    """Write TABLE's entries as a JSON list or CSV rows (spec, OFA dict, statistics).
+
+    The format is the -o file's extension (.json or .csv) unless --format
+    says; -o - prints JSON (or --format csv) on standard output.
+    """
     from compofa.tables import LatencyTable, TableError
     from compofa.tables.exchange import export_entries
 
+    check_output(output)
+    fmt = output_format(output, file_format, EXPORT_FORMATS)
     with LatencyTable.open(table) as store:
         if device_id is not None:
             store.require_device(device_id)
@@ -208,21 +238,34 @@ def table_export(table: str, fmt: str, output: str, space: str | None, device_id
             where = f" of device {device_id}" if device_id is not None else ""
             raise TableError(f"{table} has no {what}{where}; "
                              + (f"it holds {', '.join(held)} entries" if held else "that device has none"))
-    count = export_entries(entries, output, fmt)
-    click.echo(f"wrote {count} entries to {output}")
+    with written_output(output, f".{fmt}") as path:
+        count = export_entries(entries, path, fmt)
+    wrote(output, plural(count, "entry"))
 
 
 @table_group.command("diff")
 @click.argument("table_a", type=click.Path())
 @click.argument("table_b", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def table_diff(table_a: str, table_b: str, as_json: bool) -> None:
-    """Compare two tables: rank correlation and relative differences, raw and drift-normalized."""
+@option(DEVICE_ID, multiple=True)
+@option(JSON)
+def table_diff(table_a: str, table_b: str, device_id: tuple[int, ...], as_json: bool) -> None:
+    """Compare two tables: rank correlation and relative differences, raw and drift-normalized.
+
+    --device-id once picks that device in both tables; twice, one in TABLE_A
+    and one in TABLE_B.
+    """
     from compofa.tables import LatencyTable, TableError
     from compofa.tables.compare import compare_entries
 
+    if len(device_id) > 2:
+        raise TableError(f"--device-id is given {len(device_id)} times for two tables: give it once (both tables) "
+                         "or twice (TABLE_A's, then TABLE_B's)")
+    id_a, id_b = (device_id * 2)[:2] if device_id else (None, None)
     with LatencyTable.open(table_a) as a, LatencyTable.open(table_b) as b:
-        entries_a, entries_b = a.entries(), b.entries()
+        for store, chosen in ((a, id_a), (b, id_b)):
+            if chosen is not None:
+                store.require_device(chosen)
+        entries_a, entries_b = a.entries(id_a), b.entries(id_b)
         baselines = _shared_baselines(a, b, entries_a, entries_b)
     try:
         comparison = compare_entries(entries_a, entries_b, baselines)
@@ -232,7 +275,7 @@ def table_diff(table_a: str, table_b: str, as_json: bool) -> None:
         print_json(asdict(comparison))
         return
     c = comparison
-    click.echo(f"{c.matched} subnets in both ({c.only_a} only in {table_a}, {c.only_b} only in {table_b})")
+    click.echo(f"{plural(c.matched, 'subnet')} in both ({c.only_a} only in {table_a}, {c.only_b} only in {table_b})")
     click.echo(f"rank correlation: Kendall tau {c.kendall_tau:.4f}, Spearman rho {c.spearman_rho:.4f}")
     click.echo(f"global drift b/a {c.drift_factor:.4f} (from the {c.drift_source})")
     click.echo(f"median |relative difference|: raw {c.median_abs_rel_diff_raw:.2%}, drift-normalized "
@@ -263,12 +306,13 @@ def table_merge(output: str, inputs: tuple[str, ...], force: bool) -> None:
 
     report = merge_tables(Path(output), [Path(p) for p in inputs], force)
     scaled = ", ".join(f"{name} x{factor:.4f}" for name, factor in report.rescaled.items() if factor != 1.0)
-    present = (f"; already there: {report.conflicts} entries, {report.rounds_present} rounds, "
-               f"{report.accuracies_present} accuracy rows (kept once)"
+    present = (f"; already there: {plural(report.conflicts, 'entry')}, {plural(report.rounds_present, 'round')}, "
+               f"{plural(report.accuracies_present, 'accuracy row')} (kept once)"
                if report.conflicts or report.rounds_present or report.accuracies_present else "")
-    differing = (f"; {report.accuracy_conflicts} accuracy rows differ from {output}'s for the same subnet and "
-                 f"weights ({output}'s kept)" if report.accuracy_conflicts else "")
-    click.echo(f"merged {report.tables} tables into {output}: {report.entries} entries, {report.runs} runs, "
-               f"{report.rounds} rounds, {report.accuracies} accuracy rows added{present}{differing}"
+    differs = "differs" if report.accuracy_conflicts == 1 else "differ"
+    differing = (f"; {plural(report.accuracy_conflicts, 'accuracy row')} {differs} from {output}'s for the same subnet "
+                 f"and weights ({output}'s kept)" if report.accuracy_conflicts else "")
+    click.echo(f"merged {plural(report.tables, 'table')} into {output}: {plural(report.entries, 'entry')}, "
+               f"{plural(report.runs, 'run')}, {plural(report.rounds, 'round')}, "
+               f"{plural(report.accuracies, 'accuracy row')} added{present}{differing}"
                + (f"; rescaled to the first reference: {scaled}" if scaled else ""))
-

@@ -9,10 +9,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
-from compofa.cli.common import EXIT_INTERRUPTED, parse_int_list
-from compofa.cli.precision import DEFAULT_CALIBRATION_IMAGES, precision_option
+from compofa.cli.common import EXIT_INTERRUPTED, OptionError, parse_resolutions, plural
+from compofa.cli.options import (
+    BATCH,
+    CALIBRATION_IMAGES,
+    CHECKPOINT,
+    OUTPUT_FOLDER,
+    PRECISION,
+    QUIET,
+    RESOLUTION,
+    SEED,
+    SPACE,
+    TORCH_DEVICE,
+    WIDTH,
+    WORKERS,
+    option,
+)
 from compofa.extras import require_torch
+from compofa.space import get_space
 
 if TYPE_CHECKING:
     from compofa.supernet.train.phases import Phase
@@ -24,26 +40,30 @@ if TYPE_CHECKING:
               help="compofa, ofa, compofa-ek (the paper's), or a YAML/JSON file of phases.")
 @click.option("--phase", "only", help="Run this phase alone (the ones before it must have finished).")
 @click.option("--data", required=True, type=click.Path(), help="Dataset folder: DATA/train/<class>/..., DATA/val/...")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Run folder: one subfolder per phase.")
-@click.option("--width", type=float, help="Width multiplier (default: the family's).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images per step.")
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0), help="Data-loading processes.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@option(OUTPUT_FOLDER, required=True)
+@option(WIDTH)
+@option(BATCH, default=64)
+@option(WORKERS)
+@option(TORCH_DEVICE)
+@option(SEED)
 @click.option("--init", type=click.Path(), help="Checkpoint the first phase run starts from.")
 @click.option("--teacher", type=click.Path(), help="Checkpoint whose full network is distilled from.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Cut every phase to this many epochs (a quick try).")
-@click.option("--resolution", help="Comma-separated training resolutions for every phase (default: each phase's).")
+@option(RESOLUTION, shown_default="each phase's")
 @click.option("--max-steps", type=click.IntRange(min=1), help="Steps per epoch at most (a quick try).")
 @click.option("--mixed-precision/--no-mixed-precision", default=None,
               help="float16 autocast with loss scaling (default: on with a GPU).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@option(QUIET)
 def train_command(
-    schedule: str, only: str | None, data: str, output: str, width: float | None, batch_size: int, workers: int,
-    device: str, seed: int, init: str | None, teacher: str | None, epochs: int | None, resolution: str | None,
+    schedule: str, only: str | None, data: str, output: str, width: float | None, batch: int, workers: int,
+    torch_device: str, seed: int, init: str | None, teacher: str | None, epochs: int | None, resolution: str | None,
     max_steps: int | None, mixed_precision: bool | None, quiet: bool,
 ) -> None:
-    """Train the supernet phase by phase; rerunning resumes after the last finished epoch."""
+    """Train the supernet phase by phase; rerunning resumes after the last finished epoch.
+
+    OUTPUT is the run folder: one subfolder per phase, each with its
+    checkpoint. --resolution replaces every phase's training resolutions.
+    """
     require_torch("training")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -60,11 +80,14 @@ def train_command(
     phases = load_schedule(schedule)
     if epochs is not None:
         phases = shortened(phases, epochs)
-    resolutions = parse_int_list(resolution, "--resolution")
+    resolutions = parse_resolutions(resolution, get_space(phases[0].space))
     if resolutions is not None:
+        for phase in phases[1:]:  # phases of one run share a family; each space must allow every resolution
+            for value in resolutions:
+                get_space(phase.space).check_resolution(value)
         phases = tuple(dataclasses.replace(p, resolutions=resolutions) for p in phases)
-    base = TrainRequest(phases[0], Path(data), Path(output), width, None, batch_size, workers, seed,
-                        Path(init) if init else None, Path(teacher) if teacher else None, device, max_steps,
+    base = TrainRequest(phases[0], Path(data), Path(output), width, None, batch, workers, seed,
+                        Path(init) if init else None, Path(teacher) if teacher else None, torch_device, max_steps,
                         mixed_precision)
     request = ScheduleRequest(phases, Path(output), base, only)
     check_schedule(request)  # refused in one line before the progress bar starts
@@ -103,52 +126,48 @@ def train_command(
 
 
 @click.command("eval")
-@click.option("--checkpoint", required=True, type=click.Path(),
-              help="Supernet weights (e.g. RUN/compound-2/checkpoint.pt).")
-@click.option("--space", default="compofa", show_default=True, help="Design space whose subnets to evaluate.")
+@option(CHECKPOINT, required=True)
+@option(SPACE)
 @click.option("--data", required=True, type=click.Path(), help="Dataset folder (DATA/train for BatchNorm, DATA/val).")
-@click.option("--resolution", default="224", show_default=True, help="Comma-separated resolutions.")
+@option(RESOLUTION, default="224")
 @click.option("--sample", type=click.IntRange(min=1), help="Evaluate this many random subnets (default: all).")
 @click.option("--table", default="accuracy.db", show_default=True, type=click.Path(),
               help="Table store the accuracy rows go into (a latency table works too).")
-@click.option("--calibration-images", default=2000, show_default=True, type=click.IntRange(min=1),
+@click.option("--bn-images", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Training images BatchNorm statistics are re-estimated on.")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(min=0))
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
-@precision_option("fp32: the PyTorch network; int8: the subnet quantized as `profile --precision int8` times it, "
-                  "run by ONNX Runtime (rows of each precision are kept apart).")
-@click.option("--int8-images", default=DEFAULT_CALIBRATION_IMAGES, show_default=True, type=click.IntRange(min=1),
-              help="Training images an int8 model is calibrated on (a seeded subset; --precision int8).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@option(BATCH, default=100)
+@option(WORKERS)
+@option(TORCH_DEVICE)
+@option(SEED)
+@option(PRECISION)
+@option(CALIBRATION_IMAGES, old_spellings=("--int8-images",))
+@option(QUIET)
 def eval_command(
     checkpoint: str, space: str, data: str, resolution: str, sample: int | None, table: str,
-    calibration_images: int, batch_size: int, workers: int, device: str, seed: int, precision: str,
-    int8_images: int, quiet: bool,
+    bn_images: int, batch: int, workers: int, torch_device: str, seed: int, precision: str,
+    calibration_images: int, quiet: bool,
 ) -> None:
     """Recalibrate BatchNorm and measure top-1/top-5 of every subnet (or a sample) into TABLE.
 
-    With --precision int8 each subnet is quantized (as `profile --precision int8` times it) and evaluated with
-    ONNX Runtime; its rows sit beside the fp32 rows, keyed by precision.
+    --precision fp32 evaluates the PyTorch network; with --precision int8 each subnet is quantized (as
+    `profile --precision int8` times it), calibrated on --calibration-images of DATA/train and evaluated
+    with ONNX Runtime; its rows sit beside the fp32 rows, keyed by precision.
     """
     require_torch("evaluating subnets")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from compofa.jobs.evaluate import EvalRequest, evaluate_subnets, int8_calibration, specs_to_evaluate
-    from compofa.space import get_space
     from compofa.supernet.train.data import check_dataset
     from compofa.tables import LatencyTable
 
-    resolutions = parse_int_list(resolution, "--resolution") or (224,)
-    for value in resolutions:
-        get_space(space).check_resolution(value)
+    resolutions = parse_resolutions(resolution, get_space(space)) or (224,)
+    _check_int8_images(precision)
     check_dataset(data)
     LatencyTable.check_path(table, writable=True, create=True)
     specs = specs_to_evaluate(space, resolutions, sample, seed)
-    request = EvalRequest(Path(checkpoint), space, Path(data), specs, Path(table), calibration_images, batch_size,
-                          workers, device, seed, precision, int8_images)
+    request = EvalRequest(Path(checkpoint), space, Path(data), specs, Path(table), bn_images, batch,
+                          workers, torch_device, seed, precision, calibration_images)
     int8_calibration(request)  # refused before the progress bar starts
     columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                TimeElapsedColumn())
@@ -172,18 +191,31 @@ def eval_command(
     if results:
         best = max(results, key=lambda r: r.top1)
         at = f" at {precision}" if precision != "fp32" else ""
-        click.echo(f"evaluated {len(results)} subnets{at} into {table} (best: {best.spec}, top-1 {best.top1:.2%}, "
-                   f"top-5 {best.top5:.2%})" + (f"; {skipped} already there" if skipped else ""))
+        click.echo(f"evaluated {plural(len(results), 'subnet')}{at} into {table} (best: {best.spec}, top-1 "
+                   f"{best.top1:.2%}, top-5 {best.top5:.2%})" + (f"; {skipped} already there" if skipped else ""))
     else:
-        click.echo(f"all {len(specs)} subnets already evaluated" + (f" at {precision}" if precision != "fp32" else "")
-                   + f" in {table}")
+        every = "the 1 subnet" if len(specs) == 1 else f"all {len(specs)} subnets"
+        click.echo(f"{every} already evaluated" + (f" at {precision}" if precision != "fp32" else "") + f" in {table}")
+
+
+def _check_int8_images(precision: str) -> None:
+    """`eval --calibration-images` once counted BatchNorm's images (now --bn-images): given at another precision
+    than int8 it does nothing, and is refused rather than silently changing what an old command measures."""
+    context = click.get_current_context()
+    if precision != "int8" and context.get_parameter_source("calibration_images") is ParameterSource.COMMANDLINE:
+        raise OptionError(f"--calibration-images counts the images int8 models are calibrated on; at precision "
+                          f"{precision} it does nothing (BatchNorm's images are --bn-images): drop it, or give "
+                          "--precision int8", option="calibration_images")
 
 
 @click.command("digits")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Folder to write train/ and val/ into.")
+@option(OUTPUT_FOLDER, required=True)
 @click.option("--size", default=32, show_default=True, type=click.IntRange(min=8), help="Image side in pixels.")
 def digits_command(output: str, size: int) -> None:
-    """Write scikit-learn's handwritten digits (1797 real scans, no download) as an ImageFolder dataset."""
+    """Write scikit-learn's handwritten digits (1797 real scans, no download) as an ImageFolder dataset.
+
+    OUTPUT gets train/<class>/ and val/<class>/ folders of PNG images.
+    """
     require_torch("the digits dataset (for training)")
     from compofa.supernet.train.data import write_digits
 

@@ -76,12 +76,13 @@ class ReportRequest:
         width: width multiplier (default: the family's).
         accuracy: accuracy source, as `compofa search --accuracy`.
         bucket_ms: latency bucket width of the design-space views (default:
-            about six buckets over CompOFA's range; 5 ms on the Note10).
+            about twelve buckets over CompOFA's range; 5 ms on the Note10).
         per_bucket: random subnets per bucket and space (the paper: 50).
         generations: evolution generations per target of OFA's front on a LUT.
         seed: seeds the random samples and the evolution.
         image_format: the figures' file format, png or svg (`plots.IMAGE_FORMATS`); either is inlined in the page.
         dpi: the resolution of PNG figures (SVG scales).
+        device_ids: the devices of the tables to report (the ids `compofa table show` lists); all where empty.
     """
 
     tables: tuple[Path, ...]
@@ -96,6 +97,7 @@ class ReportRequest:
     seed: int = 0
     image_format: str = "png"
     dpi: int = plots.DPI
+    device_ids: tuple[int, ...] = ()
 
 
 @dataclass
@@ -125,7 +127,8 @@ def _gather(request: ReportRequest) -> tuple[list[TableSeries], list[LutSeries],
     width = request.width if request.width is not None else design.family.default_width
     design.family.check_width(width)
     spaces = tuple(s for s in (request.space, counterpart(request.space)) if s)
-    tables = [s for path in request.tables for s in read_table_series(path, spaces, width)]
+    tables = [series for path in request.tables
+              for series in read_table_series(path, spaces, width, request.device_ids)]
     luts = [read_lut_series(source, request.space, width) for source in request.luts]
     if not tables and not luts:
         raise ReportError("nothing to report on: give a measured table or a lookup table (note10 ships)",

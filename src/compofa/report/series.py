@@ -87,15 +87,24 @@ class LutSeries:
         return tuple(r for r in get_space(space).resolutions if r in have)
 
 
-def read_table_series(path: str | Path, spaces: Sequence[str], width: float) -> list[TableSeries]:
-    """One series per device and setup in the table at `path` with subnet entries of `spaces` at `width`.
+def read_table_series(path: str | Path, spaces: Sequence[str], width: float,
+                      device_ids: Sequence[int] = ()) -> list[TableSeries]:
+    """One series per device and setup in the table at `path` with subnet entries of `spaces` at `width`, of the
+    devices `device_ids` only where given.
 
-    Refuses a table with no such entries, or with fewer than `MIN_ENTRIES`.
+    Refuses a table with no such entries, with fewer than `MIN_ENTRIES`, or holding none of `device_ids`.
     """
     path = Path(path)
     with LatencyTable.open(path) as table:
         entries = table.entries()
-        fingerprints = {device.id: device.fingerprint for device in table.devices()}
+        devices = table.devices()
+    fingerprints = {device.id: device.fingerprint for device in devices}
+    if device_ids:
+        if not set(device_ids) & set(fingerprints):
+            known = ", ".join(f"{d.id} ({d.name})" for d in devices) or "none yet"
+            raise ReportError(f"table {path} has none of devices {', '.join(map(str, sorted(set(device_ids))))}; "
+                              f"its devices: {known} (see `compofa table show`)", option="device_id")
+        entries = [e for e in entries if e.device_id in device_ids]
     subnets = [e for e in entries if e.key.space in spaces]
     at_width = [e for e in subnets if e.key.width == width]
     if not at_width:

@@ -212,7 +212,9 @@ def partial_warning(series: TableSeries, cloud: Cloud) -> Caveat | None:
     resolutions = ", ".join(map(str, sorted({e.key.resolution for e in series.of_space(cloud.space)})))
     return Caveat(series.label, "partial",
                    f"{series.label}: a partial table: {held} of the {held + cloud.missing} {cloud.space} subnets at "
-                   f"{resolutions} px measured; its picks and front are the best of those, not of the space")
+                   f"{resolutions} px measured; its picks and front are the best of those, not of the space "
+                   f"(profile the rest with `compofa profile --space {cloud.space} --resolution "
+                   f"{resolutions.replace(' ', '')} --table {series.path}`)")
 
 
 def unresolved_warning(label: str, cloud: Cloud) -> Caveat | None:

@@ -148,38 +148,35 @@ class DesignSpace:
     # -- membership -------------------------------------------------------------
 
     def check(self, spec: SubnetSpec) -> None:
-        """Raise `SpecError` naming the first field of `spec` outside this space."""
+        """Raise `SpecError` naming the first value of `spec` outside this space, in the terms of the canonical text
+        (stage, block, kernel size) with its field (``kernel_sizes[3]``) for readers of specs as data."""
         if spec.space != self.name:
-            raise SpecError(f"SubnetSpec.space is {spec.space!r}, not {self.name!r}")
-        if spec.resolution not in self.resolutions:
-            raise SpecError(
-                f"SubnetSpec.resolution {spec.resolution} is not allowed in space {self.name!r} "
-                f"(allowed: {describe_range(self.resolutions)})"
-            )
+            raise SpecError(f"the subnet is of space {spec.space!r}, not {self.name!r}")
+        self.check_resolution(spec.resolution)
         if len(spec.depths) != len(self.stages):
             raise SpecError(
-                f"SubnetSpec.depths has {len(spec.depths)} stages; space {self.name!r} has {len(self.stages)}"
+                f"the subnet's depths name {len(spec.depths)} stages; space {self.name!r} has {len(self.stages)}"
             )
         block = 0
         for stage, (choices, depth) in enumerate(zip(self.stages, spec.depths)):
             if depth not in choices.depths:
                 raise SpecError(
-                    f"SubnetSpec.depths[{stage}] = {depth} is not allowed in space {self.name!r} "
-                    f"(stage {stage} allows {list(choices.depths)})"
+                    f"stage {stage} has depth {depth} (depths[{stage}]); space {self.name!r} allows "
+                    f"{', '.join(map(str, choices.depths))} there"
                 )
             expands = choices.expand_options(depth)
             for index in range(depth):
                 kernel, expand = spec.kernel_sizes[block], spec.expand_ratios[block]
                 if kernel not in choices.kernel_sizes:
                     raise SpecError(
-                        f"SubnetSpec.kernel_sizes[{block}] = {kernel} is not allowed in space {self.name!r} "
-                        f"(stage {stage} block {index} allows {list(choices.kernel_sizes)})"
+                        f"block {index} of stage {stage} has kernel size {kernel} (kernel_sizes[{block}]); space "
+                        f"{self.name!r} allows {', '.join(map(str, choices.kernel_sizes))} there"
                     )
                 if expand not in expands:
-                    why = f"depth {depth} couples to expand ratio {expands[0]}" if choices.coupled else ""
+                    why = f"; depth {depth} couples to expand ratio {expands[0]}" if choices.coupled else ""
                     raise SpecError(
-                        f"SubnetSpec.expand_ratios[{block}] = {expand} is not allowed in space {self.name!r} "
-                        f"(stage {stage} block {index} allows {list(expands)}{'; ' + why if why else ''})"
+                        f"block {index} of stage {stage} has expand ratio {expand} (expand_ratios[{block}]); space "
+                        f"{self.name!r} allows {', '.join(map(str, expands))} there{why}"
                     )
                 block += 1
 
@@ -283,8 +280,7 @@ class DesignSpace:
     def check_resolution(self, resolution: int) -> None:
         if resolution not in self.resolutions:
             raise SpecError(
-                f"resolution {resolution} is not allowed in space {self.name!r} "
-                f"(allowed: {describe_range(self.resolutions)})"
+                f"space {self.name!r} has no resolution {resolution}: it takes {describe_range(self.resolutions)}"
             )
 
 
