@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=6, help="epochs after the teacher, the same for each method")
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--calibration-images", type=int, default=200)
     parser.add_argument("--keep", type=Path, help="keep the runs under this folder")
     args = parser.parse_args()
@@ -125,7 +125,7 @@ def main() -> None:
         if not data.exists():
             write_digits(data)
         base = TrainRequest(preset("compofa")[0], data, work, width=1.0, kernel_transform=False,
-                            batch_size=args.batch_size, workers=0, max_steps=2 if args.quick else None)
+                            batch_size=args.batch, workers=0, max_steps=2 if args.quick else None)
         r = args.resolution
         teacher = fitted(preset("compofa")[0], teacher_epochs, r)
         compound = preset("compofa")[1:]
@@ -146,8 +146,8 @@ def main() -> None:
                        for name, phases in (("compofa", compofa), ("ofa", ofa))}
             results = {name: future.result() for name, future in futures.items()}
         compound_rate, plain_rate = throughput(data, work / "compofa" / "teacher" / CHECKPOINT_NAME, r,
-                                               args.batch_size, 2 if args.quick else 5)
-    print(f"\ndigits, width 1.0, {r} px, batch {args.batch_size}; teacher {teacher_epochs} epochs, then "
+                                               args.batch, 2 if args.quick else 5)
+    print(f"\ndigits, width 1.0, {r} px, batch {args.batch}; teacher {teacher_epochs} epochs, then "
           f"{sum(p.epochs for p in compofa[1:])} (CompOFA) and {sum(p.epochs for p in ofa[1:])} (OFA) epochs")
     print(f"{'method':8} {'phase':18} {'seconds':>8} {'images/s':>9}  (seconds: the phase's epochs, start-up left out)")
     for method, phases in times.items():
