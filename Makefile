@@ -47,8 +47,12 @@ run: $(VENV)/.installed-run
 	$(BIN)/compofa search --space compofa --latency table:$(OUT)/latency.db --target 25%,50%,75% -o $(OUT)/search.json
 	$(BIN)/compofa report --table $(OUT)/latency.db -o $(OUT)/report
 
+# Two test processes (pytest-xdist), one per core of the 2-core CI machine; a
+# module's tests stay in one process, so its shared fixtures are built once.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) lint core-smoke
 
 lint: $(VENV)/.installed-dev

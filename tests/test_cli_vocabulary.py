@@ -292,7 +292,7 @@ def test_the_export_format_follows_the_extension(table: Path, tmp_path: Path) ->
     assert run("table", "export", str(table), "-o", str(tmp_path / "x.JSON")).exit_code == 0
     assert len(json.loads((tmp_path / "x.JSON").read_text())) == 4
     refused = run("table", "export", str(table), "-o", str(tmp_path / "x.txt"))
-    assert_one_line_error(refused, "cannot tell the format of", "name it .json or .csv, or give --format")
+    assert_one_line_error(refused, "cannot tell the format of", "name it .json or .csv, or give its format", "(change --format)")
     assert not (tmp_path / "x.txt").exists()
     assert run("table", "export", str(table), "-o", str(tmp_path / "x.txt"), "--format", "csv").exit_code == 0
     assert (tmp_path / "x.txt").read_text().startswith("space,spec,ofa,")  # --format wins

@@ -39,7 +39,7 @@ def output_format(output: str, chosen: str | None, formats: Sequence[str]) -> st
     if suffix in formats:
         return suffix
     names = " or ".join(f".{name}" for name in formats)
-    raise OptionError(f"cannot tell the format of {output!r} from its extension: name it {names}, or give --format "
+    raise OptionError(f"cannot tell the format of {output!r} from its extension: name it {names}, or give its format "
                       f"({', '.join(formats)})", option="file_format")
 
 
