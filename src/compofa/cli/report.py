@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from compofa.cli.options import ACCURACY, DEVICE_ID, OUTPUT_FOLDER, QUIET, SEED, SPACE, WIDTH, option
+from compofa.report.plots import DPI, IMAGE_FORMATS
 
 
 @click.command("report")
@@ -28,9 +29,9 @@ from compofa.cli.options import ACCURACY, DEVICE_ID, OUTPUT_FOLDER, QUIET, SEED,
               help="Evolution generations per target of OFA's front on a LUT.")
 @option(SEED)
 @option(OUTPUT_FOLDER, default="report")
-@click.option("--image-format", default="png", show_default=True, type=click.Choice(("png", "svg")),
+@click.option("--image-format", default="png", show_default=True, type=click.Choice(IMAGE_FORMATS),
               help="File format of the figures (either is also inlined in the page).")
-@click.option("--dpi", default=110, show_default=True, type=click.IntRange(min=1),
+@click.option("--dpi", default=DPI, show_default=True, type=click.IntRange(min=1),
               help="Resolution of PNG figures (dots per inch).")
 @option(QUIET)
 def report_command(
